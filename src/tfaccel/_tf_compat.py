@@ -1,0 +1,69 @@
+"""The only module that imports private ``tensorflow.python`` APIs.
+
+TensorFlow's public API has no way to freeze a ConcreteFunction, run grappler offline, turn a GraphDef back
+into a callable, or list the registered kernels of a device. Keeping every such import here means a
+TensorFlow upgrade that moves one of them breaks (and is fixed in) exactly one file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import tensorflow as tf
+from tensorflow.core.framework import graph_pb2, kernel_def_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, rewriter_config_pb2
+from tensorflow.python.eager import wrap_function
+from tensorflow.python.framework import convert_to_constants, kernels, op_def_registry
+from tensorflow.python.grappler import tf_optimizer
+
+__all__ = [
+    "freeze",
+    "function_from_graph_def",
+    "is_stateful_op",
+    "registered_kernels",
+    "run_grappler",
+]
+
+
+def freeze(concrete_function: Any) -> Any:
+    """Inline variables as constants; returns a new ConcreteFunction whose graph holds no resources."""
+    return convert_to_constants.convert_variables_to_constants_v2(concrete_function)
+
+
+def run_grappler(
+    graph_def: graph_pb2.GraphDef, graph: tf.Graph, fetches: Sequence[str]
+) -> graph_pb2.GraphDef:
+    """Run TensorFlow's default graph optimizations offline, without the ``remap`` optimizer.
+
+    Remapping fuses ops into ``_Fused*`` kernels that no accelerator backend understands; the runtime
+    still applies it to the parts that stay on TensorFlow when the final graph runs.
+    """
+    meta_graph = tf.compat.v1.train.export_meta_graph(graph_def=graph_def, graph=graph)
+    fetch_collection = meta_graph_pb2.CollectionDef()
+    fetch_collection.node_list.value.extend(fetches)
+    meta_graph.collection_def["train_op"].CopyFrom(fetch_collection)
+    config = config_pb2.ConfigProto()
+    rewrite = config.graph_options.rewrite_options
+    rewrite.remapping = rewriter_config_pb2.RewriterConfig.OFF
+    rewrite.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.OFF
+    rewrite.min_graph_nodes = -1
+    return tf_optimizer.OptimizeGraph(config, meta_graph)
+
+
+def function_from_graph_def(
+    graph_def: graph_pb2.GraphDef, inputs: Sequence[str], outputs: Sequence[str]
+) -> Any:
+    """A ConcreteFunction that runs ``graph_def`` from the named input tensors to the named outputs."""
+    return wrap_function.function_from_graph_def(graph_def, list(inputs), list(outputs))
+
+
+def registered_kernels(device_type: str) -> list[kernel_def_pb2.KernelDef]:
+    """Every kernel registered for ``device_type`` (e.g. ``"XLA_CPU_JIT"``) in this process."""
+    return [k for k in kernels.get_all_registered_kernels().kernel if k.device_type == device_type]
+
+
+def is_stateful_op(op_type: str) -> bool:
+    """True when the op is registered as stateful (it must then run under ``StatefulPartitionedCall``)."""
+    op_def = op_def_registry.get(op_type)
+    return bool(op_def is not None and op_def.is_stateful)

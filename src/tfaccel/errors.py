@@ -1,0 +1,51 @@
+"""One error hierarchy, so callers can catch everything tfaccel raises with ``except TraceError``.
+
+Every message names what went wrong, where (the node, the input, the flag) and what to do about it. The
+capture errors also derive from ``TypeError``/``ValueError`` so that code written against the reference
+API, which raised those, keeps catching them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CaptureError",
+    "CaptureTypeError",
+    "CaptureValueError",
+    "CompileError",
+    "ExportError",
+    "OptionsError",
+    "PartitionError",
+    "TraceError",
+]
+
+
+class TraceError(Exception):
+    """Base class of every error tfaccel raises on purpose."""
+
+
+class CaptureError(TraceError):
+    """The function or its example inputs cannot be turned into a graph."""
+
+
+class CaptureTypeError(CaptureError, TypeError):
+    """Wrong kind of object: a non-callable ``func``, a non-tensor example input, mixed call styles."""
+
+
+class CaptureValueError(CaptureError, ValueError):
+    """Right kind of object, unusable value: an empty input structure, a function without inputs."""
+
+
+class PartitionError(TraceError):
+    """Placement or partitioning produced an invalid plan (a bug: please report it with the workdir)."""
+
+
+class CompileError(TraceError):
+    """A backend could not compile a subgraph and no fallback was possible."""
+
+
+class OptionsError(TraceError, ValueError):
+    """An option or flag is unknown, malformed, or cannot be combined with another."""
+
+
+class ExportError(TraceError):
+    """Saving or loading a traced model failed."""
