@@ -1,0 +1,401 @@
+"""Capture: ``func`` + ``example_inputs`` -> a frozen, grappler-optimized GraphDef and its IR.
+
+The calling convention is the reference API's: a Tensor or a list is passed as one argument (``func(x)``),
+a tuple is spread (``func(*x)``), a dict is passed as keywords (``func(**x)``). Whatever the convention,
+the graph is traced from one flat list of input tensors; :class:`InputLayout` remembers how to rebuild
+the user's structure from it, so the traced model can be called exactly like the original.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import logging
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import graph_pb2
+
+from tfaccel import _tf_compat
+from tfaccel.errors import CaptureError, CaptureTypeError, CaptureValueError
+from tfaccel.ir import Graph, Node, TensorInfo, TensorRef
+
+__all__ = ["CapturedFunction", "Convention", "InputLayout", "InputSpec", "capture", "is_keras_model"]
+
+logger = logging.getLogger(__name__)
+
+_NAME_OK = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+class Convention(enum.Enum):
+    """How the user's ``example_inputs`` map onto ``func``'s parameters."""
+
+    TENSOR = "tensor"  # func(x)
+    LIST = "list"  # func([a, b])
+    TUPLE = "tuple"  # func(*x)
+    DICT = "dict"  # func(**x)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One flat input: the signature name, dtype name and exact traced shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    def tensor_spec(self) -> tf.TensorSpec:
+        return tf.TensorSpec(self.shape, tf.as_dtype(self.dtype), name=self.name)
+
+
+@dataclass(frozen=True)
+class InputLayout:
+    """The user's input structure, as data: convention, flat specs and (for dicts) the keys."""
+
+    convention: Convention
+    specs: tuple[InputSpec, ...]
+    keys: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "convention": self.convention.value,
+            "keys": list(self.keys),
+            "specs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in self.specs],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InputLayout:
+        specs = tuple(InputSpec(s["name"], s["dtype"], tuple(s["shape"])) for s in data["specs"])
+        return cls(Convention(data["convention"]), specs, tuple(data["keys"]))
+
+    def where(self, index: int) -> str:
+        """How a user would name flat input ``index`` (``example_inputs[1]``, ``example_inputs['ids']``)."""
+        if self.convention is Convention.TENSOR:
+            return "example_inputs"
+        if self.convention is Convention.DICT:
+            return f"example_inputs[{self.keys[index]!r}]"
+        return f"example_inputs[{index}]"
+
+    def keras_structure(self, flat: Sequence[Any]) -> Any:
+        """The single structure a Keras ``call(inputs)`` receives for these flat inputs."""
+        if self.convention is Convention.TENSOR:
+            return flat[0]
+        if self.convention is Convention.LIST:
+            return list(flat)
+        if self.convention is Convention.TUPLE:
+            return tuple(flat)
+        return dict(zip(self.keys, flat, strict=True))
+
+    def flatten_keras(self, structure: Any) -> list[Any]:
+        """Inverse of :meth:`keras_structure`."""
+        if self.convention is Convention.TENSOR:
+            return [structure]
+        if self.convention is Convention.DICT:
+            return [structure[k] for k in self.keys]
+        return list(structure)
+
+    def pack(self, flat: Sequence[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Rebuild ``(args, kwargs)`` for ``func`` from flat tensors."""
+        if self.convention is Convention.TENSOR:
+            return (flat[0],), {}
+        if self.convention is Convention.LIST:
+            return (list(flat),), {}
+        if self.convention is Convention.TUPLE:
+            return tuple(flat), {}
+        return (), dict(zip(self.keys, flat, strict=True))
+
+
+@dataclass(frozen=True)
+class CapturedFunction:
+    """Everything later stages need from the user's function."""
+
+    layout: InputLayout
+    frozen_graph_def: graph_pb2.GraphDef
+    graph_def: graph_pb2.GraphDef  # grappler-optimized; what placement sees
+    graph: Graph  # IR of ``graph_def``
+    output_structure: Any  # nested structure of tf.TensorSpec, as ``func`` returns it
+    output_names: tuple[str, ...]  # signature names for the flat outputs
+
+
+def is_keras_model(obj: object) -> bool:
+    """True for a Keras 3 or a tf_keras layer/model (these take ``training=False`` for inference)."""
+    for module_name in ("keras", "tf_keras"):
+        module = sys.modules.get(module_name)
+        layer_cls = getattr(getattr(module, "layers", None), "Layer", None)
+        if isinstance(layer_cls, type) and isinstance(obj, layer_cls):
+            return True
+    return False
+
+
+def capture(func: Callable[..., Any], example_inputs: Any) -> CapturedFunction:
+    """Trace ``func`` on ``example_inputs`` and return its frozen, optimized graph."""
+    if not callable(func):
+        raise CaptureTypeError(
+            f"func must be a keras.Model, a tf.function or a Python callable; got {type(func).__name__}"
+        )
+    layout = _layout_of(func, example_inputs)
+    _check_binds(func, layout)
+    keras_model = is_keras_model(func)
+
+    def flat_fn(*tensors: tf.Tensor) -> Any:
+        args, kwargs = layout.pack(tensors)
+        if keras_model:
+            kwargs["training"] = False
+        return func(*args, **kwargs)
+
+    traced = tf.function(flat_fn, input_signature=[s.tensor_spec() for s in layout.specs], autograph=True)
+    try:
+        concrete = traced.get_concrete_function()
+    except CaptureError:
+        raise
+    except Exception as err:  # the user's code failed while tracing: say so, keep the cause
+        raise CaptureError(
+            f"tracing func with example_inputs {_describe(layout)} failed: {type(err).__name__}: {err}"
+        ) from err
+    output_structure, output_names = _outputs_of(concrete)
+    frozen = _tf_compat.freeze(concrete)
+    frozen_graph_def = frozen.graph.as_graph_def(add_shapes=True)
+    placeholders = [t.name for t in frozen.inputs]
+    fetches = [t.name for t in frozen.outputs]
+    optimized = _tf_compat.run_grappler(frozen_graph_def, frozen.graph, [f.split(":")[0] for f in fetches])
+    _restore_placeholders(optimized, frozen_graph_def, placeholders)
+    graph = graph_from_graph_def(optimized, placeholders, fetches)
+    return CapturedFunction(layout, frozen_graph_def, optimized, graph, output_structure, output_names)
+
+
+# -- example inputs --------------------------------------------------------------------------------------
+def _layout_of(func: Callable[..., Any], example_inputs: Any) -> InputLayout:
+    if isinstance(example_inputs, Mapping):
+        convention = Convention.DICT
+        keys = list(example_inputs)
+        for key in keys:
+            if not isinstance(key, str):
+                raise CaptureTypeError(
+                    f"example_inputs is a dict, so it is passed as func(**example_inputs); its keys must "
+                    f"be strings, got {key!r} ({type(key).__name__})"
+                )
+        leaves = [example_inputs[k] for k in keys]
+        wheres = [f"example_inputs[{k!r}]" for k in keys]
+    elif isinstance(example_inputs, tuple):
+        convention, keys, leaves = Convention.TUPLE, [], list(example_inputs)
+        wheres = [f"example_inputs[{i}]" for i in range(len(leaves))]
+        if any(isinstance(leaf, Mapping) for leaf in leaves):
+            raise CaptureTypeError(
+                "example_inputs mixes positional and keyword arguments (a tuple holding a dict); like the "
+                "reference API, trace supports one style: pass a tuple (func(*x)) or a dict (func(**x))"
+            )
+    elif isinstance(example_inputs, list):
+        convention, keys, leaves = Convention.LIST, [], list(example_inputs)
+        wheres = [f"example_inputs[{i}]" for i in range(len(leaves))]
+    else:
+        convention, keys, leaves, wheres = Convention.TENSOR, [], [example_inputs], ["example_inputs"]
+    if not leaves:
+        raise CaptureValueError(
+            f"example_inputs is an empty {type(example_inputs).__name__}: trace needs at least one example "
+            "tensor (a function without inputs has nothing to accelerate)"
+        )
+    tensors = [_as_tensor(leaf, where) for leaf, where in zip(leaves, wheres, strict=True)]
+    names = _input_names(func, convention, keys, len(tensors))
+    specs = tuple(
+        InputSpec(name, t.dtype.name, tuple(int(d) for d in t.shape))
+        for name, t in zip(names, tensors, strict=True)
+    )
+    return InputLayout(convention, specs, tuple(keys))
+
+
+def _as_tensor(leaf: Any, where: str) -> tf.Tensor:
+    if isinstance(leaf, tf.Tensor) and not isinstance(leaf, tf.Variable):
+        tensor = leaf
+    elif isinstance(leaf, np.ndarray):
+        tensor = tf.convert_to_tensor(leaf)
+    else:
+        hint = (
+            " (nested structures are not supported: pass one flat tuple, list or dict of tensors)"
+            if isinstance(leaf, (list, tuple, Mapping))
+            else ""
+        )
+        raise CaptureTypeError(
+            f"{where} must be a tf.Tensor or a numpy array, got {type(leaf).__name__}{hint}"
+        )
+    if tensor.dtype in (tf.resource, tf.variant):
+        raise CaptureTypeError(f"{where} has dtype {tensor.dtype.name}, which cannot be a model input")
+    if not tensor.shape.is_fully_defined():
+        raise CaptureValueError(f"{where} has an unknown shape {tensor.shape}; pass a concrete example")
+    return tensor
+
+
+def _input_names(func: Callable[..., Any], convention: Convention, keys: list[str], count: int) -> list[str]:
+    """Signature names: dict keys, Keras input names, or the function's parameter names."""
+    raw: list[str] = []
+    if convention is Convention.DICT:
+        raw = list(keys)
+    elif is_keras_model(func):
+        inputs = getattr(func, "inputs", None) or []
+        names = [getattr(t, "name", "") or "" for t in inputs]
+        if len(names) == count and all(names):
+            raw = [n.split(":")[0] for n in names]
+    if not raw:
+        params = _positional_params(func)
+        if convention is Convention.TUPLE and len(params) >= count:
+            raw = params[:count]
+        elif convention is Convention.TENSOR and params:
+            raw = params[:1]
+        elif convention is Convention.LIST and params:
+            raw = [f"{params[0]}_{i}" for i in range(count)]
+        else:
+            raw = [f"input_{i}" for i in range(count)]
+    unique: list[str] = []
+    for i, name in enumerate(raw):
+        clean = _NAME_OK.sub("_", name).lstrip("_.-") or f"input_{i}"
+        if not clean[0].isalpha():
+            clean = f"input_{clean}"
+        while clean in unique:
+            clean = f"{clean}_{i}"
+        unique.append(clean)
+    return unique
+
+
+def _positional_params(func: Callable[..., Any]) -> list[str]:
+    target = getattr(func, "python_function", func)
+    if is_keras_model(func):
+        target = func.call  # type: ignore[attr-defined]
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in kinds and p.name != "self"]
+
+
+def _check_binds(func: Callable[..., Any], layout: InputLayout) -> None:
+    """Fail early, naming the convention, when a plain callable cannot take the example inputs."""
+    if is_keras_model(func):
+        return
+    target = getattr(func, "python_function", func)
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return
+    args, kwargs = layout.pack([object()] * len(layout.specs))
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as err:
+        if not signature.parameters:
+            raise CaptureValueError(
+                f"{getattr(target, '__name__', 'func')}() takes no inputs: trace needs a function of at "
+                "least one tensor (a function without inputs has nothing to accelerate)"
+            ) from err
+        raise CaptureTypeError(
+            f"func{signature} cannot be called as {_call_form(layout)} with example_inputs "
+            f"{_describe(layout)}: {err}. A Tensor or list is passed as func(x), a tuple as func(*x), "
+            "a dict as func(**x)"
+        ) from err
+
+
+def _call_form(layout: InputLayout) -> str:
+    return {
+        Convention.TENSOR: "func(x)",
+        Convention.LIST: "func([...])",
+        Convention.TUPLE: "func(*x)",
+        Convention.DICT: "func(**x)",
+    }[layout.convention]
+
+
+def _describe(layout: InputLayout) -> str:
+    parts = [f"{layout.where(i)}: {s.dtype}{list(s.shape)}" for i, s in enumerate(layout.specs)]
+    return "(" + ", ".join(parts) + ")"
+
+
+# -- outputs -----------------------------------------------------------------------------------------------
+def _outputs_of(concrete: Any) -> tuple[Any, tuple[str, ...]]:
+    structure = concrete.structured_outputs
+    flat = tf.nest.flatten(structure, expand_composites=False)
+    if not flat:
+        raise CaptureValueError("func returned no tensors: there is nothing to trace")
+    for path, leaf in _paths(structure):
+        if not isinstance(leaf, tf.Tensor):
+            where = f"output {path!r}" if path else "the output"
+            raise CaptureTypeError(
+                f"{where} of func is a {type(leaf).__name__}; trace supports outputs that are tensors "
+                "(nested in lists, tuples and dicts)"
+            )
+    specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), structure)
+    return specs, _output_names(structure)
+
+
+def _paths(structure: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """``(path, leaf)`` pairs in ``tf.nest.flatten`` order (dict keys sorted), paths joined by ``/``."""
+    if isinstance(structure, Mapping):
+        items: list[tuple[str, Any]] = []
+        for key in sorted(structure):
+            items.extend(_paths(structure[key], f"{prefix}/{key}" if prefix else str(key)))
+        return items
+    if isinstance(structure, (list, tuple)):
+        items = []
+        for i, value in enumerate(structure):
+            items.extend(_paths(value, f"{prefix}/{i}" if prefix else str(i)))
+        return items
+    return [(prefix, structure)]
+
+
+def _output_names(structure: Any) -> tuple[str, ...]:
+    """Names of the flat outputs in the serving signature: a flat dict keeps its keys."""
+    if isinstance(structure, Mapping) and all(
+        isinstance(k, str) and isinstance(v, tf.Tensor) for k, v in structure.items()
+    ):
+        flat_keys = [path for path, _ in _paths(structure)]
+        return tuple(_NAME_OK.sub("_", k) for k in flat_keys)
+    paths = [path for path, _ in _paths(structure)]
+    if len(paths) == 1 and not paths[0]:
+        return ("output_0",)
+    return tuple("output_" + _NAME_OK.sub("_", p.replace("/", "_")) for p in paths)
+
+
+# -- IR ----------------------------------------------------------------------------------------------------
+def graph_from_graph_def(
+    graph_def: graph_pb2.GraphDef, inputs: Sequence[str], outputs: Sequence[str]
+) -> Graph:
+    """Build the IR, learning every output's dtype and shape by importing the GraphDef once."""
+    tf_graph = tf.Graph()
+    with tf_graph.as_default():
+        tf.graph_util.import_graph_def(graph_def, name="")
+    nodes = []
+    for node_def in graph_def.node:
+        op = tf_graph.get_operation_by_name(node_def.name)
+        infos = tuple(
+            TensorInfo(t.dtype.name, None if t.shape.rank is None else tuple(t.shape.as_list()))
+            for t in op.outputs
+        )
+        data: list[TensorRef] = []
+        control: list[str] = []
+        for text in node_def.input:
+            if text.startswith("^"):
+                control.append(text[1:])
+            else:
+                data.append(TensorRef.parse(text))
+        nodes.append(Node(node_def.name, node_def.op, tuple(data), tuple(control), infos, node_def))
+    graph = Graph(
+        nodes,
+        inputs=[name.split(":")[0] for name in inputs],
+        outputs=[TensorRef.parse(name) for name in outputs],
+    )
+    graph.lint()
+    return graph
+
+
+def _restore_placeholders(
+    optimized: graph_pb2.GraphDef, frozen: graph_pb2.GraphDef, placeholders: Sequence[str]
+) -> None:
+    """Grappler prunes inputs the outputs do not depend on; the signature must keep them all."""
+    present = {n.name for n in optimized.node}
+    by_name = {n.name: n for n in frozen.node}
+    for tensor in placeholders:
+        name = tensor.split(":")[0]
+        if name not in present:
+            logger.info("input %r does not affect any output; it stays in the signature unused", name)
+            optimized.node.append(by_name[name])
