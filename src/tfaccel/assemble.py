@@ -1,0 +1,228 @@
+"""Assembly: cut each cluster out as a standalone GraphDef, and splice compiled calls back in.
+
+Both directions live together because they must agree on one convention: a cluster's inputs become
+Placeholders ``tfaccel_in_<i>`` in ``cluster.inputs`` order, and output ``k`` of the call node that replaces
+the cluster is ``cluster.outputs[k]``. Everything here is deterministic (same plan -> same bytes).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import tensorflow as tf
+from tensorflow.core.framework import graph_pb2, node_def_pb2
+
+from tfaccel import _tf_compat
+from tfaccel.backends import CompiledSubgraph
+from tfaccel.errors import PartitionError
+from tfaccel.ir import Graph, TensorInfo, TensorRef
+from tfaccel.partition import Cluster
+
+__all__ = ["SubgraphDef", "assemble", "extract_subgraph", "input_placeholder"]
+
+
+def input_placeholder(index: int) -> str:
+    return f"tfaccel_in_{index}"
+
+
+@dataclass(frozen=True)
+class SubgraphDef:
+    """One cluster as a self-contained graph: Placeholders in, named tensors out."""
+
+    cluster: Cluster
+    graph_def: graph_pb2.GraphDef
+    input_infos: tuple[TensorInfo, ...]
+    outputs: tuple[str, ...]  # tensor names inside ``graph_def``, in ``cluster.outputs`` order
+    output_infos: tuple[TensorInfo, ...]
+    stateful: bool
+
+    @property
+    def name(self) -> str:
+        return self.cluster.name
+
+    def input_specs(self) -> list[tf.TensorSpec]:
+        return [
+            tf.TensorSpec(info.shape, tf.as_dtype(info.dtype), name=input_placeholder(i))
+            for i, info in enumerate(self.input_infos)
+        ]
+
+
+def extract_subgraph(cluster: Cluster, graph: Graph, library: graph_pb2.FunctionDefLibrary) -> SubgraphDef:
+    """Build the standalone GraphDef of ``cluster``: Placeholders, copied Consts, members."""
+    input_index = {ref: i for i, ref in enumerate(cluster.inputs)}
+    members = set(cluster.nodes)
+    keep_control = members  # control edges from outside become control inputs of the call node
+    sub = graph_pb2.GraphDef()
+    sub.versions.CopyFrom(_versions())
+    input_infos = []
+    for i, ref in enumerate(cluster.inputs):
+        info = graph[ref.node].outputs[ref.port]
+        input_infos.append(info)
+        ph = sub.node.add()
+        ph.name = input_placeholder(i)
+        ph.op = "Placeholder"
+        ph.attr["dtype"].type = tf.as_dtype(info.dtype).as_datatype_enum
+        ph.attr["shape"].shape.CopyFrom(tf.TensorShape(info.shape).as_proto())
+    for name in cluster.consts:
+        node_def = copy.deepcopy(_node_def(graph, name))
+        del node_def.input[:]
+        sub.node.append(node_def)
+    stateful = False
+    for name in cluster.nodes:
+        original = _node_def(graph, name)
+        node_def = copy.deepcopy(original)
+        del node_def.input[:]
+        for text in original.input:
+            if text.startswith("^"):
+                if text[1:] in keep_control:
+                    node_def.input.append(text)
+                continue
+            ref = TensorRef.parse(text)
+            if ref in input_index:
+                node_def.input.append(f"{input_placeholder(input_index[ref])}:0")
+            else:
+                node_def.input.append(text)
+        node_def.ClearField("device")
+        sub.node.append(node_def)
+        stateful = stateful or _tf_compat.is_stateful_op(node_def.op)
+    sub.library.CopyFrom(library)
+    return SubgraphDef(
+        cluster=cluster,
+        graph_def=sub,
+        input_infos=tuple(input_infos),
+        outputs=tuple(str(ref) for ref in cluster.outputs),
+        output_infos=tuple(graph[ref.node].outputs[ref.port] for ref in cluster.outputs),
+        stateful=stateful,
+    )
+
+
+def call_node(subgraph: SubgraphDef, function_name: str) -> node_def_pb2.NodeDef:
+    """The ``(Stateful)PartitionedCall`` node that runs ``function_name`` in place of the cluster."""
+    cluster = subgraph.cluster
+    node = node_def_pb2.NodeDef()
+    node.name = cluster.name
+    node.op = "StatefulPartitionedCall" if subgraph.stateful else "PartitionedCall"
+    node.input.extend(str(ref) for ref in cluster.inputs)
+    node.input.extend(f"^{c}" for c in cluster.control_inputs)
+    node.attr["Tin"].list.type.extend(tf.as_dtype(i.dtype).as_datatype_enum for i in subgraph.input_infos)
+    node.attr["Tout"].list.type.extend(tf.as_dtype(o.dtype).as_datatype_enum for o in subgraph.output_infos)
+    node.attr["f"].func.name = function_name
+    return node
+
+
+def assemble(
+    graph: Graph,
+    graph_def: graph_pb2.GraphDef,
+    compiled: Sequence[CompiledSubgraph],
+) -> tuple[graph_pb2.GraphDef, tuple[str, ...]]:
+    """The outer GraphDef with every cluster replaced by its call node, and the new output names.
+
+    Nodes no longer reachable from the outputs (Consts that only fed subgraphs) are pruned.
+    """
+    replaced: dict[TensorRef, TensorRef] = {}
+    owner: dict[str, str] = {}
+    for item in compiled:
+        cluster = item.cluster
+        for name in cluster.nodes:
+            owner[name] = cluster.name
+        for k, ref in enumerate(cluster.outputs):
+            replaced[ref] = TensorRef(cluster.name, k)
+    calls = {item.cluster.name: item.call for item in compiled}
+    out = graph_pb2.GraphDef()
+    out.versions.CopyFrom(graph_def.versions)
+    placed_calls: set[str] = set()
+    for node_def in graph_def.node:
+        cluster_name = owner.get(node_def.name)
+        if cluster_name is not None:
+            if cluster_name not in placed_calls:  # the call goes where its first member was
+                placed_calls.add(cluster_name)
+                call = copy.deepcopy(calls[cluster_name])
+                _rewrite_inputs(call, replaced, owner)  # it may read another cluster's outputs
+                out.node.append(call)
+            continue
+        new = copy.deepcopy(node_def)
+        _rewrite_inputs(new, replaced, owner)
+        out.node.append(new)
+    for item in compiled:  # control edges from a member to an outside node
+        for consumer in item.cluster.control_outputs:
+            for node in out.node:
+                if node.name == consumer and f"^{item.cluster.name}" not in node.input:
+                    node.input.append(f"^{item.cluster.name}")
+    outputs = []
+    for ref in graph.outputs:
+        if ref in replaced:
+            outputs.append(str(replaced[ref]))
+        elif ref.node in owner:
+            raise PartitionError(f"graph output {ref} is inside {owner[ref.node]} but not among its outputs")
+        else:
+            outputs.append(str(ref))
+    out.library.CopyFrom(graph_def.library)
+    known = {f.signature.name for f in out.library.function}
+    for item in compiled:
+        for fdef in item.functions:
+            if fdef.signature.name not in known:
+                known.add(fdef.signature.name)
+                out.library.function.append(fdef)
+    return _prune(out, graph.inputs, outputs), tuple(outputs)
+
+
+def _rewrite_inputs(
+    node: node_def_pb2.NodeDef, replaced: Mapping[TensorRef, TensorRef], owner: Mapping[str, str]
+) -> None:
+    texts = list(node.input)
+    del node.input[:]
+    seen_control: set[str] = set()
+    for text in texts:
+        if text.startswith("^"):
+            target = owner.get(text[1:], text[1:])
+            if target not in seen_control:
+                seen_control.add(target)
+                node.input.append(f"^{target}")
+            continue
+        ref = TensorRef.parse(text)
+        if ref.node in owner:
+            if ref not in replaced:
+                raise PartitionError(
+                    f"node {node.name!r} reads {ref}, which is inside {owner[ref.node]} but not one of its "
+                    "outputs (a partitioner bug: please report it with the --workdir artifacts)"
+                )
+            node.input.append(str(replaced[ref]))
+        else:
+            node.input.append(text)
+
+
+def _prune(
+    graph_def: graph_pb2.GraphDef, inputs: Sequence[str], outputs: Sequence[str]
+) -> graph_pb2.GraphDef:
+    by_name = {n.name: n for n in graph_def.node}
+    keep: set[str] = set(inputs)  # an unused input still belongs to the signature
+    stack = [TensorRef.parse(o).node for o in outputs]
+    visited: set[str] = set()
+    while stack:
+        name = stack.pop()
+        if name in visited:
+            continue
+        visited.add(name)
+        keep.add(name)
+        for text in by_name[name].input:
+            pred = text[1:] if text.startswith("^") else TensorRef.parse(text).node
+            if pred not in keep:
+                stack.append(pred)
+    pruned = graph_pb2.GraphDef()
+    pruned.versions.CopyFrom(graph_def.versions)
+    pruned.node.extend(n for n in graph_def.node if n.name in keep)
+    pruned.library.CopyFrom(graph_def.library)
+    return pruned
+
+
+def _node_def(graph: Graph, name: str) -> node_def_pb2.NodeDef:
+    payload = graph[name].payload
+    if not isinstance(payload, node_def_pb2.NodeDef):
+        raise PartitionError(f"node {name!r} carries no NodeDef; the IR was not built by capture")
+    return payload
+
+
+def _versions() -> tf.compat.v1.VersionDef:
+    return tf.Graph().as_graph_def().versions

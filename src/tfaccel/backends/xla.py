@@ -1,0 +1,173 @@
+"""The XLA backend: subgraphs become functions marked ``_XlaMustCompile``, run by stock TensorFlow.
+
+Why this form: a ``PartitionedCall`` to a function carrying ``_XlaMustCompile=true`` is exactly what
+``tf.function(jit_compile=True)`` emits, so a traced model needs nothing but TensorFlow to load and run
+(a fresh process, ``saved_model_cli`` and TF Serving with ``--xla_cpu_compilation_enabled=true``), and XLA
+recompiles per input shape on its own.
+
+Support is read from the kernels XLA registers for ``XLA_CPU_JIT`` (the same table the TF->XLA bridge
+consults), checked against the node's type attributes; every subgraph is then lowered to HLO at trace time,
+so an op that only fails in context is caught there and sent back to the runtime by ``trace``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from typing import Any
+
+import tensorflow as tf
+from tensorflow.core.framework import function_pb2, graph_pb2, kernel_def_pb2, node_def_pb2
+
+from tfaccel import _tf_compat
+from tfaccel.assemble import SubgraphDef, call_node, input_placeholder
+from tfaccel.backends import CompiledSubgraph, SubgraphCompileError
+from tfaccel.ir import Node
+
+__all__ = ["XlaBackend", "SLOW_ON_CPU"]
+
+logger = logging.getLogger(__name__)
+
+_DEVICE = "XLA_CPU_JIT"
+_IMPORT_SCOPE = "sg"
+_NODE_IN_MESSAGE = re.compile(r"\{\{node ([^}]+)\}\}|node `([^`]+)`")
+
+#: Ops XLA can compile but runs much slower than TensorFlow on CPU (design §4: depthwise convolutions are
+#: 5-8x slower), so automatic placement keeps them on the runtime.
+SLOW_ON_CPU = {
+    "DepthwiseConv2dNative": "XLA:CPU runs depthwise convolutions 5-8x slower than TensorFlow, "
+    "so automatic placement keeps them on the TF runtime",
+}
+
+_registry_lock = threading.Lock()
+_kernels: dict[str, list[kernel_def_pb2.KernelDef]] | None = None
+
+
+def _kernel_table() -> dict[str, list[kernel_def_pb2.KernelDef]]:
+    """XLA_CPU_JIT kernels by op type. XLA registers them on first use, so compile a tiny function first."""
+    global _kernels
+    with _registry_lock:
+        if _kernels is None:
+            warm = tf.function(lambda x: x + 1, jit_compile=True, autograph=False)
+            warm(tf.zeros([1]))
+            table: dict[str, list[kernel_def_pb2.KernelDef]] = {}
+            for kernel in _tf_compat.registered_kernels(_DEVICE):
+                table.setdefault(kernel.op, []).append(kernel)
+            _kernels = table
+        return _kernels
+
+
+class XlaBackend:
+    """Compile subgraphs with XLA (portable: the saved model needs only TensorFlow)."""
+
+    name = "xla"
+
+    def __init__(self) -> None:
+        self._table = _kernel_table()
+
+    # -- support ---------------------------------------------------------------------------------------
+    def supports(self, node: Node) -> tuple[bool, str]:
+        if node.op in SLOW_ON_CPU:
+            return False, SLOW_ON_CPU[node.op]
+        kernels = self._table.get(node.op)
+        if not kernels:
+            return False, f"XLA has no {_DEVICE} kernel for op {node.op}"
+        node_def = node.payload
+        if not isinstance(node_def, node_def_pb2.NodeDef):
+            return True, f"XLA compiles {node.op}"
+        mismatch = ""
+        for kernel in kernels:
+            mismatch = _constraint_mismatch(kernel, node_def)
+            if not mismatch:
+                return True, f"XLA compiles {node.op}"
+        return False, f"XLA's {node.op} kernel does not accept {mismatch}"
+
+    # -- compile ---------------------------------------------------------------------------------------
+    def compile(self, subgraph: SubgraphDef) -> CompiledSubgraph:
+        specs = subgraph.input_specs()
+        graph_def = _without_input_placeholders(subgraph)
+        outputs = list(subgraph.outputs)
+        input_map_keys = [f"{input_placeholder(i)}:0" for i in range(len(specs))]
+
+        def body(*args: tf.Tensor) -> list[tf.Tensor]:
+            results = tf.graph_util.import_graph_def(
+                graph_def,
+                input_map=dict(zip(input_map_keys, args, strict=True)),
+                return_elements=outputs,
+                name=_IMPORT_SCOPE,
+            )
+            return [tf.identity(r) for r in results]
+
+        function = tf.function(body, input_signature=specs, jit_compile=True, autograph=False)
+        try:
+            concrete = function.get_concrete_function()
+            hlo = function.experimental_get_compiler_ir(*specs)(stage="hlo")
+        except Exception as err:  # XLA reports unsupported ops and constants it needs via many types
+            message = str(err).strip()
+            raise SubgraphCompileError(subgraph.name, _first_line(message), _culprit(message)) from err
+        digest = hashlib.sha256(graph_def.SerializeToString(deterministic=True)).hexdigest()[:12]
+        fname = f"{subgraph.name}_xla_{digest}"
+        main = function_pb2.FunctionDef()
+        main.CopyFrom(concrete.function_def)
+        main.signature.name = fname
+        library = concrete.graph.as_graph_def().library
+        functions = [main, *(f for f in library.function if f.signature.name != concrete.name)]
+        return CompiledSubgraph(
+            cluster=subgraph.cluster,
+            call=call_node(subgraph, fname),
+            functions=tuple(functions),
+            artifacts={f"{subgraph.name}.hlo.txt": hlo},
+        )
+
+
+def _without_input_placeholders(subgraph: SubgraphDef) -> graph_pb2.GraphDef:
+    """The subgraph minus its input Placeholders: ``input_map`` feeds their consumers directly, and a
+    leftover Placeholder would be an op XLA cannot compile.
+    """
+    inputs = {input_placeholder(i) for i in range(len(subgraph.input_infos))}
+    body = graph_pb2.GraphDef()
+    body.versions.CopyFrom(subgraph.graph_def.versions)
+    body.library.CopyFrom(subgraph.graph_def.library)
+    body.node.extend(n for n in subgraph.graph_def.node if n.name not in inputs)
+    return body
+
+
+def _constraint_mismatch(kernel: kernel_def_pb2.KernelDef, node_def: node_def_pb2.NodeDef) -> str:
+    """Empty when ``node_def`` satisfies every type constraint of ``kernel``; else ``"T=string"``."""
+    for constraint in kernel.constraint:
+        allowed = set(constraint.allowed_values.list.type)
+        if not allowed or constraint.name not in node_def.attr:
+            continue
+        value: Any = node_def.attr[constraint.name]
+        kind = value.WhichOneof("value")
+        if kind == "type":
+            types = [value.type]
+        elif kind == "list":
+            types = list(value.list.type)
+        else:
+            continue
+        for t in types:
+            if t not in allowed:
+                return f"{constraint.name}={tf.as_dtype(t).name}"
+    return ""
+
+
+def _culprit(message: str) -> str | None:
+    """The node the compiler blamed, as named in the original graph (XLA writes ``{{node sg/name}}``)."""
+    match = _NODE_IN_MESSAGE.search(message)
+    if not match:
+        return None
+    name = match.group(1) or match.group(2)
+    prefix = f"{_IMPORT_SCOPE}/"
+    return name[len(prefix) :] if name.startswith(prefix) else name
+
+
+def _first_line(message: str) -> str:
+    """The compiler's first sentence, without TF's wrapper text and our import scope."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    text = lines[0] if lines else "no message"
+    text = text.removeprefix("Failed getting HLO text: ").strip("'\" ")
+    text = text.replace(f"{_IMPORT_SCOPE}/", "")
+    return text if len(text) < 400 else text[:400] + "..."

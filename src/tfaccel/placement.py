@@ -1,0 +1,170 @@
+"""Placement: one decision, with a reason, for every node of the optimized graph.
+
+Why decisions carry reasons: users judge a compiler by whether it tells them what ran where and why. The
+report, ``summary()`` and the low-ratio warning are all rendered from these records, so a node can never
+be on the runtime "for no reason". Policies are small functions composed in order; the first one that has
+an opinion decides (the shape of torch.fx's composable operator-support checks).
+
+This module must not import TensorFlow: backends answer support questions through :class:`SupportQuery`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from tfaccel.ir import Graph, Node
+
+__all__ = [
+    "Decision",
+    "Placement",
+    "Reason",
+    "SupportQuery",
+    "count_ratio",
+    "decide",
+    "STRUCTURAL_RUNTIME_OPS",
+    "UNPLACEABLE_DTYPES",
+]
+
+#: Tensors of these dtypes cannot live inside a compiled subgraph (the design's rule for every backend).
+UNPLACEABLE_DTYPES = frozenset({"string", "resource", "variant"})
+
+#: Ops that always stay where they are: graph inputs, pure ordering nodes and constants (which are copied
+#: into each subgraph that reads them instead of being placed).
+STRUCTURAL_RUNTIME_OPS = frozenset({"Placeholder", "NoOp", "Const"})
+
+
+class Placement(enum.Enum):
+    """Where a node runs."""
+
+    ACCELERATOR = "accelerator"
+    RUNTIME = "runtime"
+
+
+class Reason(enum.Enum):
+    """Why a node went where it did (a closed set, so reports can group and count them)."""
+
+    SUPPORTED = "supported by the backend"
+    STRUCTURAL = "graph input, constant or ordering node"
+    DTYPE = "dtype the backend cannot hold"
+    UNKNOWN_SHAPE = "unknown shape"
+    UNSUPPORTED = "not supported by the backend"
+    CALLBACK_TRUE = "subgraph_builder_function returned True"
+    CALLBACK_FALSE = "subgraph_builder_function returned False"
+    SMALL_SUBGRAPH = "subgraph below the minimum size"
+    COMPILE_FAILURE = "compilation failed"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where one node goes, on which backend, and why (``detail`` is the human sentence)."""
+
+    node: str
+    op: str
+    placement: Placement
+    reason: Reason
+    detail: str
+    backend: str | None = None
+
+    @property
+    def accelerated(self) -> bool:
+        return self.placement is Placement.ACCELERATOR
+
+    def to_runtime(self, reason: Reason, detail: str) -> Decision:
+        return replace(self, placement=Placement.RUNTIME, reason=reason, detail=detail, backend=None)
+
+
+class SupportQuery(Protocol):
+    """What placement needs from a backend: its name and a yes/no with a reason for one node."""
+
+    @property
+    def name(self) -> str: ...
+
+    def supports(self, node: Node) -> tuple[bool, str]: ...
+
+
+Callback = Callable[[Node], bool]
+
+
+def decide(graph: Graph, backend: SupportQuery, callback: Callback | None = None) -> dict[str, Decision]:
+    """Decide every node. Without ``callback`` the backend's support answer decides (automatic placement);
+    with one, the callback decides and the backend can only refuse what it cannot run at all.
+    """
+    decisions: dict[str, Decision] = {}
+    for node in graph:
+        decisions[node.name] = _decide_one(node, backend, callback)
+    return decisions
+
+
+def _decide_one(node: Node, backend: SupportQuery, callback: Callback | None) -> Decision:
+    runtime = Placement.RUNTIME
+    if node.op in STRUCTURAL_RUNTIME_OPS:
+        what = {"Placeholder": "a graph input", "NoOp": "an ordering node", "Const": "a constant"}[node.op]
+        detail = f"{node.op} is {what}" + (
+            ", copied into each subgraph that reads it" if node.op == "Const" else ""
+        )
+        return Decision(node.name, node.op, runtime, Reason.STRUCTURAL, detail)
+    chosen_by_user = False
+    if callback is not None:
+        if not callback(node):
+            return Decision(
+                node.name, node.op, runtime, Reason.CALLBACK_FALSE, "subgraph_builder_function returned False"
+            )
+        chosen_by_user = True
+    prefix = "subgraph_builder_function returned True, but " if chosen_by_user else ""
+    bad_dtypes = sorted({t.dtype for t in node.outputs if t.dtype in UNPLACEABLE_DTYPES})
+    if bad_dtypes:
+        detail = f"{prefix}its output dtype {', '.join(bad_dtypes)} cannot be held by a compiled subgraph"
+        return Decision(node.name, node.op, runtime, Reason.DTYPE, detail)
+    unknown = [i for i, t in enumerate(node.outputs) if not t.fully_defined]
+    if unknown:
+        detail = (
+            f"{prefix}output {unknown[0]} has an unknown (data-dependent) shape, "
+            f"which {backend.name} cannot compile"
+        )
+        return Decision(node.name, node.op, runtime, Reason.UNKNOWN_SHAPE, detail)
+    ok, why = backend.supports(node)
+    if not ok:
+        return Decision(node.name, node.op, runtime, Reason.UNSUPPORTED, prefix + why)
+    if chosen_by_user:
+        return Decision(
+            node.name,
+            node.op,
+            Placement.ACCELERATOR,
+            Reason.CALLBACK_TRUE,
+            "subgraph_builder_function returned True",
+            backend.name,
+        )
+    return Decision(node.name, node.op, Placement.ACCELERATOR, Reason.SUPPORTED, why, backend.name)
+
+
+def count_ratio(graph: Graph, accelerated: Iterable[str]) -> tuple[int, int]:
+    """``(ops in compiled subgraphs, all ops)``, both counting only :attr:`Node.counted` nodes.
+
+    This is ``on_neuron_ratio``'s numerator and denominator: Placeholder, Identity, IdentityN,
+    ReadVariableOp, NoOp and Const are not counted on either side, so the ratio is always in [0, 1].
+    """
+    placed = set(accelerated)
+    total = sum(1 for n in graph if n.counted)
+    on_accel = sum(1 for n in graph if n.counted and n.name in placed)
+    return on_accel, total
+
+
+def reasons_summary(decisions: Mapping[str, Decision], limit: int = 3) -> str:
+    """The most common reasons ops stayed on the runtime, e.g. ``"12 x not supported by the backend (Foo)"``.
+
+    Structural nodes and Identity are left out: they are never worth mentioning.
+    """
+    groups: dict[Reason, list[Decision]] = {}
+    for d in decisions.values():
+        if not d.accelerated and d.reason is not Reason.STRUCTURAL and d.op not in ("Identity", "IdentityN"):
+            groups.setdefault(d.reason, []).append(d)
+    ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0].value))[:limit]
+    parts = []
+    for reason, items in ranked:
+        ops = sorted({d.op for d in items})
+        shown = ", ".join(ops[:4]) + (", ..." if len(ops) > 4 else "")
+        parts.append(f"{len(items)} x {reason.value} ({shown})")
+    return "; ".join(parts) if parts else "no op was refused"
