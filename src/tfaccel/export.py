@@ -1,0 +1,97 @@
+"""Save and load traced models as SavedModels.
+
+What a saved model holds: ``serving_default`` (inputs by their original names, outputs as a flat dict, for
+``saved_model_cli``, TF Serving and ``tf.saved_model.load`` in a process that never imports tfaccel), a
+``tfaccel_call_flat`` function returning the original nested output structure, and
+``assets.extra/tfaccel.json`` with the calling convention and the placement report, which
+:func:`load` uses to give back a model that is called exactly like the traced one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import tensorflow as tf
+
+from tfaccel.capture import InputLayout
+from tfaccel.errors import ExportError
+from tfaccel.report import PlacementReport
+from tfaccel.runtime import Executable, make_model
+
+__all__ = ["METADATA_FILE", "load", "save", "write_metadata"]
+
+METADATA_FILE = os.path.join("assets.extra", "tfaccel.json")
+_FORMAT = 1
+
+
+def save(executable: Executable, path: str) -> None:
+    """Write ``executable`` as a SavedModel directory at ``path``."""
+    if path.endswith((".keras", ".h5")):
+        raise ExportError(
+            f"cannot save a traced model as {os.path.basename(path)!r}: it is a compiled graph, not Keras "
+            "layers; save it to a directory (a SavedModel), e.g. model.save('model_dir')"
+        )
+    module = tf.Module()
+    module.tfaccel_call_flat = executable.call_flat
+    try:
+        tf.saved_model.save(module, path, signatures={"serving_default": executable.serving_function()})
+    except Exception as err:
+        raise ExportError(f"saving the traced model to {path!r} failed: {err}") from err
+    write_metadata(path, executable)
+
+
+def write_metadata(path: str, executable: Executable) -> None:
+    meta = {
+        "format": _FORMAT,
+        "layout": executable.layout.to_json(),
+        "output_names": list(executable.output_names),
+        "report": executable.report.to_json(),
+    }
+    target = os.path.join(path, METADATA_FILE)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "w", encoding="utf-8") as handle:
+        json.dump(meta, handle, indent=1, sort_keys=True)
+
+
+def load(path: str | os.PathLike[str]) -> Any:
+    """Load a traced SavedModel back into a model called like the original traced one.
+
+    Example::
+
+        model = tfaccel.trace(keras_model, x)
+        model.save("traced")
+        again = tfaccel.load("traced")
+        again(x)
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise ExportError(f"{path!r} is not a directory; tfaccel.load expects a SavedModel directory")
+    meta_path = os.path.join(path, METADATA_FILE)
+    if not os.path.exists(meta_path):
+        raise ExportError(
+            f"{path!r} has no {METADATA_FILE}: it was not saved by tfaccel. Load a plain SavedModel with "
+            "tf.saved_model.load(path)"
+        )
+    with open(meta_path, encoding="utf-8") as handle:
+        meta = json.load(handle)
+    if meta.get("format") != _FORMAT:
+        raise ExportError(
+            f"{meta_path} has format {meta.get('format')!r}; this tfaccel reads format {_FORMAT}"
+        )
+    try:
+        restored = tf.saved_model.load(path)
+    except Exception as err:
+        raise ExportError(f"loading the SavedModel at {path!r} failed: {err}") from err
+    call_flat = getattr(restored, "tfaccel_call_flat", None)
+    if call_flat is None:
+        raise ExportError(f"{path!r} lacks the tfaccel_call_flat function; re-save it with this tfaccel")
+    executable = Executable(
+        call_flat,
+        InputLayout.from_json(meta["layout"]),
+        meta["output_names"],
+        PlacementReport.from_json(meta["report"]),
+    )
+    executable.restored = restored  # type: ignore[attr-defined]  # keep the loaded object alive
+    return make_model(executable)

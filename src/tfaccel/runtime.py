@@ -1,0 +1,251 @@
+"""The model ``trace`` returns: an inference-only Keras model around the partitioned graph.
+
+Why two layers: :class:`Executable` is plain TensorFlow (a ``tf.function`` over flat inputs returning the
+original output structure, plus input checks) and is what gets saved; the Keras class on top only adapts
+it to whichever Keras the user runs (tf_keras with ``TF_USE_LEGACY_KERAS=1``, Keras 3 otherwise), so the
+reference's ``model.save(dir)`` / ``tf.keras.models.load_model(dir)`` flow keeps working on tf_keras.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfaccel.capture import Convention, InputLayout
+from tfaccel.report import PlacementReport
+
+__all__ = ["Executable", "keras_module", "make_model", "uses_legacy_keras"]
+
+logger = logging.getLogger(__name__)
+
+
+def uses_legacy_keras() -> bool:
+    """True when ``TF_USE_LEGACY_KERAS`` selects tf_keras, as it does for ``tf.keras`` itself."""
+    return os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes")
+
+
+def keras_module() -> Any:
+    if uses_legacy_keras():
+        import tf_keras
+
+        return tf_keras
+    import keras
+
+    return keras
+
+
+class Executable:
+    """Flat, checked calls into the traced graph, with the user's calling convention on top.
+
+    ``call_flat`` takes the flat input tensors in signature order and returns the original output
+    structure; it is a ``tf.function`` in the tracing process and the restored function after loading.
+    """
+
+    def __init__(
+        self,
+        call_flat: Callable[..., Any],
+        layout: InputLayout,
+        output_names: Sequence[str],
+        report: PlacementReport,
+        graph_def: Any = None,
+    ) -> None:
+        self.call_flat = call_flat
+        #: the partitioned GraphDef, in the tracing process only (not restored by ``load``)
+        self.graph_def = graph_def
+        self.layout = layout
+        self.output_names = tuple(output_names)
+        self.report = report
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.call_flat(*self.flatten(args, kwargs))
+
+    # -- inputs ------------------------------------------------------------------------------------------
+    def flatten(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[tf.Tensor]:
+        """The flat input tensors for ``call_flat``, checked against the traced signature."""
+        layout = self.layout
+        n = len(layout.specs)
+        conv = layout.convention
+        if conv is Convention.DICT:
+            if args and not kwargs and len(args) == 1 and isinstance(args[0], Mapping):
+                kwargs, args = args[0], ()
+            if args:
+                raise TypeError(
+                    f"this model was traced with a dict of inputs: call it as model(**inputs) with keys "
+                    f"{list(layout.keys)}; got {len(args)} positional argument(s)"
+                )
+            missing = [k for k in layout.keys if k not in kwargs]
+            extra = [k for k in kwargs if k not in layout.keys]
+            if missing or extra:
+                raise ValueError(
+                    f"inputs do not match the traced keys {list(layout.keys)}: "
+                    + ", ".join(
+                        p
+                        for p in (
+                            f"missing {missing}" if missing else "",
+                            f"unexpected {extra}" if extra else "",
+                        )
+                        if p
+                    )
+                )
+            leaves = [kwargs[k] for k in layout.keys]
+        else:
+            if kwargs:
+                raise TypeError(
+                    f"unexpected keyword argument(s) {sorted(kwargs)}: this model was traced with "
+                    f"{_form(conv)} and takes no keywords"
+                )
+            if conv is Convention.TENSOR:
+                if len(args) != 1:
+                    raise TypeError(f"this model takes one tensor, model(x); got {len(args)} arguments")
+                leaves = [args[0]]
+            elif conv is Convention.LIST:
+                if len(args) != 1 or not isinstance(args[0], (list, tuple)):
+                    raise TypeError(f"this model takes one list of {n} tensors, model([...])")
+                leaves = list(args[0])
+            else:
+                leaves = list(args)
+            if len(leaves) != n:
+                raise TypeError(f"this model takes {n} input tensor(s) ({_form(conv)}); got {len(leaves)}")
+        return [self._check(i, leaf) for i, leaf in enumerate(leaves)]
+
+    def _check(self, index: int, leaf: Any) -> tf.Tensor:
+        spec = self.layout.specs[index]
+        where = f"input {spec.name!r} ({self.layout.where(index).replace('example_inputs', 'inputs')})"
+        want = tf.as_dtype(spec.dtype)
+        if isinstance(leaf, np.ndarray) or np.isscalar(leaf):
+            array = np.asarray(leaf)
+            got = tf.as_dtype(array.dtype) if array.dtype.kind != "U" else tf.string
+            if got != want:
+                raise TypeError(
+                    f"{where} must be {want.name}, got {array.dtype}; convert it first "
+                    f"(e.g. x.astype(np.{want.as_numpy_dtype.__name__}))"
+                )
+            tensor = tf.convert_to_tensor(array, dtype=want)
+        elif isinstance(leaf, (tf.Tensor, tf.Variable)):
+            tensor = tf.convert_to_tensor(leaf)
+            if tensor.dtype != want:
+                raise TypeError(f"{where} must be {want.name}, got {tensor.dtype.name}; cast it with tf.cast")
+        else:
+            raise TypeError(f"{where} must be a tf.Tensor or numpy array, got {type(leaf).__name__}")
+        expected = tf.TensorShape(spec.shape)
+        if tensor.shape.rank is not None and not expected.is_compatible_with(tensor.shape):
+            raise ValueError(
+                f"{where} has shape {tensor.shape.as_list()} but the model was traced for "
+                f"{list(spec.shape)}; trace again with example inputs of this shape"
+            )
+        return tensor
+
+    # -- signature ---------------------------------------------------------------------------------------
+    def serving_function(self) -> Any:
+        """``serving_default``: the signature's inputs by name, outputs as a flat dict by name."""
+        specs = [s.tensor_spec() for s in self.layout.specs]
+        names = self.output_names
+        call_flat = self.call_flat
+
+        def serve(*flat: tf.Tensor) -> dict[str, tf.Tensor]:
+            outputs = tf.nest.flatten(call_flat(*flat))
+            return dict(zip(names, outputs, strict=True))
+
+        return tf.function(serve, input_signature=specs, autograph=False)
+
+
+def _form(conv: Convention) -> str:
+    return {
+        Convention.TENSOR: "one tensor, model(x)",
+        Convention.LIST: "a list, model([a, b])",
+        Convention.TUPLE: "positional tensors, model(a, b)",
+        Convention.DICT: "keywords, model(**inputs)",
+    }[conv]
+
+
+_CLASSES: dict[str, type] = {}
+
+
+def make_model(executable: Executable) -> Any:
+    """Wrap ``executable`` in the Keras model class of the active Keras flavour."""
+    keras = keras_module()
+    flavour = keras.__name__
+    if flavour not in _CLASSES:
+        _CLASSES[flavour] = _define_model_class(keras)
+    return _CLASSES[flavour](executable)
+
+
+def _define_model_class(keras: Any) -> type:
+    legacy = keras.__name__ == "tf_keras"
+
+    class TracedModel(keras.Model):  # type: ignore[misc,name-defined]
+        """An inference-only model produced by :func:`tfaccel.trace`.
+
+        Call it like the original (``model(x)``, ``model(*x)`` or ``model(**x)``). ``on_neuron_ratio`` is
+        the share of ops in compiled subgraphs; ``summary()`` prints what ran where and why.
+        """
+
+        def __init__(self, executable: Executable) -> None:
+            super().__init__(name="tfaccel_traced_model", autocast=False)
+            self._tfaccel_executable = executable
+            # tracked so that a tf_keras SavedModel carries it, which tfaccel.load() uses
+            self.tfaccel_call_flat = executable.call_flat
+            self._convert_input_args = False
+            self.trainable = False
+            self.built = True
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            # Check the inputs against the traced signature before Keras sees them (so the error is ours
+            # and numpy keeps its dtype), then hand Keras one structure: call() takes a single argument.
+            executable = self._tfaccel_executable
+            kwargs.pop("training", None)
+            flat = executable.flatten(args, kwargs)
+            return super().__call__(executable.layout.keras_structure(flat))
+
+        def call(self, inputs: Any, training: Any = None) -> Any:
+            executable = self._tfaccel_executable
+            return executable.call_flat(*executable.layout.flatten_keras(inputs))
+
+        @property
+        def on_neuron_ratio(self) -> float:
+            """Ops in compiled subgraphs / all ops (Placeholder, Identity, NoOp, Const not counted)."""
+            return self._tfaccel_executable.report.ratio
+
+        @property
+        def on_accelerator_ratio(self) -> float:
+            """Backend-neutral name of :attr:`on_neuron_ratio`."""
+            return self.on_neuron_ratio
+
+        @property
+        def placement_report(self) -> PlacementReport:
+            return self._tfaccel_executable.report
+
+        @property
+        def tfaccel_executable(self) -> Executable:
+            return self._tfaccel_executable
+
+        def summary(self, *args: Any, print_fn: Callable[[str], Any] | None = None, **kwargs: Any) -> None:
+            """Print the placement table: subgraphs, op counts and the ops kept on TF with reasons."""
+            self._tfaccel_executable.report.render(print_fn or print)
+
+        def get_config(self) -> dict[str, Any]:
+            return {"name": self.name}
+
+        def save(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
+            """Write a SavedModel directory (``serving_default`` signature plus tfaccel metadata)."""
+            from tfaccel import export
+
+            path = os.fspath(filepath)
+            if legacy and not path.endswith((".h5", ".keras")):
+                kwargs.setdefault("save_format", "tf")
+                kwargs.setdefault(
+                    "signatures", {"serving_default": self._tfaccel_executable.serving_function()}
+                )
+                keras.Model.save(self, path, *args, **kwargs)
+                export.write_metadata(path, self._tfaccel_executable)
+                return
+            export.save(self._tfaccel_executable, path)
+
+    TracedModel.__qualname__ = TracedModel.__name__
+    TracedModel.__module__ = __name__
+    return TracedModel
