@@ -1,0 +1,144 @@
+"""Save / load / serve: a traced SavedModel runs in processes that never import tfaccel."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfaccel
+from conftest import SRC, assert_close, run_python
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A Keras 3 model with two named inputs and dict outputs, traced and saved."""
+    keras.utils.set_random_seed(0)
+    a = keras.Input((6,), name="image_features")
+    b = keras.Input((6,), name="text_features")
+    h = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([a, b]))
+    model = keras.Model([a, b], {"score": keras.layers.Dense(1)(h), "embedding": h})
+    rng = np.random.default_rng(0)
+    xs = [tf.constant(rng.standard_normal((2, 6)), tf.float32) for _ in range(2)]
+    traced = tfaccel.trace(model, xs)
+    path = tmp_path_factory.mktemp("export") / "traced"
+    traced.save(str(path))
+    expected = {k: v.numpy() for k, v in model(xs).items()}
+    np.savez(path.parent / "io.npz", a=xs[0].numpy(), b=xs[1].numpy(), **expected)
+    return path, model, traced, xs, expected
+
+
+def test_save_writes_a_savedmodel_with_the_original_signature(saved):
+    path, _, _, _, _ = saved
+    loaded = tf.saved_model.load(str(path))
+    sig = loaded.signatures["serving_default"]
+    _, inputs = sig.structured_input_signature
+    assert {k: (v.dtype, v.shape.as_list()) for k, v in inputs.items()} == {
+        "image_features": (tf.float32, [2, 6]),
+        "text_features": (tf.float32, [2, 6]),
+    }
+    assert sorted(sig.structured_outputs) == ["embedding", "score"]
+
+
+def test_tfaccel_load_gives_a_model_called_like_the_original(saved):
+    path, _, traced, xs, expected = saved
+    again = tfaccel.load(str(path))
+    got = again(xs)
+    assert sorted(got) == ["embedding", "score"]
+    for key in expected:
+        assert_close(got[key], expected[key])
+    assert again.on_neuron_ratio == traced.on_neuron_ratio == 1.0
+
+
+def test_fresh_process_without_tfaccel_runs_serving_default(saved):
+    path, _, _, _, _ = saved
+    code = f"""
+import sys, numpy as np, tensorflow as tf
+io = np.load({str(path.parent / "io.npz")!r})
+m = tf.saved_model.load({str(path)!r})
+out = m.signatures['serving_default'](image_features=tf.constant(io['a']), text_features=tf.constant(io['b']))
+for key in ('score', 'embedding'):
+    np.testing.assert_allclose(out[key].numpy(), io[key], rtol=1e-5, atol=1e-5)
+# the restored function keeps the original nested output structure
+nested = m.tfaccel_call_flat(tf.constant(io['a']), tf.constant(io['b']))
+assert sorted(nested) == ['embedding', 'score']
+assert 'tfaccel' not in sys.modules, 'tfaccel must not be needed to serve an xla model'
+print('ok')
+"""
+    env = {"PYTHONPATH": ""}
+    assert run_python(code, cwd=path.parent, env=env).strip().endswith("ok")
+
+
+def test_fresh_process_tfaccel_load(saved):
+    path, _, _, _, _ = saved
+    code = f"""
+import numpy as np, tensorflow as tf, tfaccel
+io = np.load({str(path.parent / "io.npz")!r})
+m = tfaccel.load({str(path)!r})
+out = m([io['a'], io['b']])
+np.testing.assert_allclose(out['score'].numpy(), io['score'], rtol=1e-5, atol=1e-5)
+print(m.on_neuron_ratio)
+"""
+    assert run_python(code, cwd=path.parent, env={"PYTHONPATH": SRC}).strip().endswith("1.0")
+
+
+@pytest.mark.skipif(
+    shutil.which("saved_model_cli") is None, reason="saved_model_cli is installed with tensorflow"
+)
+def test_saved_model_cli_run(saved, tmp_path):
+    path, _, _, _, expected = saved
+    io = np.load(path.parent / "io.npz")
+    np.save(tmp_path / "a.npy", io["a"])
+    np.save(tmp_path / "b.npy", io["b"])
+    out_dir = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            "saved_model_cli",
+            "run",
+            "--dir",
+            str(path),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"image_features={tmp_path / 'a.npy'};text_features={tmp_path / 'b.npy'}",
+            "--outdir",
+            str(out_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert_close(np.load(out_dir / "score.npy"), expected["score"])
+
+
+def test_metadata_records_the_placement(saved):
+    path, _, _, _, _ = saved
+    meta = json.loads((path / "assets.extra" / "tfaccel.json").read_text())
+    assert meta["report"]["on_neuron_ratio"] == 1.0
+    assert meta["layout"]["convention"] == "list"
+
+
+def test_load_rejects_what_tfaccel_did_not_save(tmp_path):
+    module = tf.Module()
+    module.f = tf.function(lambda x: x + 1, input_signature=[tf.TensorSpec([1])])
+    tf.saved_model.save(module, str(tmp_path / "plain"))
+    with pytest.raises(tfaccel.ExportError, match=r"was not saved by tfaccel.*tf\.saved_model\.load"):
+        tfaccel.load(tmp_path / "plain")
+    with pytest.raises(tfaccel.ExportError, match="is not a directory"):
+        tfaccel.load(tmp_path / "missing")
+
+
+def test_saving_to_a_keras_file_is_refused_with_the_remedy(saved, tmp_path):
+    _, _, traced, _, _ = saved
+    with pytest.raises(tfaccel.ExportError, match="save it to a directory"):
+        traced.save(str(tmp_path / "model.keras"))

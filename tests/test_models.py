@@ -1,0 +1,70 @@
+"""End to end on real models: numerics against the original with a named tolerance, and placement.
+
+The full-size example models are marked slow (``python -m pytest -m slow``); a small CNN with the same
+structure as MobileNetV2 (depthwise + pointwise blocks, residual adds) runs in the default suite.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfaccel
+from tfaccel.examples import EXAMPLES, example_input
+
+#: max |traced - original| / max |original| allowed at fp32 (XLA fuses and reorders sums)
+MAX_RELATIVE_ERROR = 1e-5
+
+
+def _relative_error(got, expected) -> float:
+    got, expected = np.asarray(got), np.asarray(expected)
+    return float(np.max(np.abs(got - expected)) / max(float(np.max(np.abs(expected))), 1e-30))
+
+
+def tiny_mobilenet():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same")(inp)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    for _ in range(2):
+        y = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+        y = keras.layers.BatchNormalization()(y)
+        y = keras.layers.ReLU(6.0)(y)
+        y = keras.layers.Conv2D(16, 1)(y)
+        y = keras.layers.BatchNormalization()(y)
+        x = keras.layers.Add()([x, y])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(10, activation="softmax")(x))
+
+
+def test_tiny_mobilenet_matches_and_keeps_depthwise_on_tf():
+    model = tiny_mobilenet()
+    x = tf.random.uniform([2, 32, 32, 3])
+    traced = tfaccel.trace(model, x)
+    assert _relative_error(traced(x), model(x, training=False)) <= MAX_RELATIVE_ERROR
+    rows = traced.placement_report.decisions
+    depthwise = [r for r in rows if r["op"] == "DepthwiseConv2dNative"]
+    assert len(depthwise) == 2 and all(r["placement"] == "runtime" for r in depthwise)
+    convs = [r for r in rows if r["op"] in ("Conv2D", "MatMul")]
+    assert convs and all(r["placement"] == "accelerator" for r in convs)
+    # the depthwise convs cut the graph: at least one subgraph per block
+    assert len(traced.placement_report.subgraphs) >= 3
+    assert 0.5 < traced.on_neuron_ratio < 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_model(name, tmp_path):
+    model = EXAMPLES[name]()
+    x = example_input(name, 1)
+    traced = tfaccel.trace(model, x)
+    expected = model(x, training=False)
+    assert _relative_error(traced(x), expected) <= MAX_RELATIVE_ERROR
+    if name in ("resnet50", "bert"):
+        assert traced.on_neuron_ratio >= 0.95
+    traced.save(str(tmp_path / name))
+    again = tfaccel.load(str(tmp_path / name))
+    assert _relative_error(again(x), expected) <= MAX_RELATIVE_ERROR

@@ -1,0 +1,93 @@
+"""The returned model: calling errors are clear and never a wrong answer; ratio and summary."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfaccel
+from conftest import assert_close
+
+W = tf.constant(np.random.default_rng(0).standard_normal((4, 4)), tf.float32)
+
+
+def dense(x):
+    return tf.nn.relu(tf.matmul(x, W) + 0.5)
+
+
+@pytest.fixture(scope="module")
+def traced():
+    return tfaccel.trace(dense, tf.ones([2, 4]))
+
+
+@pytest.fixture(scope="module")
+def traced_dict():
+    def f(a, b):
+        return tf.matmul(a, W) * b
+
+    return tfaccel.trace(f, {"a": tf.ones([2, 4]), "b": tf.ones([2, 4])})
+
+
+def test_wrong_dtype_is_a_type_error_naming_the_input(traced):
+    with pytest.raises(TypeError, match=r"input 'x' \(inputs\) must be float32, got int32"):
+        traced(tf.ones([2, 4], tf.int32))
+    with pytest.raises(TypeError, match=r"must be float32, got float64; convert it first"):
+        traced(np.ones([2, 4]))
+
+
+def test_wrong_rank_and_shape_are_value_errors_naming_both_shapes(traced):
+    with pytest.raises(
+        ValueError, match=r"input 'x' .* has shape \[8\] but the model was traced for \[2, 4\]"
+    ):
+        traced(tf.ones([8]))
+    with pytest.raises(ValueError, match=r"has shape \[3, 4\] but the model was traced for \[2, 4\]"):
+        traced(tf.ones([3, 4]))
+
+
+def test_wrong_number_of_inputs_is_a_type_error(traced):
+    with pytest.raises(TypeError, match="this model takes one tensor"):
+        traced(tf.ones([2, 4]), tf.ones([2, 4]))
+
+
+def test_missing_and_extra_dict_keys_are_named(traced_dict):
+    with pytest.raises(ValueError, match=r"missing \['b'\]"):
+        traced_dict(a=tf.ones([2, 4]))
+    with pytest.raises(ValueError, match=r"unexpected \['c'\]"):
+        traced_dict(a=tf.ones([2, 4]), b=tf.ones([2, 4]), c=tf.ones([1]))
+
+
+def test_traced_model_is_usable_inside_tf_function(traced):
+    x = tf.random.uniform([2, 4])
+    graph_call = tf.function(lambda t: traced(t))
+    assert_close(graph_call(x), dense(x))
+
+
+def test_ratio_counts_only_real_ops_and_summary_lists_subgraphs(traced):
+    report = traced.placement_report
+    assert traced.on_neuron_ratio == traced.on_accelerator_ratio == 1.0
+    assert report.accelerated_ops == report.total_ops == 3  # MatMul, AddV2, Relu
+    lines: list[str] = []
+    traced.summary(print_fn=lines.append)
+    assert lines[0].startswith("tfaccel placement (xla): 3/3 ops on the accelerator (100.0%)")
+    assert any(line.strip().startswith("tfaccel_sg_0") for line in lines)
+
+
+def test_low_ratio_warns_with_the_reasons(caplog):
+    def f(x):
+        s = tf.strings.as_string(x)  # strings can never be compiled
+        return tf.strings.to_number(s) * 2.0
+
+    with caplog.at_level(logging.WARNING, logger="tfaccel"):
+        model = tfaccel.trace(f, tf.ones([3]))
+    assert model.on_neuron_ratio < 0.5
+    assert "dtype the backend cannot hold (AsString" in caplog.text
+    assert "model.summary()" in caplog.text
+
+
+def test_ratio_of_a_graph_without_counted_ops_is_zero_not_a_crash():
+    model = tfaccel.trace(lambda x: tf.identity(x), tf.ones([2]))
+    assert model.on_neuron_ratio == 0.0
+    assert_close(model(tf.ones([2])), np.ones([2]))
