@@ -163,3 +163,16 @@ def test_error_inside_func_is_a_capture_error_with_the_cause():
     with pytest.raises(tfaccel.CaptureError, match="tracing func with example_inputs") as info:
         tfaccel.trace(f, tf.ones([2, 3]))
     assert info.value.__cause__ is not None
+
+
+def test_tf_keras_model_is_traced_under_keras3():
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    inp = tf_keras.Input((5,), name="legacy_in")
+    model = tf_keras.Model(inp, tf_keras.layers.Dense(3, activation="relu")(tf_keras.layers.Dense(4)(inp)))
+    x = _w([2, 5], 7)
+    traced = tfaccel.trace(model, x)
+    assert_close(traced(x), model(x))
+    assert traced.on_neuron_ratio == 1.0
+    assert traced.tfaccel_executable.layout.specs[0].name == "legacy_in"

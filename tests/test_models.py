@@ -68,3 +68,22 @@ def test_example_model(name, tmp_path):
     traced.save(str(tmp_path / name))
     again = tfaccel.load(str(tmp_path / name))
     assert _relative_error(again(x), expected) <= MAX_RELATIVE_ERROR
+
+
+def test_control_flow_stays_functional_compiles_and_reloads(tmp_path):
+    w = tf.constant(np.random.default_rng(0).standard_normal((4, 4)), tf.float32)
+
+    def f(x, n):
+        y = tf.cond(tf.reduce_sum(x) > 0, lambda: tf.matmul(x, w), lambda: x * 2.0)
+        _, y = tf.while_loop(lambda i, y: i < n, lambda i, y: (i + 1, tf.tanh(tf.matmul(y, w))), (0, y))
+        return y
+
+    x, n = tf.random.uniform([2, 4]), tf.constant(3)
+    traced = tfaccel.trace(f, (x, n))
+    ops = {r["op"]: r["placement"] for r in traced.placement_report.decisions}
+    assert ops["StatelessWhile"] == ops["StatelessIf"] == "accelerator"
+    for args in ((x, n), (-x, tf.constant(5)), (x, tf.constant(0))):
+        assert _relative_error(traced(*args), f(*args)) <= MAX_RELATIVE_ERROR
+    traced.save(str(tmp_path / "cf"))
+    again = tfaccel.load(str(tmp_path / "cf"))
+    assert _relative_error(again(-x, tf.constant(5)), f(-x, tf.constant(5))) <= MAX_RELATIVE_ERROR

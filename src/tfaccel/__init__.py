@@ -11,6 +11,8 @@ The public API is the ``tensorflow-neuron`` tracing API: code written for it run
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from tfaccel.errors import (
     CaptureError,
     CaptureTypeError,
@@ -21,10 +23,27 @@ from tfaccel.errors import (
     PartitionError,
     TraceError,
 )
-from tfaccel.export import load
-from tfaccel.trace import trace
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from tfaccel.export import load
+    from tfaccel.tracing import trace
+
+
+def __getattr__(name: str) -> Any:
+    # TensorFlow is imported on first use of the API, so that the TF-free layers (tfaccel.ir,
+    # tfaccel.partition, tfaccel.placement) can be imported and tested without it.
+    if name == "trace":
+        from tfaccel.tracing import trace
+
+        return trace
+    if name == "load":
+        from tfaccel.export import load
+
+        return load
+    raise AttributeError(f"module 'tfaccel' has no attribute {name!r}")
+
 
 __all__ = [
     "CaptureError",

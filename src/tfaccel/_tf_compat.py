@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import tensorflow as tf
-from tensorflow.core.framework import graph_pb2, kernel_def_pb2
+from tensorflow.core.framework import function_pb2, graph_pb2, kernel_def_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, rewriter_config_pb2
-from tensorflow.python.eager import wrap_function
+from tensorflow.python.eager import context, wrap_function
 from tensorflow.python.framework import convert_to_constants, kernels, op_def_registry
 from tensorflow.python.grappler import tf_optimizer
 
 __all__ = [
+    "register_functions",
     "freeze",
     "function_from_graph_def",
     "is_stateful_op",
@@ -27,8 +28,12 @@ __all__ = [
 
 
 def freeze(concrete_function: Any) -> Any:
-    """Inline variables as constants; returns a new ConcreteFunction whose graph holds no resources."""
-    return convert_to_constants.convert_variables_to_constants_v2(concrete_function)
+    """Inline variables as constants; returns a new ConcreteFunction whose graph holds no resources.
+
+    Control flow stays functional (While/If ops): lowering it to Switch/Merge/NextIteration would put
+    back edges in the graph, which no partitioner or backend can cut safely.
+    """
+    return convert_to_constants.convert_variables_to_constants_v2(concrete_function, lower_control_flow=False)
 
 
 def run_grappler(
@@ -67,3 +72,12 @@ def is_stateful_op(op_type: str) -> bool:
     """True when the op is registered as stateful (it must then run under ``StatefulPartitionedCall``)."""
     op_def = op_def_registry.get(op_type)
     return bool(op_def is not None and op_def.is_stateful)
+
+
+def register_functions(functions: Sequence[function_pb2.FunctionDef]) -> None:
+    """Add FunctionDefs to the eager context: XLA resolves functions called inside a jit-compiled function
+    (While/If bodies) there, not in the calling graph's library. Re-adding an identical one is a no-op.
+    """
+    ctx = context.context()
+    for function in functions:
+        ctx.add_function_def(function)

@@ -9,17 +9,18 @@ the user's structure from it, so the traced model can be called exactly like the
 from __future__ import annotations
 
 import enum
+import hashlib
 import inspect
 import logging
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import graph_pb2
+from tensorflow.core.framework import graph_pb2, node_def_pb2
 
 from tfaccel import _tf_compat
 from tfaccel.errors import CaptureError, CaptureTypeError, CaptureValueError
@@ -164,6 +165,7 @@ def capture(func: Callable[..., Any], example_inputs: Any) -> CapturedFunction:
     fetches = [t.name for t in frozen.outputs]
     optimized = _tf_compat.run_grappler(frozen_graph_def, frozen.graph, [f.split(":")[0] for f in fetches])
     _restore_placeholders(optimized, frozen_graph_def, placeholders)
+    _rename_library(optimized)
     graph = graph_from_graph_def(optimized, placeholders, fetches)
     return CapturedFunction(layout, frozen_graph_def, optimized, graph, output_structure, output_names)
 
@@ -386,6 +388,42 @@ def graph_from_graph_def(
     )
     graph.lint()
     return graph
+
+
+def _rename_library(graph_def: graph_pb2.GraphDef) -> None:
+    """Give every library function a name derived from its optimized body.
+
+    Grappler rewrites function bodies (e.g. a While loop's) but keeps their names, while the process that
+    traced ``func`` already registered the originals under those names; TensorFlow refuses a second,
+    different definition of a name. A content-derived suffix is unique and deterministic.
+    """
+    library = graph_def.library
+    if not library.function:
+        return
+    renamed = {
+        f.signature.name: f"{f.signature.name}_tfaccel_"
+        + hashlib.sha256(f.SerializeToString(deterministic=True)).hexdigest()[:10]
+        for f in library.function
+    }
+
+    def fix(nodes: Iterable[node_def_pb2.NodeDef]) -> None:
+        for node in nodes:
+            for value in node.attr.values():
+                if value.HasField("func") and value.func.name in renamed:
+                    value.func.name = renamed[value.func.name]
+                for func in value.list.func:
+                    if func.name in renamed:
+                        func.name = renamed[func.name]
+            if node.op in renamed:  # a function called directly as an op
+                node.op = renamed[node.op]
+
+    fix(graph_def.node)
+    for function in library.function:
+        function.signature.name = renamed[function.signature.name]
+        fix(function.node_def)
+    for gradient in library.gradient:
+        if gradient.function_name in renamed:
+            gradient.function_name = renamed[gradient.function_name]
 
 
 def _restore_placeholders(

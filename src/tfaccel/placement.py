@@ -18,6 +18,7 @@ from typing import Protocol
 from tfaccel.ir import Graph, Node
 
 __all__ = [
+    "COMPUTE_HEAVY_OPS",
     "Decision",
     "Placement",
     "Reason",
@@ -34,6 +35,24 @@ UNPLACEABLE_DTYPES = frozenset({"string", "resource", "variant"})
 #: Ops that always stay where they are: graph inputs, pure ordering nodes and constants (which are copied
 #: into each subgraph that reads them instead of being placed).
 STRUCTURAL_RUNTIME_OPS = frozenset({"Placeholder", "NoOp", "Const"})
+
+
+#: Ops whose arithmetic outweighs a subgraph call even when alone: a subgraph holding one is never dropped
+#: for being small (the seed's single Dense layer compiles).
+COMPUTE_HEAVY_OPS = frozenset(
+    {
+        "MatMul",
+        "BatchMatMul",
+        "BatchMatMulV2",
+        "BatchMatMulV3",
+        "Einsum",
+        "Conv2D",
+        "Conv3D",
+        "Conv2DBackpropInput",
+        "Conv3DBackpropInputV2",
+        "DepthwiseConv2dNative",
+    }
+)
 
 
 class Placement(enum.Enum):

@@ -100,6 +100,7 @@ class XlaBackend:
             )
             return [tf.identity(r) for r in results]
 
+        _tf_compat.register_functions(graph_def.library.function)
         function = tf.function(body, input_signature=specs, jit_compile=True, autograph=False)
         try:
             concrete = function.get_concrete_function()

@@ -23,7 +23,7 @@ from tfaccel.capture import CapturedFunction, capture
 from tfaccel.errors import CaptureTypeError, CompileError, OptionsError, TraceError
 from tfaccel.ir import Graph, Node
 from tfaccel.partition import Cluster, partition
-from tfaccel.placement import Decision, Reason, decide
+from tfaccel.placement import COMPUTE_HEAVY_OPS, Decision, Reason, decide
 from tfaccel.report import PlacementReport, SubgraphSummary
 from tfaccel.runtime import Executable, make_model
 
@@ -124,7 +124,7 @@ def _partition_and_compile(
     fallbacks: list[str] = []
     for _ in range(_MAX_FALLBACK_ROUNDS):
         assignment = {n: d.backend for n, d in decisions.items() if d.accelerated and d.backend}
-        result = partition(graph, assignment, min_size=min_size, forced=forced)
+        result = partition(graph, assignment, min_size=min_size, forced=forced, anchor_ops=COMPUTE_HEAVY_OPS)
         for name, why in result.rejected.items():
             decisions[name] = decisions[name].to_runtime(Reason.SMALL_SUBGRAPH, why)
         compiled: list[CompiledSubgraph] = []
