@@ -142,3 +142,13 @@ def test_saving_to_a_keras_file_is_refused_with_the_remedy(saved, tmp_path):
     _, _, traced, _, _ = saved
     with pytest.raises(tfaccel.ExportError, match="save it to a directory"):
         traced.save(str(tmp_path / "model.keras"))
+
+
+def test_keras3_tfsmlayer_loads_a_single_input_model(tmp_path):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,), name="feat")
+    model = keras.Model(inp, keras.layers.Dense(3)(inp))
+    x = tf.random.uniform([2, 4])
+    tfaccel.trace(model, x).save(str(tmp_path / "single"))
+    layer = keras.layers.TFSMLayer(str(tmp_path / "single"), call_endpoint="serving_default")
+    assert_close(layer(x)["output_0"], model(x))

@@ -1,7 +1,8 @@
 """Bundled example models (random weights, nothing downloaded) for the demo, benchmarks and tests.
 
 Why bundled: the README's first command must show a real placement and a real speed-up on a fresh machine
-with no network, so the models are built here from Keras layers with a fixed seed.
+with no network, so the models are built here from Keras layers with a fixed seed. The classifiers return
+logits: with random weights their softmax is nearly uniform, which would hide numerical differences.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ def resnet50() -> Any:
     import keras
 
     keras.utils.set_random_seed(0)
-    return keras.applications.ResNet50(weights=None)
+    return keras.applications.ResNet50(weights=None, classifier_activation=None)
 
 
 def mobilenet_v2() -> Any:
     import keras
 
     keras.utils.set_random_seed(0)
-    return keras.applications.MobileNetV2(weights=None)
+    return keras.applications.MobileNetV2(weights=None, classifier_activation=None)
 
 
 def bert_like(

@@ -61,9 +61,6 @@ class Executable:
         self.output_names = tuple(output_names)
         self.report = report
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.call_flat(*self.flatten(args, kwargs))
-
     # -- inputs ------------------------------------------------------------------------------------------
     def flatten(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[tf.Tensor]:
         """The flat input tensors for ``call_flat``, checked against the traced signature."""

@@ -9,7 +9,7 @@ message as its reason, the graph is partitioned again, and the fallback is logge
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -71,7 +71,7 @@ def trace(
     report = _report(accel.name, captured.graph, decisions, compiled, fallbacks)
     executable = _executable(captured, outer, outputs, report)
     model = make_model(executable)
-    model(*_example_args(captured, example_inputs))  # compiles XLA now, not on the user's first call
+    _warm_up(model, example_inputs)  # compiles XLA now, not on the user's first call
     if report.total_ops and report.ratio < 0.5:
         logger.warning(
             "only %.0f%% of the ops (%d of %d) run on the %s backend: %s. Call model.summary() for the "
@@ -194,12 +194,11 @@ def _executable(
     return Executable(function, captured.layout, captured.output_names, report, graph_def=outer)
 
 
-def _example_args(captured: CapturedFunction, example_inputs: Any) -> tuple[Any, ...]:
-    args, kwargs = captured.layout.pack(
-        list(example_inputs.values())
-        if isinstance(example_inputs, dict)
-        else list(example_inputs)
-        if isinstance(example_inputs, (list, tuple))
-        else [example_inputs]
-    )
-    return (kwargs,) if kwargs else args
+def _warm_up(model: Any, example_inputs: Any) -> None:
+    """Call the traced model once on the example inputs, the way the user will call it."""
+    if isinstance(example_inputs, Mapping):
+        model(**example_inputs)
+    elif isinstance(example_inputs, tuple):
+        model(*example_inputs)
+    else:
+        model(example_inputs)
