@@ -147,7 +147,7 @@ def test_wrong_arity_names_the_convention():
     def f(x):
         return x
 
-    with pytest.raises(TypeError, match=r"cannot be called as func\(\*x\)"):
+    with pytest.raises(TypeError, match=r"cannot be called as a tuple spread, func\(\*x\)"):
         tfaccel.trace(f, (tf.ones([1]), tf.ones([1])))
 
 

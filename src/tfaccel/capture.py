@@ -41,6 +41,15 @@ class Convention(enum.Enum):
     TUPLE = "tuple"  # func(*x)
     DICT = "dict"  # func(**x)
 
+    def call_form(self, callee: str = "func") -> str:
+        """How a call with this convention reads, e.g. ``"a tuple spread, func(*x)"``."""
+        return {
+            Convention.TENSOR: f"one tensor, {callee}(x)",
+            Convention.LIST: f"one list, {callee}([a, b])",
+            Convention.TUPLE: f"a tuple spread, {callee}(*x)",
+            Convention.DICT: f"a dict as keywords, {callee}(**x)",
+        }[self]
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -293,19 +302,10 @@ def _check_binds(func: Callable[..., Any], layout: InputLayout) -> None:
                 "least one tensor (a function without inputs has nothing to accelerate)"
             ) from err
         raise CaptureTypeError(
-            f"func{signature} cannot be called as {_call_form(layout)} with example_inputs "
+            f"func{signature} cannot be called as {layout.convention.call_form()} with example_inputs "
             f"{_describe(layout)}: {err}. A Tensor or list is passed as func(x), a tuple as func(*x), "
             "a dict as func(**x)"
         ) from err
-
-
-def _call_form(layout: InputLayout) -> str:
-    return {
-        Convention.TENSOR: "func(x)",
-        Convention.LIST: "func([...])",
-        Convention.TUPLE: "func(*x)",
-        Convention.DICT: "func(**x)",
-    }[layout.convention]
 
 
 def _describe(layout: InputLayout) -> str:

@@ -94,7 +94,7 @@ class Executable:
             if kwargs:
                 raise TypeError(
                     f"unexpected keyword argument(s) {sorted(kwargs)}: this model was traced with "
-                    f"{_form(conv)} and takes no keywords"
+                    f"{conv.call_form('model')} and takes no keywords"
                 )
             if conv is Convention.TENSOR:
                 if len(args) != 1:
@@ -107,7 +107,9 @@ class Executable:
             else:
                 leaves = list(args)
             if len(leaves) != n:
-                raise TypeError(f"this model takes {n} input tensor(s) ({_form(conv)}); got {len(leaves)}")
+                raise TypeError(
+                    f"this model takes {n} input tensor(s) ({conv.call_form('model')}); got {len(leaves)}"
+                )
         return [self._check(i, leaf) for i, leaf in enumerate(leaves)]
 
     def _check(self, index: int, leaf: Any) -> tf.Tensor:
@@ -149,15 +151,6 @@ class Executable:
             return dict(zip(names, outputs, strict=True))
 
         return tf.function(serve, input_signature=specs, autograph=False)
-
-
-def _form(conv: Convention) -> str:
-    return {
-        Convention.TENSOR: "one tensor, model(x)",
-        Convention.LIST: "a list, model([a, b])",
-        Convention.TUPLE: "positional tensors, model(a, b)",
-        Convention.DICT: "keywords, model(**inputs)",
-    }[conv]
 
 
 _CLASSES: dict[str, type] = {}
