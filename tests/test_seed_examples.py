@@ -57,6 +57,8 @@ x = tf.random.uniform([1, 3])
 np.save('x.npy', x.numpy()); np.save('expected.npy', model(x).numpy())
 np.testing.assert_allclose(model_neuron(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
 np.testing.assert_allclose(model_neuron_reloaded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+assert isinstance(model_neuron, tf.keras.Model)
+assert tf.keras.Model.__module__.startswith("tf_keras")
 print(json.dumps({"ratio": model_neuron.on_neuron_ratio, "type": type(model_neuron_reloaded).__module__}))
 """
     out = run_python(SEED_1 + check, cwd=tmp_path, env=LEGACY)

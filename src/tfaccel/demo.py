@@ -6,6 +6,7 @@ Run it with ``python -m tfaccel.demo`` (see the README); ``--model`` picks anoth
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Sequence
 
@@ -21,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=30, help="timed calls per variant (interleaved)")
     args = parser.parse_args(argv)
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the report
     import tensorflow as tf
 
     import tfaccel
