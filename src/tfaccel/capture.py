@@ -59,8 +59,10 @@ class InputSpec:
     dtype: str
     shape: tuple[int, ...]
 
-    def tensor_spec(self) -> tf.TensorSpec:
-        return tf.TensorSpec(self.shape, tf.as_dtype(self.dtype), name=self.name)
+    def tensor_spec(self, dynamic_batch: bool = False) -> tf.TensorSpec:
+        """The signature's spec; with ``dynamic_batch`` dim 0 is left unknown."""
+        shape = (None, *self.shape[1:]) if dynamic_batch and self.shape else self.shape
+        return tf.TensorSpec(shape, tf.as_dtype(self.dtype), name=self.name)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ def write_metadata(path: str, executable: Executable) -> None:
         "layout": executable.layout.to_json(),
         "output_names": list(executable.output_names),
         "report": executable.report.to_json(),
+        "dynamic_batch": executable.batch,
     }
     target = os.path.join(path, METADATA_FILE)
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -92,6 +93,7 @@ def load(path: str | os.PathLike[str]) -> Any:
         InputLayout.from_json(meta["layout"]),
         meta["output_names"],
         PlacementReport.from_json(meta["report"]),
+        batch=meta.get("dynamic_batch"),
     )
     executable.restored = restored  # type: ignore[attr-defined]  # keep the loaded object alive
     return make_model(executable)

@@ -47,6 +47,7 @@ class PlacementReport:
     accelerated_ops: int
     total_ops: int
     fallbacks: tuple[str, ...]  # human sentences: compile failures that were put back on the runtime
+    options: str = ""  # the trace options as flags (defaults left out)
 
     @property
     def ratio(self) -> float:
@@ -60,6 +61,7 @@ class PlacementReport:
         subgraphs: Iterable[SubgraphSummary],
         counted: Mapping[str, bool],
         fallbacks: Iterable[str],
+        options: str = "",
     ) -> PlacementReport:
         subs = tuple(subgraphs)
         owner = {n: s.name for s in subs for n in s.nodes}
@@ -77,7 +79,7 @@ class PlacementReport:
         )
         accelerated = sum(1 for r in rows if r["counted"] and r["subgraph"])
         total = sum(1 for r in rows if r["counted"])
-        return cls(backend, rows, subs, accelerated, total, tuple(fallbacks))
+        return cls(backend, rows, subs, accelerated, total, tuple(fallbacks), options)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +90,7 @@ class PlacementReport:
             "subgraphs": [s.to_json() for s in self.subgraphs],
             "nodes": list(self.decisions),
             "fallbacks": list(self.fallbacks),
+            "options": self.options,
         }
 
     @classmethod
@@ -105,6 +108,7 @@ class PlacementReport:
             data["accelerated_ops"],
             data["total_ops"],
             tuple(data.get("fallbacks", ())),
+            data.get("options", ""),
         )
 
     def why_low(self) -> str:
@@ -125,6 +129,8 @@ class PlacementReport:
             f"tfaccel placement ({self.backend}): {self.accelerated_ops}/{self.total_ops} ops on the "
             f"accelerator ({pct:.1f}%), {len(self.subgraphs)} compiled subgraph(s)"
         )
+        if self.options:
+            print_fn(f"  options: {self.options}")
         if self.subgraphs:
             print_fn(f"  {'subgraph':<22} {'backend':<8} {'ops':>5} {'inputs':>6} {'outputs':>7}  op types")
             for s in self.subgraphs:

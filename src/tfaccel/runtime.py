@@ -53,8 +53,11 @@ class Executable:
         output_names: Sequence[str],
         report: PlacementReport,
         graph_def: Any = None,
+        batch: int | None = None,
     ) -> None:
         self.call_flat = call_flat
+        #: the traced batch size when ``--dynamic-batch-size`` is on (any dim 0 is then accepted)
+        self.batch = batch
         #: the partitioned GraphDef, in the tracing process only (not restored by ``load``)
         self.graph_def = graph_def
         self.layout = layout
@@ -110,7 +113,23 @@ class Executable:
                 raise TypeError(
                     f"this model takes {n} input tensor(s) ({conv.call_form('model')}); got {len(leaves)}"
                 )
-        return [self._check(i, leaf) for i, leaf in enumerate(leaves)]
+        tensors = [self._check(i, leaf) for i, leaf in enumerate(leaves)]
+        if self.batch is not None:
+            self._check_same_batch(tensors)
+        return tensors
+
+    def _check_same_batch(self, tensors: Sequence[tf.Tensor]) -> None:
+        specs = self.layout.specs
+        first = tensors[0].shape
+        for spec, tensor in zip(specs[1:], tensors[1:], strict=True):
+            if first[0] is not None and tensor.shape[0] is not None and tensor.shape[0] != first[0]:
+                raise tf.errors.InvalidArgumentError(
+                    None,
+                    None,
+                    f"--dynamic-batch-size: input {spec.name!r} has shape {tensor.shape.as_list()} and input "
+                    f"{specs[0].name!r} has shape {first.as_list()}: all inputs must have the same batch "
+                    "size (dim 0)",
+                )
 
     def _check(self, index: int, leaf: Any) -> tf.Tensor:
         spec = self.layout.specs[index]
@@ -132,17 +151,27 @@ class Executable:
         else:
             raise TypeError(f"{where} must be a tf.Tensor or numpy array, got {type(leaf).__name__}")
         expected = tf.TensorShape(spec.shape)
-        if tensor.shape.rank is not None and not expected.is_compatible_with(tensor.shape):
-            raise ValueError(
+        if tensor.shape.rank is None or expected.is_compatible_with(tensor.shape):
+            return tensor
+        if self.batch is not None:
+            if tensor.shape.rank == expected.rank and expected[1:].is_compatible_with(tensor.shape[1:]):
+                return tensor
+            raise tf.errors.InvalidArgumentError(
+                None,
+                None,
                 f"{where} has shape {tensor.shape.as_list()} but the model was traced for "
-                f"{list(spec.shape)}; trace again with example inputs of this shape"
+                f"{list(spec.shape)}; with --dynamic-batch-size only dim 0 (the batch) may differ",
             )
-        return tensor
+        raise ValueError(
+            f"{where} has shape {tensor.shape.as_list()} but the model was traced for {list(spec.shape)}; "
+            "trace again with example inputs of this shape, or trace with --dynamic-batch-size "
+            "(NEURON_CC_FLAGS) to accept any batch size (dim 0)"
+        )
 
     # -- signature ---------------------------------------------------------------------------------------
     def serving_function(self) -> Any:
         """``serving_default``: the signature's inputs by name, outputs as a flat dict by name."""
-        specs = [s.tensor_spec() for s in self.layout.specs]
+        specs = [s.tensor_spec(dynamic_batch=self.batch is not None) for s in self.layout.specs]
         names = self.output_names
         call_flat = self.call_flat
 

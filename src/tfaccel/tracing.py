@@ -19,20 +19,21 @@ from tensorflow.core.framework import graph_pb2
 from tfaccel import _tf_compat
 from tfaccel.assemble import assemble, extract_subgraph
 from tfaccel.backends import Backend, CompiledSubgraph, SubgraphCompileError, get_backend
+from tfaccel.batching import batch_size_of, run_in_chunks
 from tfaccel.capture import CapturedFunction, capture
-from tfaccel.errors import CaptureTypeError, CompileError, OptionsError, TraceError
+from tfaccel.errors import CaptureTypeError, CompileError, TraceError
 from tfaccel.ir import Graph, Node
+from tfaccel.options import TraceOptions, resolve_options
 from tfaccel.partition import Cluster, partition
 from tfaccel.placement import COMPUTE_HEAVY_OPS, Decision, Reason, decide
 from tfaccel.report import PlacementReport, SubgraphSummary
 from tfaccel.runtime import Executable, make_model
+from tfaccel.workdir import write_workdir
 
 __all__ = ["trace"]
 
 logger = logging.getLogger(__name__)
 
-#: A subgraph with fewer counted ops than this is left on the runtime: the call costs more than it saves.
-DEFAULT_MIN_SEGMENT_SIZE = 2
 _MAX_FALLBACK_ROUNDS = 50
 
 
@@ -40,9 +41,7 @@ def trace(
     func: Callable[..., Any],
     example_inputs: Any,
     subgraph_builder_function: Callable[[Any], bool] | None = None,
-    *,
-    backend: str = "xla",
-    min_segment_size: int = DEFAULT_MIN_SEGMENT_SIZE,
+    **options: Any,
 ) -> Any:
     """Trace ``func`` on ``example_inputs`` and return an inference-only Keras model that runs the
     supported part of the graph compiled.
@@ -51,6 +50,10 @@ def trace(
     ``func(**x)``; numpy arrays are accepted. ``subgraph_builder_function(node_def) -> bool`` decides
     placement per node of the frozen, optimized graph instead of the automatic placement.
 
+    Options come from ``NEURON_CC_FLAGS``, then ``TFACCEL_CC_FLAGS``, then keywords (each overriding the
+    one before): ``workdir``, ``dynamic_batch_size``, ``min_segment_size``, ``verbose`` and ``backend``
+    (flags spelled ``--dynamic-batch-size`` and so on; see the README).
+
     Example::
 
         import tfaccel as tfn
@@ -58,20 +61,29 @@ def trace(
         print(model_neuron.on_neuron_ratio)
         model_neuron.summary()
     """
-    if not isinstance(min_segment_size, int) or min_segment_size < 1:
-        raise OptionsError(f"min_segment_size must be a positive integer, got {min_segment_size!r}")
+    opts = resolve_options(options)
     captured = capture(func, example_inputs)
-    accel = get_backend(backend)
+    batch = batch_size_of(captured) if opts.dynamic_batch_size else None
+    accel = get_backend(opts.backend)
     callback = _node_callback(subgraph_builder_function)
     decisions = decide(captured.graph, accel, callback)
     compiled, decisions, fallbacks = _partition_and_compile(
-        captured, accel, decisions, min_segment_size, forced=callback is not None
+        captured,
+        accel,
+        decisions,
+        opts.min_segment_size,
+        forced=callback is not None,
+        artifacts=bool(opts.workdir),
     )
     outer, outputs = assemble(captured.graph, captured.graph_def, compiled)
-    report = _report(accel.name, captured.graph, decisions, compiled, fallbacks)
-    executable = _executable(captured, outer, outputs, report)
+    report = _report(accel.name, captured.graph, decisions, compiled, fallbacks, opts)
+    executable = _executable(captured, outer, outputs, report, batch)
     model = make_model(executable)
-    _warm_up(model, example_inputs)  # compiles XLA now, not on the user's first call
+    args, kwargs = _as_call(example_inputs)
+    model(*args, **kwargs)  # compiles XLA now, not on the user's first call
+    if opts.workdir:
+        examples = executable.flatten(args, kwargs)
+        write_workdir(opts.workdir, captured, outer, compiled, report, opts, examples)
     if report.total_ops and report.ratio < 0.5:
         logger.warning(
             "only %.0f%% of the ops (%d of %d) run on the %s backend: %s. Call model.summary() for the "
@@ -82,6 +94,8 @@ def trace(
             accel.name,
             report.why_low(),
         )
+    if opts.verbose >= 1:
+        model.summary()
     return model
 
 
@@ -118,6 +132,7 @@ def _partition_and_compile(
     decisions: dict[str, Decision],
     min_size: int,
     forced: bool,
+    artifacts: bool,
 ) -> tuple[list[CompiledSubgraph], dict[str, Decision], list[str]]:
     graph = captured.graph
     cache: dict[Cluster, CompiledSubgraph] = {}
@@ -132,9 +147,8 @@ def _partition_and_compile(
         for cluster in result.clusters:
             if cluster not in cache:
                 try:
-                    cache[cluster] = accel.compile(
-                        extract_subgraph(cluster, graph, captured.graph_def.library)
-                    )
+                    subgraph = extract_subgraph(cluster, graph, captured.graph_def.library)
+                    cache[cluster] = accel.compile(subgraph, artifacts=artifacts)
                 except SubgraphCompileError as err:
                     failed = True
                     blamed = [err.node] if err.node in cluster.nodes else list(cluster.nodes)
@@ -161,6 +175,7 @@ def _report(
     decisions: dict[str, Decision],
     compiled: list[CompiledSubgraph],
     fallbacks: list[str],
+    options: TraceOptions,
 ) -> PlacementReport:
     subs = [
         SubgraphSummary(
@@ -173,7 +188,8 @@ def _report(
         )
         for c in compiled
     ]
-    return PlacementReport.build(backend, decisions, subs, {n.name: n.counted for n in graph}, fallbacks)
+    counted = {n.name: n.counted for n in graph}
+    return PlacementReport.build(backend, decisions, subs, counted, fallbacks, options.flag_text())
 
 
 def _executable(
@@ -181,24 +197,36 @@ def _executable(
     outer: graph_pb2.GraphDef,
     outputs: tuple[str, ...],
     report: PlacementReport,
+    batch: int | None,
 ) -> Executable:
+    """The traced graph as a ``tf.function`` over flat inputs; with ``batch`` it takes any batch size and
+    runs it in chunks of ``batch`` (see :func:`tfaccel.batching.run_in_chunks`).
+    """
     inputs = [f"{name}:0" for name in captured.graph.inputs]
     wrapped = _tf_compat.function_from_graph_def(outer, inputs, outputs)
     structure = captured.output_structure
+    layout = captured.layout
+    if batch is None:
 
-    def call_flat(*flat: tf.Tensor) -> Any:
-        return tf.nest.pack_sequence_as(structure, wrapped(*flat))
+        def call_flat(*flat: tf.Tensor) -> Any:
+            return tf.nest.pack_sequence_as(structure, wrapped(*flat))
 
-    specs = [s.tensor_spec() for s in captured.layout.specs]
-    function = tf.function(call_flat, input_signature=specs, autograph=False)
-    return Executable(function, captured.layout, captured.output_names, report, graph_def=outer)
-
-
-def _warm_up(model: Any, example_inputs: Any) -> None:
-    """Call the traced model once on the example inputs, the way the user will call it."""
-    if isinstance(example_inputs, Mapping):
-        model(**example_inputs)
-    elif isinstance(example_inputs, tuple):
-        model(*example_inputs)
     else:
-        model(example_inputs)
+        out_specs = [tf.TensorSpec(s.shape, s.dtype) for s in tf.nest.flatten(structure)]
+
+        def call_flat(*flat: tf.Tensor) -> Any:
+            results = run_in_chunks(wrapped, flat, batch, [s.name for s in layout.specs], out_specs)
+            return tf.nest.pack_sequence_as(structure, results)
+
+    specs = [s.tensor_spec(dynamic_batch=batch is not None) for s in layout.specs]
+    function = tf.function(call_flat, input_signature=specs, autograph=False)
+    return Executable(function, layout, captured.output_names, report, graph_def=outer, batch=batch)
+
+
+def _as_call(example_inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``(args, kwargs)`` that call the model the way the contract calls ``func`` with these inputs."""
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, tuple):
+        return example_inputs, {}
+    return (example_inputs,), {}

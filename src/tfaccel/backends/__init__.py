@@ -57,8 +57,11 @@ class Backend(Protocol):
         """Can this node run on the backend? ``(False, why)`` says why not, in a user's words."""
         ...
 
-    def compile(self, subgraph: SubgraphDef) -> CompiledSubgraph:
-        """Compile one extracted subgraph, or raise :class:`SubgraphCompileError`."""
+    def compile(self, subgraph: SubgraphDef, artifacts: bool = False) -> CompiledSubgraph:
+        """Compile one extracted subgraph, or raise :class:`SubgraphCompileError`.
+
+        With ``artifacts`` the result carries the compiler's IR, options and log for ``--workdir``.
+        """
         ...
 
 

@@ -13,9 +13,11 @@ so an op that only fails in context is caught there and sent back to the runtime
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import threading
+import time
 from typing import Any
 
 import tensorflow as tf
@@ -85,7 +87,8 @@ class XlaBackend:
         return False, f"XLA's {node.op} kernel does not accept {mismatch}"
 
     # -- compile ---------------------------------------------------------------------------------------
-    def compile(self, subgraph: SubgraphDef) -> CompiledSubgraph:
+    def compile(self, subgraph: SubgraphDef, artifacts: bool = False) -> CompiledSubgraph:
+        start = time.perf_counter()
         specs = subgraph.input_specs()
         graph_def = _without_input_placeholders(subgraph)
         outputs = list(subgraph.outputs)
@@ -108,6 +111,7 @@ class XlaBackend:
         except Exception as err:  # XLA reports unsupported ops and constants it needs via many types
             message = str(err).strip()
             raise SubgraphCompileError(subgraph.name, _first_line(message), _culprit(message)) from err
+        lowered_s = time.perf_counter() - start
         digest = hashlib.sha256(graph_def.SerializeToString(deterministic=True)).hexdigest()[:12]
         fname = f"{subgraph.name}_xla_{digest}"
         main = function_pb2.FunctionDef()
@@ -115,11 +119,36 @@ class XlaBackend:
         main.signature.name = fname
         library = concrete.graph.as_graph_def().library
         functions = [main, *(f for f in library.function if f.signature.name != concrete.name)]
+        kept: dict[str, str] = {}
+        if artifacts:
+            kept = {
+                "hlo.txt": hlo,
+                "stablehlo.mlir": function.experimental_get_compiler_ir(*specs)(stage="stablehlo"),
+                "compile_options.json": json.dumps(
+                    {
+                        "backend": self.name,
+                        "device": _DEVICE,
+                        "jit_compile": True,
+                        "function_attr": "_XlaMustCompile=true",
+                        "function_name": fname,
+                        "input_specs": [
+                            {"name": s.name, "dtype": s.dtype.name, "shape": s.shape.as_list()} for s in specs
+                        ],
+                        "tensorflow": tf.__version__,
+                    },
+                    indent=1,
+                ),
+                "compile.log": (
+                    f"{subgraph.name}: {len(subgraph.cluster.nodes)} nodes, "
+                    f"{hlo.count(chr(10))} HLO lines, lowered to HLO in {lowered_s:.3f} s\n"
+                    "XLA:CPU compiles the executable on the first call of each input shape.\n"
+                ),
+            }
         return CompiledSubgraph(
             cluster=subgraph.cluster,
             call=call_node(subgraph, fname),
             functions=tuple(functions),
-            artifacts={f"{subgraph.name}.hlo.txt": hlo},
+            artifacts=kept,
         )
 
 

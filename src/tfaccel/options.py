@@ -1,0 +1,186 @@
+"""Trace options: one model for ``NEURON_CC_FLAGS``, ``TFACCEL_CC_FLAGS`` and ``trace(...)`` keywords.
+
+Why one model: code written for the reference passes options through ``NEURON_CC_FLAGS`` and must keep
+working, while new code wants keywords. Every source is parsed into the same :class:`TraceOptions`, with a
+fixed precedence (keyword > ``TFACCEL_CC_FLAGS`` > ``NEURON_CC_FLAGS``), and every value remembers where it
+came from so an error can say "NEURON_CC_FLAGS: --min-segment-size=0 must be a positive integer".
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from tfaccel.errors import OptionsError
+
+__all__ = ["ENV_VARS", "FLAGS", "TraceOptions", "resolve_options"]
+
+#: Environment variables read, lowest precedence first.
+ENV_VARS = ("NEURON_CC_FLAGS", "TFACCEL_CC_FLAGS")
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    """Every option ``trace`` understands, with its default."""
+
+    workdir: str | None = None
+    dynamic_batch_size: bool = False
+    min_segment_size: int = 2
+    verbose: int = 0
+    backend: str = "xla"
+    #: where each non-default value came from, e.g. ``{"workdir": "NEURON_CC_FLAGS"}``
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sources"] = dict(self.sources)
+        return data
+
+    def flag_text(self) -> str:
+        """The options as flags, the way a user would write them (defaults left out)."""
+        parts = []
+        for spec in FLAGS.values():
+            value = getattr(self, spec.attr)
+            if value == spec.default:
+                continue
+            if spec.kind is bool:
+                parts.append(f"--{spec.flag}")
+            else:
+                parts.append(f"--{spec.flag}={value}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class _Flag:
+    flag: str  # spelled as on the command line, without the dashes
+    attr: str  # TraceOptions field
+    kind: type
+    help: str
+    default: Any = None
+    check: Callable[[Any], str | None] | None = None  # returns an error message, or None
+
+    def accepted(self) -> str:
+        if self.kind is bool:
+            return f"--{self.flag}"
+        return f"--{self.flag}=<{self.kind.__name__}>"
+
+
+def _positive(value: int) -> str | None:
+    return None if value >= 1 else "must be a positive integer"
+
+
+def _non_negative(value: int) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _backend(value: str) -> str | None:
+    from tfaccel.backends import available_backends
+
+    names = available_backends()
+    return None if value in names else f"must be one of the available backends: {', '.join(names)}"
+
+
+FLAGS: dict[str, _Flag] = {
+    spec.flag: spec
+    for spec in (
+        _Flag("workdir", "workdir", str, "keep every artifact of the trace in this directory"),
+        _Flag("dynamic-batch-size", "dynamic_batch_size", bool, "allow any batch size (dim 0)", False),
+        _Flag("min-segment-size", "min_segment_size", int, "smallest subgraph worth compiling", 2, _positive),
+        _Flag("verbose", "verbose", int, "0 quiet, 1 print the placement summary", 0, _non_negative),
+        _Flag("backend", "backend", str, "accelerator backend", "xla", _backend),
+    )
+}
+_BY_ATTR = {spec.attr: spec for spec in FLAGS.values()}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _accepted_list() -> str:
+    return ", ".join(spec.accepted() for spec in FLAGS.values())
+
+
+def parse_flags(text: str, source: str) -> dict[str, Any]:
+    """Parse shell-style flags (``--a=1 --b 2 --c``) into ``{attr: value}``; errors name ``source``."""
+    try:
+        tokens = shlex.split(text)
+    except ValueError as err:
+        raise OptionsError(f"{source} cannot be parsed ({err}): {text!r}") from err
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if not token.startswith("--"):
+            raise OptionsError(
+                f"{source}: {token!r} is not a flag; flags start with '--'. Accepted: {_accepted_list()}"
+            )
+        name, has_value, raw = token[2:].partition("=")
+        spec = FLAGS.get(name)
+        if spec is None:
+            raise OptionsError(f"{source}: unknown flag --{name}. Accepted: {_accepted_list()}")
+        if spec.kind is bool:
+            value: Any = True
+            if has_value:
+                value = _parse_bool(raw, spec, source)
+        else:
+            if not has_value:
+                if i >= len(tokens) or tokens[i].startswith("--"):
+                    raise OptionsError(f"{source}: --{name} needs a value, e.g. {spec.accepted()}")
+                raw = tokens[i]
+                i += 1
+            value = _convert(raw, spec, source)
+        values[spec.attr] = value
+    return values
+
+
+def _parse_bool(raw: str, spec: _Flag, source: str) -> bool:
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise OptionsError(
+        f"{source}: --{spec.flag}={raw} is not a boolean; write --{spec.flag} or --{spec.flag}=false"
+    )
+
+
+def _convert(raw: Any, spec: _Flag, source: str) -> Any:
+    if spec.kind is int:
+        if isinstance(raw, bool) or not (
+            isinstance(raw, int) or (isinstance(raw, str) and raw.strip().isdigit())
+        ):
+            raise OptionsError(f"{source}: --{spec.flag}={raw} is not an integer ({spec.accepted()})")
+        value: Any = int(raw)
+    elif spec.kind is bool:
+        if not isinstance(raw, bool):
+            raise OptionsError(f"{source}: {spec.attr}={raw!r} must be True or False")
+        value = raw
+    else:
+        if not isinstance(raw, str) or not raw:
+            raise OptionsError(f"{source}: --{spec.flag} needs a non-empty string, got {raw!r}")
+        value = raw
+    if spec.check is not None and (problem := spec.check(value)) is not None:
+        raise OptionsError(f"{source}: --{spec.flag}={value} {problem}")
+    return value
+
+
+def resolve_options(keywords: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> TraceOptions:
+    """Merge ``NEURON_CC_FLAGS`` < ``TFACCEL_CC_FLAGS`` < keyword arguments into one :class:`TraceOptions`."""
+    env = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for var in ENV_VARS:
+        for attr, value in parse_flags(env.get(var, ""), var).items():
+            merged[attr], sources[attr] = value, var
+    for key, raw in keywords.items():
+        spec = _BY_ATTR.get(key)
+        if spec is None:
+            accepted = ", ".join(sorted(_BY_ATTR))
+            raise OptionsError(f"trace() got an unknown option {key}=; accepted keyword options: {accepted}")
+        if raw is None and key == "workdir":
+            merged[key], sources[key] = None, "keyword"
+            continue
+        merged[key], sources[key] = _convert(raw, spec, f"trace({key}=...)"), "keyword"
+    names = {f.name for f in fields(TraceOptions)} - {"sources"}
+    return TraceOptions(**{k: v for k, v in merged.items() if k in names}, sources=sources)

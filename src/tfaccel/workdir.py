@@ -1,0 +1,165 @@
+"""``--workdir DIR``: everything needed to understand and reproduce a trace offline.
+
+Layout (all written at the end of a successful trace; nothing is written without the flag)::
+
+    DIR/options.json                     the resolved options and where each came from
+    DIR/frozen.pb|.pbtxt                 the graph as captured, variables frozen
+    DIR/optimized.pb|.pbtxt              after grappler: what placement saw
+    DIR/partitioned.pb|.pbtxt            the runnable graph: one call op per compiled subgraph
+    DIR/placement.json                   every node: where it went and why
+    DIR/placement.html                   the optimized graph drawn, subgraphs coloured
+    DIR/golden_inputs.npz, golden_outputs.npz       the example inputs and the original's outputs
+    DIR/subgraphs/<name>/graph.pb|.pbtxt            the subgraph alone (inputs: Placeholders tfaccel_in_<i>)
+    DIR/subgraphs/<name>/io.json                    its input/output tensor names in the original graph
+    DIR/subgraphs/<name>/golden_inputs.npz, golden_outputs.npz   computed on the TF runtime
+    DIR/subgraphs/<name>/<backend artifacts>        e.g. hlo.txt, stablehlo.mlir, compile_options.json,
+                                                    compile.log
+
+To reproduce one subgraph: import ``graph.pb``, feed ``golden_inputs.npz`` (keys ``tfaccel_in_<i>``) and
+compare the tensors named in ``io.json`` with ``golden_outputs.npz`` (keys ``output_<k>``).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+
+from tfaccel import _tf_compat
+from tfaccel.assemble import extract_subgraph, input_placeholder
+from tfaccel.backends import CompiledSubgraph
+from tfaccel.capture import CapturedFunction
+from tfaccel.ir import Graph
+from tfaccel.options import TraceOptions
+from tfaccel.report import PlacementReport
+
+__all__ = ["write_workdir"]
+
+_PALETTE = ["#8dd3c7", "#fdb462", "#bebada", "#fb8072", "#80b1d3", "#b3de69", "#fccde5", "#bc80bd", "#ccebc5"]
+
+
+def write_workdir(
+    path: str,
+    captured: CapturedFunction,
+    partitioned: Any,
+    compiled: Sequence[CompiledSubgraph],
+    report: PlacementReport,
+    options: TraceOptions,
+    examples: Sequence[tf.Tensor],
+) -> None:
+    os.makedirs(path, exist_ok=True)
+    _json(os.path.join(path, "options.json"), options.to_json())
+    _graph(os.path.join(path, "frozen"), captured.frozen_graph_def)
+    _graph(os.path.join(path, "optimized"), captured.graph_def)
+    _graph(os.path.join(path, "partitioned"), partitioned)
+    _json(os.path.join(path, "placement.json"), report.to_json())
+    with open(os.path.join(path, "placement.html"), "w", encoding="utf-8") as handle:
+        handle.write(_html(captured.graph, report))
+
+    graph = captured.graph
+    boundary: list[str] = []
+    for item in compiled:
+        boundary.extend(str(ref) for ref in (*item.cluster.inputs, *item.cluster.outputs))
+    fetches = list(dict.fromkeys([*(str(r) for r in graph.outputs), *boundary]))
+    runner = _tf_compat.function_from_graph_def(captured.graph_def, [f"{n}:0" for n in graph.inputs], fetches)
+    values = dict(zip(fetches, (t.numpy() for t in runner(*examples)), strict=True))
+    np.savez(
+        os.path.join(path, "golden_inputs.npz"),
+        **{spec.name: t.numpy() for spec, t in zip(captured.layout.specs, examples, strict=True)},
+    )
+    np.savez(
+        os.path.join(path, "golden_outputs.npz"),
+        **{name: values[str(ref)] for name, ref in zip(captured.output_names, graph.outputs, strict=True)},
+    )
+    for item in compiled:
+        cluster = item.cluster
+        folder = os.path.join(path, "subgraphs", cluster.name)
+        os.makedirs(folder, exist_ok=True)
+        sub = extract_subgraph(cluster, graph, captured.graph_def.library)
+        _graph(os.path.join(folder, "graph"), sub.graph_def)
+        _json(
+            os.path.join(folder, "io.json"),
+            {
+                "inputs": {input_placeholder(i): str(r) for i, r in enumerate(cluster.inputs)},
+                "outputs": {f"output_{k}": str(r) for k, r in enumerate(cluster.outputs)},
+                "nodes": list(cluster.nodes),
+                "backend": cluster.group,
+            },
+        )
+        np.savez(
+            os.path.join(folder, "golden_inputs.npz"),
+            **{input_placeholder(i): values[str(r)] for i, r in enumerate(cluster.inputs)},
+        )
+        np.savez(
+            os.path.join(folder, "golden_outputs.npz"),
+            **{f"output_{k}": values[str(r)] for k, r in enumerate(cluster.outputs)},
+        )
+        for name, text in item.artifacts.items():
+            with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
+                handle.write(text)
+
+
+def _json(path: str, data: Any) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+
+
+def _graph(stem: str, graph_def: Any) -> None:
+    with open(stem + ".pb", "wb") as handle:
+        handle.write(graph_def.SerializeToString(deterministic=True))
+    with open(stem + ".pbtxt", "w", encoding="utf-8") as handle:
+        handle.write(text_format.MessageToString(graph_def))
+
+
+def _html(graph: Graph, report: PlacementReport) -> str:
+    """An SVG of the optimized graph: one row per topological level, a colour per subgraph."""
+    rows = {r["node"]: r for r in report.decisions}
+    shown = [n for n in graph.topological_order() if graph[n].op != "Const"]
+    level: dict[str, int] = {}
+    for name in shown:
+        preds = [p for p in graph.predecessors(name) if p in level]
+        level[name] = 1 + max((level[p] for p in preds), default=-1)
+    columns: dict[int, int] = {}
+    pos: dict[str, tuple[int, int]] = {}
+    for name in shown:
+        col = columns.get(level[name], 0)
+        columns[level[name]] = col + 1
+        pos[name] = (20 + col * 190, 20 + level[name] * 46)
+    colour = {s.name: _PALETTE[i % len(_PALETTE)] for i, s in enumerate(report.subgraphs)}
+    width = 40 + 190 * max(columns.values(), default=1)
+    height = 60 + 46 * (max(level.values(), default=0) + 1)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="10">']
+    for name in shown:
+        x, y = pos[name]
+        for pred in graph.predecessors(name):
+            if pred in pos:
+                px, py = pos[pred]
+                parts.append(f'<line x1="{px + 80}" y1="{py + 28}" x2="{x + 80}" y2="{y}" stroke="#999"/>')
+    for name in shown:
+        x, y = pos[name]
+        row = rows.get(name, {})
+        fill = colour.get(row.get("subgraph") or "", "#e0e0e0")
+        tip = html.escape(f"{name} ({graph[name].op}): {row.get('placement')} - {row.get('detail')}")
+        label = html.escape(graph[name].op)
+        parts.append(
+            f'<g><title>{tip}</title><rect x="{x}" y="{y}" width="160" height="28" rx="4" fill="{fill}" '
+            f'stroke="#555"/><text x="{x + 6}" y="{y + 18}">{label}</text></g>'
+        )
+    parts.append("</svg>")
+    legend = "".join(
+        f'<li><span style="background:{colour[s.name]}">&nbsp;&nbsp;&nbsp;</span> {html.escape(s.name)} '
+        f"({s.backend}, {s.op_count} ops)</li>"
+        for s in report.subgraphs
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>tfaccel placement</title></head><body>"
+        f"<h1>tfaccel placement</h1><p>{report.accelerated_ops}/{report.total_ops} ops on {report.backend} "
+        f"(on_neuron_ratio {report.ratio:.3f}). Grey: TensorFlow runtime. Hover a node for its reason.</p>"
+        f"<ul>{legend}</ul>{''.join(parts)}</body></html>"
+    )

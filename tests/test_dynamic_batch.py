@@ -1,0 +1,122 @@
+"""--dynamic-batch-size: any batch runs as chunks of the traced batch, results equal the original."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfaccel
+from conftest import SRC, assert_close, run_python
+
+B = 4  # the traced (compiled) batch
+SIZES = [1, 2, B, B + 1, 5 * B]
+
+
+def two_input_model():
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((6,), name="a"), keras.Input((6,), name="b")
+    h = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([a, b]))
+    return keras.Model([a, b], {"score": keras.layers.Dense(1)(h), "hidden": h})
+
+
+def batch(n, seed=0):
+    rng = np.random.default_rng(seed + n)
+    return [tf.constant(rng.standard_normal((n, 6)), tf.float32) for _ in range(2)]
+
+
+@pytest.fixture(scope="module")
+def traced():
+    model = two_input_model()
+    return model, tfaccel.trace(model, batch(B), dynamic_batch_size=True)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_any_batch_size_equals_the_original(traced, n):
+    model, fast = traced
+    got, expected = fast(batch(n)), model(batch(n))
+    for key in expected:
+        assert got[key].shape[0] == n
+        assert_close(got[key], expected[key])
+
+
+def test_inputs_with_different_batch_sizes_are_invalid_argument(traced):
+    _, fast = traced
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"input 'b' has shape \[2, 6\] and input 'a' has shape \[3, 6\]"
+    ):
+        fast([tf.ones([3, 6]), tf.ones([2, 6])])
+
+
+def test_other_dimensions_must_match_the_trace(traced):
+    _, fast = traced
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"input 'a' .* has shape \[3, 7\] but the model was traced for \[4, 6\]",
+    ):
+        fast([tf.ones([3, 7]), tf.ones([3, 6])])
+
+
+def test_without_the_flag_another_batch_is_an_error_naming_the_flag():
+    model = two_input_model()
+    fixed = tfaccel.trace(model, batch(B))
+    with pytest.raises(ValueError, match=r"traced for \[4, 6\].*--dynamic-batch-size"):
+        fixed(batch(B + 1))
+
+
+def test_flag_refuses_outputs_without_the_batch_dimension():
+    with pytest.raises(tfaccel.OptionsError, match=r"output 'output_0' has shape \[\].*batch-wide reduction"):
+        tfaccel.trace(lambda x: tf.reduce_sum(x), tf.ones([B, 3]), dynamic_batch_size=True)
+    with pytest.raises(tfaccel.OptionsError, match=r"example inputs disagree on the batch size"):
+        tfaccel.trace(lambda a, b: a, (tf.ones([B, 3]), tf.ones([B + 1, 3])), dynamic_batch_size=True)
+
+
+def test_saved_model_serves_any_batch_in_a_process_without_tfaccel(traced, tmp_path):
+    model, fast = traced
+    fast.save(str(tmp_path / "dyn"))
+    x = batch(2 * B + 3)
+    expected = model(x)
+    np.savez(tmp_path / "io.npz", a=x[0].numpy(), b=x[1].numpy(), score=expected["score"].numpy())
+    code = f"""
+import sys, numpy as np, tensorflow as tf
+io = np.load({str(tmp_path / "io.npz")!r})
+sig = tf.saved_model.load({str(tmp_path / "dyn")!r}).signatures['serving_default']
+out = sig(a=tf.constant(io['a']), b=tf.constant(io['b']))
+np.testing.assert_allclose(out['score'].numpy(), io['score'], rtol=1e-5, atol=1e-5)
+try:
+    sig(a=tf.constant(io['a']), b=tf.constant(io['b'][:3]))
+    raise SystemExit('mismatched batches were accepted')
+except tf.errors.InvalidArgumentError as err:
+    assert 'must have the same batch size (dim 0) as input' in str(err), err
+assert 'tfaccel' not in sys.modules
+print('ok')
+"""
+    assert run_python(code, cwd=tmp_path, env={"PYTHONPATH": ""}).strip().endswith("ok")
+    again = tfaccel.load(str(tmp_path / "dyn"))
+    assert_close(again(x)["score"], expected["score"])
+
+
+def test_tf_keras_model_with_dynamic_batch_saves_and_reloads(tmp_path):
+    code = f"""
+import numpy as np, tensorflow as tf, tfaccel
+inp = tf.keras.layers.Input(3)
+model = tf.keras.Model(inp, tf.keras.layers.Dense(2)(tf.keras.layers.Dense(3, activation='relu')(inp)))
+traced = tfaccel.trace(model, tf.random.uniform([{B}, 3]), dynamic_batch_size=True)
+for n in {SIZES}:
+    x = tf.random.uniform([n, 3])
+    np.testing.assert_allclose(traced(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+traced.save('dyn_legacy')
+x = tf.random.uniform([{B + 1}, 3])
+np.save('x.npy', x.numpy()); np.save('y.npy', model(x).numpy())
+print('traced')
+"""
+    legacy = {"TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": SRC}
+    assert run_python(code, cwd=tmp_path, env=legacy).strip().endswith("traced")
+    reload = """
+import numpy as np, tensorflow as tf
+m = tf.keras.models.load_model('dyn_legacy')
+np.testing.assert_allclose(m(np.load('x.npy')).numpy(), np.load('y.npy'), rtol=1e-5, atol=1e-6)
+print('ok')
+"""
+    assert run_python(reload, cwd=tmp_path, env=legacy).strip().endswith("ok")

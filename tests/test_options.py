@@ -1,0 +1,78 @@
+"""Options: NEURON_CC_FLAGS / TFACCEL_CC_FLAGS / keywords, parsed into one model with clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfaccel
+from tfaccel.options import TraceOptions, parse_flags, resolve_options
+
+W = tf.constant(np.random.default_rng(0).standard_normal((4, 4)), tf.float32)
+
+
+def test_flags_parse_shell_style():
+    values = parse_flags("--workdir 'my dir' --dynamic-batch-size --min-segment-size=3 --verbose 1", "X")
+    assert values == {"workdir": "my dir", "dynamic_batch_size": True, "min_segment_size": 3, "verbose": 1}
+    assert parse_flags("--dynamic-batch-size=false", "X") == {"dynamic_batch_size": False}
+
+
+def test_precedence_keyword_over_tfaccel_over_neuron():
+    env = {"NEURON_CC_FLAGS": "--min-segment-size=5 --verbose=1", "TFACCEL_CC_FLAGS": "--min-segment-size=4"}
+    opts = resolve_options({}, env)
+    assert (opts.min_segment_size, opts.verbose) == (4, 1)
+    assert opts.sources == {"min_segment_size": "TFACCEL_CC_FLAGS", "verbose": "NEURON_CC_FLAGS"}
+    assert resolve_options({"min_segment_size": 3}, env).min_segment_size == 3
+    assert resolve_options({}, {}) == TraceOptions()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            "--fast-math",
+            r"NEURON_CC_FLAGS: unknown flag --fast-math\. Accepted: --workdir=<str>, --dynamic-batch",
+        ),
+        ("--min-segment-size=0", r"NEURON_CC_FLAGS: --min-segment-size=0 must be a positive integer"),
+        ("--min-segment-size=two", r"--min-segment-size=two is not an integer"),
+        ("--workdir", r"--workdir needs a value"),
+        ("--backend=tpu", r"--backend=tpu must be one of the available backends: xla"),
+        ("--dynamic-batch-size=maybe", r"is not a boolean"),
+        ("workdir", r"'workdir' is not a flag; flags start with '--'"),
+        ("--workdir 'unclosed", r"NEURON_CC_FLAGS cannot be parsed"),
+    ],
+)
+def test_bad_flags_name_the_flag_and_the_variable(env, message):
+    with pytest.raises(tfaccel.OptionsError, match=message):
+        resolve_options({}, {"NEURON_CC_FLAGS": env})
+
+
+def test_unknown_keyword_lists_the_accepted_ones():
+    with pytest.raises(
+        tfaccel.OptionsError, match=r"unknown option fast_math=; accepted keyword options: backend"
+    ):
+        tfaccel.trace(lambda x: x, tf.ones([1]), fast_math=True)
+
+
+def test_trace_reads_neuron_cc_flags_and_records_the_options(monkeypatch, tmp_path):
+    monkeypatch.setenv("NEURON_CC_FLAGS", "--min-segment-size=4")
+
+    def f(x):
+        return tf.nn.relu(tf.reduce_sum(x, axis=1, keepdims=True) + 1.0)  # 3 ops, no compute-heavy one
+
+    model = tfaccel.trace(f, tf.ones([2, 4]))
+    assert model.on_neuron_ratio == 0.0  # below the minimum size of 4
+    assert model.placement_report.options == "--min-segment-size=4"
+    lines: list[str] = []
+    model.summary(print_fn=lines.append)
+    assert "  options: --min-segment-size=4" in lines
+    model.save(str(tmp_path / "m"))
+    assert tfaccel.load(str(tmp_path / "m")).placement_report.options == "--min-segment-size=4"
+    # the keyword wins over the environment
+    assert tfaccel.trace(f, tf.ones([2, 4]), min_segment_size=2).on_neuron_ratio == 1.0
+
+
+def test_verbose_prints_the_placement_summary(capsys):
+    tfaccel.trace(lambda x: tf.matmul(x, W), tf.ones([2, 4]), verbose=1)
+    assert "tfaccel placement (xla): 1/1 ops on the accelerator" in capsys.readouterr().out

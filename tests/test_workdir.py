@@ -1,0 +1,100 @@
+"""--workdir: the artifacts are there, readable, and reproduce one subgraph offline."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfaccel
+from conftest import assert_close
+
+W = tf.constant(np.random.default_rng(0).standard_normal((4, 4)), tf.float32)
+
+
+def f(x):
+    h = tf.nn.relu(tf.matmul(x, W, name="mm1") + 1.0, name="relu1")
+    back = tf.strings.to_number(tf.strings.as_string(h), name="from_text")
+    return {"y": tf.tanh(tf.matmul(back, W, name="mm2") * 3.0, name="out"), "h": h}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("wd") / "artifacts"
+    x = tf.random.uniform([2, 4], seed=1)
+    tfaccel.trace(f, x, workdir=str(path))
+    return path, x
+
+
+def test_every_artifact_is_written(workdir):
+    path, _ = workdir
+    for name in ("frozen", "optimized", "partitioned"):
+        assert (path / f"{name}.pb").stat().st_size > 0
+        assert "node {" in (path / f"{name}.pbtxt").read_text()
+    for name in (
+        "options.json",
+        "placement.json",
+        "placement.html",
+        "golden_inputs.npz",
+        "golden_outputs.npz",
+    ):
+        assert (path / name).exists(), name
+    for sub in ("tfaccel_sg_0", "tfaccel_sg_1"):
+        folder = path / "subgraphs" / sub
+        for name in (
+            "graph.pb",
+            "graph.pbtxt",
+            "io.json",
+            "golden_inputs.npz",
+            "golden_outputs.npz",
+            "hlo.txt",
+            "stablehlo.mlir",
+            "compile_options.json",
+            "compile.log",
+        ):
+            assert (folder / name).stat().st_size > 0, f"{sub}/{name}"
+        assert (folder / "hlo.txt").read_text().startswith("HloModule")
+        assert "func.func @main" in (folder / "stablehlo.mlir").read_text()
+        assert (
+            json.loads((folder / "compile_options.json").read_text())["function_attr"]
+            == "_XlaMustCompile=true"
+        )
+
+
+def test_placement_report_lists_every_node_with_its_reason(workdir):
+    path, _ = workdir
+    report = json.loads((path / "placement.json").read_text())
+    rows = {r["node"]: r for r in report["nodes"]}
+    assert rows["mm1"]["subgraph"] == "tfaccel_sg_0" and rows["mm2"]["subgraph"] == "tfaccel_sg_1"
+    assert rows["from_text"]["placement"] == "runtime" and rows["from_text"]["reason"] == "unsupported"
+    assert json.loads((path / "options.json").read_text())["workdir"] == str(path)
+    page = (path / "placement.html").read_text()
+    assert page.count("<rect") == sum(1 for r in report["nodes"] if r["op"] != "Const")
+    assert "tfaccel_sg_1" in page and "#e0e0e0" in page  # a colour per subgraph, grey for TF
+
+
+def test_one_subgraph_is_reproduced_from_its_saved_graphdef(workdir):
+    path, x = workdir
+    folder = path / "subgraphs" / "tfaccel_sg_1"
+    io = json.loads((folder / "io.json").read_text())
+    inputs, golden = np.load(folder / "golden_inputs.npz"), np.load(folder / "golden_outputs.npz")
+    graph_def = tf.compat.v1.GraphDef.FromString((folder / "graph.pb").read_bytes())
+    fn = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), []).prune(
+        [f"{k}:0" for k in io["inputs"]], [v for v in io["outputs"].values()]
+    )
+    outputs = fn(*[tf.constant(inputs[k]) for k in io["inputs"]])
+    for k, out in zip(io["outputs"], outputs, strict=True):
+        assert_close(out, golden[k])
+    # and the whole model's golden outputs are the original function's
+    model_golden = np.load(path / "golden_outputs.npz")
+    assert_close(model_golden["y"], f(x)["y"], atol=1e-4)
+
+
+def test_without_workdir_nothing_is_left_on_disk(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tfaccel.trace(f, tf.ones([2, 4]))
+    assert os.listdir(tmp_path) == []
