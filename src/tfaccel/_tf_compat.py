@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import function_pb2, graph_pb2, kernel_def_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, rewriter_config_pb2
@@ -18,6 +19,7 @@ from tensorflow.python.framework import convert_to_constants, kernels, op_def_re
 from tensorflow.python.grappler import tf_optimizer
 
 __all__ = [
+    "freeze_lifting_variables",
     "register_functions",
     "freeze",
     "function_from_graph_def",
@@ -34,6 +36,43 @@ def freeze(concrete_function: Any) -> Any:
     back edges in the graph, which no partitioner or backend can cut safely.
     """
     return convert_to_constants.convert_variables_to_constants_v2(concrete_function, lower_control_flow=False)
+
+
+def freeze_lifting_variables(concrete_function: Any) -> tuple[graph_pb2.GraphDef, list[tuple[str, Any]]]:
+    """Freeze everything but the variables, which become Placeholders (for ``--extract-weights``).
+
+    Returns the GraphDef and ``[(placeholder name, variable)]``. TF's converter rewrites every reader of a
+    variable (``ReadVariableOp``, ``ResourceGather``, function arguments) for a constant; we let it, with a
+    scalar stand-in instead of the real value, then swap each stand-in Const for a Placeholder of the
+    variable's dtype and shape. The weights are never copied into a protobuf, so models past the 2 GB
+    protobuf limit trace.
+    """
+    by_handle = {id(v.handle): v for v in concrete_function.graph.variables}
+    lifted: dict[str, Any] = {}
+    for external, internal in concrete_function.graph.captures:
+        variable = by_handle.get(id(external))
+        if variable is not None:
+            lifted[internal.name.split(":")[0]] = variable
+
+    class _StandIns(convert_to_constants._FunctionConverterDataInEager):  # type: ignore[misc]
+        def _eval(self, tensor: Any) -> Any:
+            if isinstance(tensor, tf.Variable):
+                return np.zeros((), dtype=tensor.dtype.as_numpy_dtype)
+            return tensor.numpy()
+
+    data = _StandIns(func=concrete_function, lower_control_flow=False, aggressive_inlining=False)
+    graph_def, _ = convert_to_constants._replace_variables_by_constants(converter_data=data)
+    found = []
+    for node in graph_def.node:
+        variable = lifted.get(node.name)
+        if variable is None or node.op != "Const":
+            continue
+        node.op = "Placeholder"
+        node.ClearField("attr")
+        node.attr["dtype"].type = variable.dtype.as_datatype_enum
+        node.attr["shape"].shape.CopyFrom(variable.shape.as_proto())
+        found.append((node.name, variable))
+    return graph_def, found
 
 
 def run_grappler(

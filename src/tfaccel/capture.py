@@ -132,6 +132,9 @@ class CapturedFunction:
     graph: Graph  # IR of ``graph_def``
     output_structure: Any  # nested structure of tf.TensorSpec, as ``func`` returns it
     output_names: tuple[str, ...]  # signature names for the flat outputs
+    #: with ``--extract-weights``: one variable per weight Placeholder, in ``graph.inputs`` order after the
+    #: user's inputs
+    weights: tuple[Any, ...] = ()
 
 
 def is_keras_model(obj: object) -> bool:
@@ -144,8 +147,12 @@ def is_keras_model(obj: object) -> bool:
     return False
 
 
-def capture(func: Callable[..., Any], example_inputs: Any) -> CapturedFunction:
-    """Trace ``func`` on ``example_inputs`` and return its frozen, optimized graph."""
+def capture(func: Callable[..., Any], example_inputs: Any, extract_weights: bool = False) -> CapturedFunction:
+    """Trace ``func`` on ``example_inputs`` and return its frozen, optimized graph.
+
+    With ``extract_weights`` the variables are not frozen: each becomes a Placeholder fed from a copy of
+    the variable at run time (see :func:`tfaccel._tf_compat.freeze_lifting_variables`).
+    """
     if not callable(func):
         raise CaptureTypeError(
             f"func must be a keras.Model, a tf.function or a Python callable; got {type(func).__name__}"
@@ -170,15 +177,45 @@ def capture(func: Callable[..., Any], example_inputs: Any) -> CapturedFunction:
             f"tracing func with example_inputs {_describe(layout)} failed: {type(err).__name__}: {err}"
         ) from err
     output_structure, output_names = _outputs_of(concrete)
-    frozen = _tf_compat.freeze(concrete)
-    frozen_graph_def = frozen.graph.as_graph_def(add_shapes=True)
-    placeholders = [t.name for t in frozen.inputs]
-    fetches = [t.name for t in frozen.outputs]
-    optimized = _tf_compat.run_grappler(frozen_graph_def, frozen.graph, [f.split(":")[0] for f in fetches])
+    weights: tuple[tf.Variable, ...] = ()
+    if extract_weights:
+        frozen_graph_def, lifted = _tf_compat.freeze_lifting_variables(concrete)
+        placeholders = [t.name for t in concrete.inputs[: len(layout.specs)]] + [f"{n}:0" for n, _ in lifted]
+        fetches = [t.name for t in concrete.outputs]
+        tf_graph = tf.Graph()
+        with tf_graph.as_default():
+            tf.graph_util.import_graph_def(frozen_graph_def, name="")
+        # copies: the traced model must not change when the original's weights do
+        weights = tuple(tf.Variable(v.read_value(), trainable=False) for _, v in lifted)
+    else:
+        _check_protobuf_limit(concrete)
+        frozen = _tf_compat.freeze(concrete)
+        frozen_graph_def = frozen.graph.as_graph_def(add_shapes=True)
+        placeholders = [t.name for t in frozen.inputs]
+        fetches = [t.name for t in frozen.outputs]
+        tf_graph = frozen.graph
+    optimized = _tf_compat.run_grappler(frozen_graph_def, tf_graph, [f.split(":")[0] for f in fetches])
     _restore_placeholders(optimized, frozen_graph_def, placeholders)
     _rename_library(optimized)
     graph = graph_from_graph_def(optimized, placeholders, fetches)
-    return CapturedFunction(layout, frozen_graph_def, optimized, graph, output_structure, output_names)
+    return CapturedFunction(
+        layout, frozen_graph_def, optimized, graph, output_structure, output_names, weights
+    )
+
+
+#: protobuf refuses messages of 2 GiB and more; leave room for the graph around the weights
+_PROTOBUF_LIMIT = 2**31 - 64 * 2**20
+
+
+def _check_protobuf_limit(concrete: Any) -> None:
+    """Refuse, with the remedy, to freeze weights that cannot fit in one GraphDef."""
+    total = sum(int(v.shape.num_elements() or 0) * v.dtype.size for v in concrete.graph.variables)
+    if total > _PROTOBUF_LIMIT:
+        raise CaptureValueError(
+            f"the model's weights take {total / 2**30:.2f} GiB, more than a GraphDef can hold (protobuf's "
+            "2 GiB limit); trace with --extract-weights (NEURON_CC_FLAGS='--extract-weights' or "
+            "extract_weights=True) to keep the weights as SavedModel variables"
+        )
 
 
 # -- example inputs --------------------------------------------------------------------------------------

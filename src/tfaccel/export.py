@@ -35,6 +35,7 @@ def save(executable: Executable, path: str) -> None:
         )
     module = tf.Module()
     module.tfaccel_call_flat = executable.call_flat
+    module.tfaccel_weights = executable.weights  # --extract-weights: saved as variables, not constants
     try:
         tf.saved_model.save(module, path, signatures={"serving_default": executable.serving_function()})
     except Exception as err:

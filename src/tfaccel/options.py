@@ -28,6 +28,7 @@ class TraceOptions:
 
     workdir: str | None = None
     dynamic_batch_size: bool = False
+    extract_weights: bool = False
     min_segment_size: int = 2
     verbose: int = 0
     backend: str = "xla"
@@ -88,6 +89,9 @@ FLAGS: dict[str, _Flag] = {
     for spec in (
         _Flag("workdir", "workdir", str, "keep every artifact of the trace in this directory"),
         _Flag("dynamic-batch-size", "dynamic_batch_size", bool, "allow any batch size (dim 0)", False),
+        _Flag(
+            "extract-weights", "extract_weights", bool, "keep weights as variables, not in the graph", False
+        ),
         _Flag("min-segment-size", "min_segment_size", int, "smallest subgraph worth compiling", 2, _positive),
         _Flag("verbose", "verbose", int, "0 quiet, 1 print the placement summary", 0, _non_negative),
         _Flag("backend", "backend", str, "accelerator backend", "xla", _backend),

@@ -54,10 +54,13 @@ class Executable:
         report: PlacementReport,
         graph_def: Any = None,
         batch: int | None = None,
+        weights: Sequence[Any] = (),
     ) -> None:
         self.call_flat = call_flat
         #: the traced batch size when ``--dynamic-batch-size`` is on (any dim 0 is then accepted)
         self.batch = batch
+        #: ``--extract-weights``: the variables ``call_flat`` reads (saved as SavedModel variables)
+        self.weights = list(weights)
         #: the partitioned GraphDef, in the tracing process only (not restored by ``load``)
         self.graph_def = graph_def
         self.layout = layout
@@ -209,6 +212,7 @@ def _define_model_class(keras: Any) -> type:
             self._tfaccel_executable = executable
             # tracked so that a tf_keras SavedModel carries it, which tfaccel.load() uses
             self.tfaccel_call_flat = executable.call_flat
+            self.tfaccel_weights = executable.weights
             self._convert_input_args = False
             self.trainable = False
             self.built = True

@@ -62,7 +62,7 @@ def trace(
         model_neuron.summary()
     """
     opts = resolve_options(options)
-    captured = capture(func, example_inputs)
+    captured = capture(func, example_inputs, extract_weights=opts.extract_weights)
     batch = batch_size_of(captured) if opts.dynamic_batch_size else None
     accel = get_backend(opts.backend)
     callback = _node_callback(subgraph_builder_function)
@@ -203,9 +203,14 @@ def _executable(
     runs it in chunks of ``batch`` (see :func:`tfaccel.batching.run_in_chunks`).
     """
     inputs = [f"{name}:0" for name in captured.graph.inputs]
-    wrapped = _tf_compat.function_from_graph_def(outer, inputs, outputs)
+    graph_function = _tf_compat.function_from_graph_def(outer, inputs, outputs)
     structure = captured.output_structure
     layout = captured.layout
+    weights = captured.weights
+
+    def wrapped(*flat: tf.Tensor) -> Any:
+        return graph_function(*flat, *weights)
+
     if batch is None:
 
         def call_flat(*flat: tf.Tensor) -> Any:
@@ -220,7 +225,9 @@ def _executable(
 
     specs = [s.tensor_spec(dynamic_batch=batch is not None) for s in layout.specs]
     function = tf.function(call_flat, input_signature=specs, autograph=False)
-    return Executable(function, layout, captured.output_names, report, graph_def=outer, batch=batch)
+    return Executable(
+        function, layout, captured.output_names, report, graph_def=outer, batch=batch, weights=weights
+    )
 
 
 def _as_call(example_inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -68,7 +68,7 @@ def write_workdir(
         boundary.extend(str(ref) for ref in (*item.cluster.inputs, *item.cluster.outputs))
     fetches = list(dict.fromkeys([*(str(r) for r in graph.outputs), *boundary]))
     runner = _tf_compat.function_from_graph_def(captured.graph_def, [f"{n}:0" for n in graph.inputs], fetches)
-    values = dict(zip(fetches, (t.numpy() for t in runner(*examples)), strict=True))
+    values = dict(zip(fetches, (t.numpy() for t in runner(*examples, *captured.weights)), strict=True))
     np.savez(
         os.path.join(path, "golden_inputs.npz"),
         **{spec.name: t.numpy() for spec, t in zip(captured.layout.specs, examples, strict=True)},
