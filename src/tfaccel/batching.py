@@ -12,15 +12,17 @@ Everything here is TensorFlow ops, so it is saved inside the SavedModel and runs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from tfaccel.capture import CapturedFunction
 from tfaccel.errors import OptionsError
 
-__all__ = ["batch_size_of", "run_in_chunks"]
+__all__ = ["batch_size_of", "micro_batch", "run_in_chunks", "with_batch"]
 
 
 def batch_size_of(captured: CapturedFunction) -> int:
@@ -58,8 +60,13 @@ def run_in_chunks(
     batch: int,
     names: Sequence[str],
     output_specs: Sequence[tf.TensorSpec],
+    in_flight: int = 1,
 ) -> list[tf.Tensor]:
-    """Call ``function`` (compiled for batch ``batch``) on inputs of any common batch size."""
+    """Call ``function`` (compiled for batch ``batch``) on inputs of any common batch size.
+
+    ``in_flight`` chunks may run at once (the loop's ``parallel_iterations``): with a pipelined
+    ``function`` the executor overlaps stage k of one chunk with stage k+1 of the previous one.
+    """
     n = tf.shape(inputs[0], out_type=tf.int32)[0]
     checks = [
         tf.debugging.assert_equal(
@@ -87,9 +94,49 @@ def run_in_chunks(
         )
         signature = tuple(tf.TensorSpec(s.shape, s.dtype) for s in output_specs)
         results = tf.map_fn(
-            lambda xs: tuple(function(*xs)), stacked, fn_output_signature=signature, parallel_iterations=1
+            lambda xs: tuple(function(*xs)),
+            stacked,
+            fn_output_signature=signature,
+            parallel_iterations=in_flight,
         )
         return [tf.reshape(r, tf.concat([[chunks * batch], tf.shape(r)[2:]], axis=0))[:n] for r in results]
 
     outputs: Any = tf.cond(tf.equal(n, batch), direct, chunked)
     return list(outputs)
+
+
+def micro_batch(example_inputs: Any, stages: int) -> tuple[int, Any]:
+    """``(B, examples cut to ceil(B / stages) rows)`` for ``--neuroncore-pipeline-cores``.
+
+    The compiled stages run on micro-batches, so they are traced on one; the model still takes batch ``B``.
+    """
+    if isinstance(example_inputs, Mapping):
+        leaves = list(example_inputs.values())
+    elif isinstance(example_inputs, (list, tuple)):
+        leaves = list(example_inputs)
+    else:
+        leaves = [example_inputs]
+    sizes = {int(np.shape(leaf)[0]) if np.ndim(leaf) else 0 for leaf in leaves}
+    if len(sizes) != 1 or 0 in sizes:
+        raise OptionsError(
+            f"--neuroncore-pipeline-cores={stages}: every example input needs the same batch size (dim 0) "
+            f"to be cut into micro-batches; got batch sizes {sorted(sizes)}"
+        )
+    batch = sizes.pop()
+    rows = -(-batch // stages)
+
+    def cut(leaf: Any) -> Any:
+        return leaf[:rows]
+
+    if isinstance(example_inputs, Mapping):
+        return batch, {k: cut(v) for k, v in example_inputs.items()}
+    if isinstance(example_inputs, (list, tuple)):
+        return batch, type(example_inputs)(cut(v) for v in example_inputs)
+    return batch, cut(example_inputs)
+
+
+def with_batch(captured: CapturedFunction, batch: int) -> CapturedFunction:
+    """``captured`` with its input signature's dim 0 set to ``batch`` (the user's, not the micro-batch)."""
+    layout = captured.layout
+    specs = tuple(replace(s, shape=(batch, *s.shape[1:])) for s in layout.specs)
+    return replace(captured, layout=replace(layout, specs=specs))

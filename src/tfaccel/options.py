@@ -29,6 +29,7 @@ class TraceOptions:
     workdir: str | None = None
     dynamic_batch_size: bool = False
     extract_weights: bool = False
+    neuroncore_pipeline_cores: int = 1
     min_segment_size: int = 2
     verbose: int = 0
     backend: str = "xla"
@@ -91,6 +92,14 @@ FLAGS: dict[str, _Flag] = {
         _Flag("dynamic-batch-size", "dynamic_batch_size", bool, "allow any batch size (dim 0)", False),
         _Flag(
             "extract-weights", "extract_weights", bool, "keep weights as variables, not in the graph", False
+        ),
+        _Flag(
+            "neuroncore-pipeline-cores",
+            "neuroncore_pipeline_cores",
+            int,
+            "split each subgraph into N pipelined stages",
+            1,
+            _positive,
         ),
         _Flag("min-segment-size", "min_segment_size", int, "smallest subgraph worth compiling", 2, _positive),
         _Flag("verbose", "verbose", int, "0 quiet, 1 print the placement summary", 0, _non_negative),

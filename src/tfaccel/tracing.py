@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from tensorflow.core.framework import graph_pb2
 from tfaccel import _tf_compat
 from tfaccel.assemble import assemble, extract_subgraph
 from tfaccel.backends import Backend, CompiledSubgraph, SubgraphCompileError, get_backend
-from tfaccel.batching import batch_size_of, run_in_chunks
+from tfaccel.batching import batch_size_of, micro_batch, run_in_chunks, with_batch
 from tfaccel.capture import CapturedFunction, capture
 from tfaccel.errors import CaptureTypeError, CompileError, TraceError
 from tfaccel.ir import Graph, Node
@@ -28,6 +29,7 @@ from tfaccel.partition import Cluster, partition
 from tfaccel.placement import COMPUTE_HEAVY_OPS, Decision, Reason, decide
 from tfaccel.report import PlacementReport, SubgraphSummary
 from tfaccel.runtime import Executable, make_model
+from tfaccel.stages import split_balanced
 from tfaccel.workdir import write_workdir
 
 __all__ = ["trace"]
@@ -62,8 +64,15 @@ def trace(
         model_neuron.summary()
     """
     opts = resolve_options(options)
-    captured = capture(func, example_inputs, extract_weights=opts.extract_weights)
-    batch = batch_size_of(captured) if opts.dynamic_batch_size else None
+    stages = opts.neuroncore_pipeline_cores
+    if stages > 1:
+        user_batch, micro_examples = micro_batch(example_inputs, stages)
+        captured = capture(func, micro_examples, extract_weights=opts.extract_weights)
+        chunk: int | None = batch_size_of(captured)
+        captured = with_batch(captured, user_batch)
+    else:
+        captured = capture(func, example_inputs, extract_weights=opts.extract_weights)
+        chunk = batch_size_of(captured) if opts.dynamic_batch_size else None
     accel = get_backend(opts.backend)
     callback = _node_callback(subgraph_builder_function)
     decisions = decide(captured.graph, accel, callback)
@@ -75,9 +84,11 @@ def trace(
         forced=callback is not None,
         artifacts=bool(opts.workdir),
     )
+    if stages > 1:
+        compiled = _split_into_stages(captured, accel, compiled, stages, bool(opts.workdir), fallbacks)
     outer, outputs = assemble(captured.graph, captured.graph_def, compiled)
     report = _report(accel.name, captured.graph, decisions, compiled, fallbacks, opts)
-    executable = _executable(captured, outer, outputs, report, batch)
+    executable = _executable(captured, outer, outputs, report, chunk, opts.dynamic_batch_size, stages)
     model = make_model(executable)
     args, kwargs = _as_call(example_inputs)
     model(*args, **kwargs)  # compiles XLA now, not on the user's first call
@@ -197,10 +208,16 @@ def _executable(
     outer: graph_pb2.GraphDef,
     outputs: tuple[str, ...],
     report: PlacementReport,
-    batch: int | None,
+    chunk: int | None,
+    dynamic: bool,
+    stages: int,
 ) -> Executable:
-    """The traced graph as a ``tf.function`` over flat inputs; with ``batch`` it takes any batch size and
-    runs it in chunks of ``batch`` (see :func:`tfaccel.batching.run_in_chunks`).
+    """The traced graph as a ``tf.function`` over flat inputs.
+
+    With ``chunk`` a batch runs as chunks of that size (:func:`tfaccel.batching.run_in_chunks`): any batch
+    size when ``dynamic``, the traced one otherwise. With ``stages > 1`` the chunks are pipelined: the
+    graph is inlined into the loop body so that stage k of chunk i and stage k+1 of chunk i-1 are separate
+    ops the executor runs concurrently, up to ``stages`` chunks in flight.
     """
     inputs = [f"{name}:0" for name in captured.graph.inputs]
     graph_function = _tf_compat.function_from_graph_def(outer, inputs, outputs)
@@ -211,23 +228,77 @@ def _executable(
     def wrapped(*flat: tf.Tensor) -> Any:
         return graph_function(*flat, *weights)
 
-    if batch is None:
+    def inlined(*flat: tf.Tensor) -> Any:
+        # tf.identity captures tensors of enclosing graphs (cond/loop bodies); import_graph_def does not
+        values = [tf.identity(t) for t in (*flat, *weights)]
+        feeds = dict(zip(inputs, values, strict=True))
+        return tf.graph_util.import_graph_def(outer, input_map=feeds, return_elements=list(outputs))
+
+    if chunk is None:
 
         def call_flat(*flat: tf.Tensor) -> Any:
             return tf.nest.pack_sequence_as(structure, wrapped(*flat))
 
     else:
         out_specs = [tf.TensorSpec(s.shape, s.dtype) for s in tf.nest.flatten(structure)]
+        body = inlined if stages > 1 else wrapped
+        names = [s.name for s in layout.specs]
 
         def call_flat(*flat: tf.Tensor) -> Any:
-            results = run_in_chunks(wrapped, flat, batch, [s.name for s in layout.specs], out_specs)
+            results = run_in_chunks(body, flat, chunk, names, out_specs, in_flight=stages)
             return tf.nest.pack_sequence_as(structure, results)
 
-    specs = [s.tensor_spec(dynamic_batch=batch is not None) for s in layout.specs]
+    specs = [s.tensor_spec(dynamic_batch=dynamic) for s in layout.specs]
     function = tf.function(call_flat, input_signature=specs, autograph=False)
     return Executable(
-        function, layout, captured.output_names, report, graph_def=outer, batch=batch, weights=weights
+        function,
+        layout,
+        captured.output_names,
+        report,
+        graph_def=outer,
+        batch=chunk if dynamic else None,
+        weights=weights,
     )
+
+
+def _split_into_stages(
+    captured: CapturedFunction,
+    accel: Backend,
+    compiled: list[CompiledSubgraph],
+    stages: int,
+    artifacts: bool,
+    fallbacks: list[str],
+) -> list[CompiledSubgraph]:
+    """Replace each compiled subgraph by up to ``stages`` compiled stages of balanced estimated cost.
+
+    A subgraph whose stages do not all compile (a stage may need a compile-time constant that another
+    stage computes) stays whole, and the fallback is logged and reported.
+    """
+    graph = captured.graph
+    assignment = {}
+    for item in compiled:
+        for k, nodes in enumerate(split_balanced(graph, item.cluster.nodes, stages)):
+            assignment.update(dict.fromkeys(nodes, f"{item.cluster.name}#{k}"))
+    pieces: dict[str, list[Cluster]] = {}
+    for cluster in partition(graph, assignment, forced=True).clusters:
+        origin, stage = cluster.group.split("#")
+        same = [c for c in pieces.get(origin, []) if c.group == cluster.group]
+        name = f"{origin}_stage{stage}" + (f"_{len(same)}" if same else "")
+        pieces.setdefault(origin, []).append(replace(cluster, name=name))
+    result: list[CompiledSubgraph] = []
+    for item in compiled:
+        try:
+            result.extend(
+                accel.compile(extract_subgraph(c, graph, captured.graph_def.library), artifacts=artifacts)
+                for c in pieces[item.cluster.name]
+            )
+        except SubgraphCompileError as err:
+            sentence = f"{item.cluster.name}: a pipeline stage failed to compile ({err.message}); kept whole"
+            fallbacks.append(sentence)
+            logger.warning("pipeline fallback: %s", sentence)
+            result = [r for r in result if not r.cluster.name.startswith(f"{item.cluster.name}_stage")]
+            result.append(item)
+    return result
 
 
 def _as_call(example_inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
