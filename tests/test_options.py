@@ -76,3 +76,28 @@ def test_trace_reads_neuron_cc_flags_and_records_the_options(monkeypatch, tmp_pa
 def test_verbose_prints_the_placement_summary(capsys):
     tfaccel.trace(lambda x: tf.matmul(x, W), tf.ones([2, 4]), verbose=1)
     assert "tfaccel placement (xla): 1/1 ops on the accelerator" in capsys.readouterr().out
+
+
+def test_tf_keras_with_neuron_cc_flags_workdir_verbose_min_segment(tmp_path):
+    from conftest import SRC, run_python
+
+    code = """
+import os, json, numpy as np, tensorflow as tf, tfaccel
+inp = tf.keras.layers.Input(3)
+model = tf.keras.Model(inp, tf.keras.layers.Dense(2)(tf.keras.layers.Dense(4, activation='relu')(inp)))
+x = tf.random.uniform([2, 3])
+traced = tfaccel.trace(model, x)
+np.testing.assert_allclose(traced(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+assert os.path.exists('art/subgraphs/tfaccel_sg_0/hlo.txt')
+print(json.load(open('art/options.json'))['sources'])
+"""
+    env = {
+        "TF_USE_LEGACY_KERAS": "1",
+        "PYTHONPATH": SRC,
+        "NEURON_CC_FLAGS": "--workdir art --verbose=1 --min-segment-size 3",
+    }
+    out = run_python(code, cwd=tmp_path, env=env)
+    assert (
+        "tfaccel placement (xla)" in out and "options: --workdir=art --min-segment-size=3 --verbose=1" in out
+    )
+    assert "'workdir': 'NEURON_CC_FLAGS'" in out.strip().splitlines()[-1]

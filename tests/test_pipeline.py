@@ -103,3 +103,13 @@ np.testing.assert_allclose(m(np.load('x.npy')).numpy(), np.load('y.npy'), rtol=1
 print('ok')
 """
     assert run_python(reload, cwd=tmp_path, env=legacy).strip().endswith("ok")
+
+
+def test_all_runtime_flags_together():
+    model = mlp()
+    traced = tfaccel.trace(
+        model, tf.ones([8, 32]), neuroncore_pipeline_cores=2, dynamic_batch_size=True, extract_weights=True
+    )
+    for n in (1, 9):
+        x = tf.constant(np.random.default_rng(n).standard_normal((n, 32)), tf.float32)
+        assert_close(traced(x), model(x))

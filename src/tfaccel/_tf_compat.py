@@ -76,12 +76,13 @@ def freeze_lifting_variables(concrete_function: Any) -> tuple[graph_pb2.GraphDef
 
 
 def run_grappler(
-    graph_def: graph_pb2.GraphDef, graph: tf.Graph, fetches: Sequence[str]
+    graph_def: graph_pb2.GraphDef, graph: tf.Graph, fetches: Sequence[str], mixed_bfloat16: bool = False
 ) -> graph_pb2.GraphDef:
     """Run TensorFlow's default graph optimizations offline, without the ``remap`` optimizer.
 
     Remapping fuses ops into ``_Fused*`` kernels that no accelerator backend understands; the runtime
-    still applies it to the parts that stay on TensorFlow when the final graph runs.
+    still applies it to the parts that stay on TensorFlow when the final graph runs. ``mixed_bfloat16``
+    turns on the oneDNN bfloat16 auto-mixed-precision pass (``--fp32-cast=all``).
     """
     meta_graph = tf.compat.v1.train.export_meta_graph(graph_def=graph_def, graph=graph)
     fetch_collection = meta_graph_pb2.CollectionDef()
@@ -90,7 +91,9 @@ def run_grappler(
     config = config_pb2.ConfigProto()
     rewrite = config.graph_options.rewrite_options
     rewrite.remapping = rewriter_config_pb2.RewriterConfig.OFF
-    rewrite.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.OFF
+    rewrite.auto_mixed_precision_onednn_bfloat16 = (
+        rewriter_config_pb2.RewriterConfig.ON if mixed_bfloat16 else rewriter_config_pb2.RewriterConfig.OFF
+    )
     rewrite.min_graph_nodes = -1
     return tf_optimizer.OptimizeGraph(config, meta_graph)
 

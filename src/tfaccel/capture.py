@@ -25,6 +25,7 @@ from tensorflow.core.framework import graph_pb2, node_def_pb2
 from tfaccel import _tf_compat
 from tfaccel.errors import CaptureError, CaptureTypeError, CaptureValueError
 from tfaccel.ir import Graph, Node, TensorInfo, TensorRef
+from tfaccel.precision import cast_matmuls_to_bfloat16, count_bfloat16_compute
 
 __all__ = ["CapturedFunction", "Convention", "InputLayout", "InputSpec", "capture", "is_keras_model"]
 
@@ -147,11 +148,14 @@ def is_keras_model(obj: object) -> bool:
     return False
 
 
-def capture(func: Callable[..., Any], example_inputs: Any, extract_weights: bool = False) -> CapturedFunction:
+def capture(
+    func: Callable[..., Any], example_inputs: Any, extract_weights: bool = False, fp32_cast: str = "none"
+) -> CapturedFunction:
     """Trace ``func`` on ``example_inputs`` and return its frozen, optimized graph.
 
     With ``extract_weights`` the variables are not frozen: each becomes a Placeholder fed from a copy of
-    the variable at run time (see :func:`tfaccel._tf_compat.freeze_lifting_variables`).
+    the variable at run time (see :func:`tfaccel._tf_compat.freeze_lifting_variables`). ``fp32_cast``
+    rewrites the optimized graph for bfloat16 (see :mod:`tfaccel.precision`).
     """
     if not callable(func):
         raise CaptureTypeError(
@@ -194,7 +198,20 @@ def capture(func: Callable[..., Any], example_inputs: Any, extract_weights: bool
         placeholders = [t.name for t in frozen.inputs]
         fetches = [t.name for t in frozen.outputs]
         tf_graph = frozen.graph
-    optimized = _tf_compat.run_grappler(frozen_graph_def, tf_graph, [f.split(":")[0] for f in fetches])
+    fetch_nodes = [f.split(":")[0] for f in fetches]
+    optimized = _tf_compat.run_grappler(
+        frozen_graph_def, tf_graph, fetch_nodes, mixed_bfloat16=fp32_cast == "all"
+    )
+    if fp32_cast == "matmult":
+        count = cast_matmuls_to_bfloat16(optimized)
+    else:
+        count = count_bfloat16_compute(optimized)
+    if fp32_cast != "none" and count == 0:
+        logger.warning(
+            "--fp32-cast=%s changed nothing: the graph has no fp32 matmul or convolution that could run in "
+            "bfloat16 (or TensorFlow's oneDNN bfloat16 pass is unavailable on this CPU)",
+            fp32_cast,
+        )
     _restore_placeholders(optimized, frozen_graph_def, placeholders)
     _rename_library(optimized)
     graph = graph_from_graph_def(optimized, placeholders, fetches)

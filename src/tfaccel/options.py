@@ -33,6 +33,7 @@ class TraceOptions:
     min_segment_size: int = 2
     verbose: int = 0
     backend: str = "xla"
+    fp32_cast: str = "none"
     #: where each non-default value came from, e.g. ``{"workdir": "NEURON_CC_FLAGS"}``
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -78,6 +79,12 @@ def _non_negative(value: int) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
+def _fp32_mode(value: str) -> str | None:
+    from tfaccel.precision import FP32_CAST_MODES
+
+    return None if value in FP32_CAST_MODES else f"must be one of {', '.join(FP32_CAST_MODES)}"
+
+
 def _backend(value: str) -> str | None:
     from tfaccel.backends import available_backends
 
@@ -104,6 +111,7 @@ FLAGS: dict[str, _Flag] = {
         _Flag("min-segment-size", "min_segment_size", int, "smallest subgraph worth compiling", 2, _positive),
         _Flag("verbose", "verbose", int, "0 quiet, 1 print the placement summary", 0, _non_negative),
         _Flag("backend", "backend", str, "accelerator backend", "xla", _backend),
+        _Flag("fp32-cast", "fp32_cast", str, "none | matmult | all", "none", _fp32_mode),
     )
 }
 _BY_ATTR = {spec.attr: spec for spec in FLAGS.values()}

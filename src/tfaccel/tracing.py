@@ -67,11 +67,15 @@ def trace(
     stages = opts.neuroncore_pipeline_cores
     if stages > 1:
         user_batch, micro_examples = micro_batch(example_inputs, stages)
-        captured = capture(func, micro_examples, extract_weights=opts.extract_weights)
+        captured = capture(
+            func, micro_examples, extract_weights=opts.extract_weights, fp32_cast=opts.fp32_cast
+        )
         chunk: int | None = batch_size_of(captured)
         captured = with_batch(captured, user_batch)
     else:
-        captured = capture(func, example_inputs, extract_weights=opts.extract_weights)
+        captured = capture(
+            func, example_inputs, extract_weights=opts.extract_weights, fp32_cast=opts.fp32_cast
+        )
         chunk = batch_size_of(captured) if opts.dynamic_batch_size else None
     accel = get_backend(opts.backend)
     callback = _node_callback(subgraph_builder_function)
