@@ -82,9 +82,11 @@ def cast_matmuls_to_bfloat16(graph_def: graph_pb2.GraphDef) -> int:
                     node.attr[a].type = _BF16
         else:
             for i, text in enumerate(node.input):
-                ref = None if text.startswith("^") else TensorRef.parse(text)
-                if ref is not None and ref.node in targets and ref.port == 0:
-                    node.input[i] = f"{ref.node}/tfaccel_f32_out"
+                if text.startswith("^"):
+                    continue
+                consumed = TensorRef.parse(text)
+                if consumed.node in targets and consumed.port == 0:
+                    node.input[i] = f"{consumed.node}/tfaccel_f32_out"
     for name in sorted(targets):
         added.append(_cast(f"{name}/tfaccel_f32_out", f"{name}:0", _BF16, _F32))
     graph_def.node.extend(added)
