@@ -43,3 +43,33 @@ def run_python(
             f"subprocess failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout}\nSTDERR:\n{proc.stderr}"
         )
     return proc.stdout
+
+
+LEGACY_ENV = {"TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": SRC}
+
+
+def legacy_trace_then_reload(
+    tmp_path: os.PathLike[str],
+    trace_code: str,
+    model_dir: str,
+    env: dict[str, str] | None = None,
+    exact: bool = False,
+) -> None:
+    """The reference's tf_keras flow: ``trace_code`` traces and saves ``model_dir`` and writes ``x.npy`` and
+    ``y.npy`` (then prints "traced"); a fresh process that never imports tfaccel reloads it with
+    ``tf.keras.models.load_model`` and must give ``y`` for ``x``."""
+    assert run_python(trace_code, cwd=tmp_path, env={**LEGACY_ENV, **(env or {})}).strip().endswith("traced")
+    if exact:
+        check = "np.testing.assert_array_equal(got, want)"
+    else:
+        check = "np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)"
+    reload = f"""
+import sys, numpy as np, tensorflow as tf
+m = tf.keras.models.load_model({model_dir!r})
+got, want = m(np.load('x.npy')).numpy(), np.load('y.npy')
+{check}
+assert 'tfaccel' not in sys.modules
+print('ok')
+"""
+    legacy_only = {"TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": ""}
+    assert run_python(reload, cwd=tmp_path, env=legacy_only).strip().endswith("ok")

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tfaccel
-from conftest import SRC, assert_close, run_python
+from conftest import assert_close, legacy_trace_then_reload, run_python
 
 B = 4  # the traced (compiled) batch
 SIZES = [1, 2, B, B + 1, 5 * B]
@@ -111,12 +111,4 @@ x = tf.random.uniform([{B + 1}, 3])
 np.save('x.npy', x.numpy()); np.save('y.npy', model(x).numpy())
 print('traced')
 """
-    legacy = {"TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": SRC}
-    assert run_python(code, cwd=tmp_path, env=legacy).strip().endswith("traced")
-    reload = """
-import numpy as np, tensorflow as tf
-m = tf.keras.models.load_model('dyn_legacy')
-np.testing.assert_allclose(m(np.load('x.npy')).numpy(), np.load('y.npy'), rtol=1e-5, atol=1e-6)
-print('ok')
-"""
-    assert run_python(reload, cwd=tmp_path, env=legacy).strip().endswith("ok")
+    legacy_trace_then_reload(tmp_path, code, "dyn_legacy")

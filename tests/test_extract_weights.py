@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tfaccel
-from conftest import SRC, assert_close, run_python
+from conftest import assert_close, legacy_trace_then_reload, run_python
 
 
 def model_with_embedding():
@@ -87,15 +87,7 @@ traced.save('ew_legacy')
 np.save('x.npy', x.numpy()); np.save('y.npy', model(x).numpy())
 print('traced')
 """
-    legacy = {"TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": SRC}
-    assert run_python(code, cwd=tmp_path, env=legacy).strip().endswith("traced")
-    reload = """
-import numpy as np, tensorflow as tf
-m = tf.keras.models.load_model('ew_legacy')
-np.testing.assert_allclose(m(np.load('x.npy')).numpy(), np.load('y.npy'), rtol=1e-5, atol=1e-6)
-print('ok')
-"""
-    assert run_python(reload, cwd=tmp_path, env=legacy).strip().endswith("ok")
+    legacy_trace_then_reload(tmp_path, code, "ew_legacy")
 
 
 def test_weights_past_the_protobuf_limit_need_the_flag():

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tfaccel
-from conftest import SRC, run_python
+from conftest import legacy_trace_then_reload
 
 #: bfloat16 keeps 8 bits of mantissa: one rounding of each matmul input is ~0.4% relative error, and a few
 #: layers compound it. This bound is what the tests accept for small models; the benchmark reports the rest.
@@ -84,12 +84,6 @@ traced.save('bf16_legacy')
 np.save('x.npy', x.numpy()); np.save('y.npy', traced(x).numpy())
 print('traced')
 """
-    legacy = {"TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": SRC, "NEURON_CC_FLAGS": "--fp32-cast=matmult"}
-    assert run_python(code, cwd=tmp_path, env=legacy).strip().endswith("traced")
-    reload = """
-import numpy as np, tensorflow as tf
-m = tf.keras.models.load_model('bf16_legacy')
-np.testing.assert_array_equal(m(np.load('x.npy')).numpy(), np.load('y.npy'))
-print('ok')
-"""
-    assert run_python(reload, cwd=tmp_path, env={"TF_USE_LEGACY_KERAS": "1"}).strip().endswith("ok")
+    legacy_trace_then_reload(
+        tmp_path, code, "bf16_legacy", env={"NEURON_CC_FLAGS": "--fp32-cast=matmult"}, exact=True
+    )
