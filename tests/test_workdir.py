@@ -98,3 +98,17 @@ def test_without_workdir_nothing_is_left_on_disk(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     tfaccel.trace(f, tf.ones([2, 4]))
     assert os.listdir(tmp_path) == []
+
+
+def test_workdir_with_pipeline_stages(tmp_path):
+    x = tf.random.uniform([4, 4], seed=2)
+    tfaccel.trace(f, x, workdir=str(tmp_path / "art"), neuroncore_pipeline_cores=2)
+    subgraphs = sorted(p.name for p in (tmp_path / "art" / "subgraphs").iterdir())
+    assert subgraphs == [
+        "tfaccel_sg_0_stage0",
+        "tfaccel_sg_0_stage1",
+        "tfaccel_sg_1_stage0",
+        "tfaccel_sg_1_stage1",
+    ]
+    golden = np.load(tmp_path / "art" / "golden_inputs.npz")
+    assert golden["x"].shape == (2, 4)  # the micro-batch the stages were compiled for

@@ -98,6 +98,8 @@ def trace(
     model(*args, **kwargs)  # compiles XLA now, not on the user's first call
     if opts.workdir:
         examples = executable.flatten(args, kwargs)
+        if stages > 1:  # the captured graph is the micro-batch graph
+            examples = [e[:chunk] for e in examples]
         write_workdir(opts.workdir, captured, outer, compiled, report, opts, examples)
     if report.total_ops and report.ratio < 0.5:
         logger.warning(
