@@ -176,3 +176,13 @@ def test_tf_keras_model_is_traced_under_keras3():
     assert_close(traced(x), model(x))
     assert traced.on_neuron_ratio == 1.0
     assert traced.tfaccel_executable.layout.specs[0].name == "legacy_in"
+
+
+def test_keras_model_with_dict_inputs_takes_the_dict_as_one_argument():
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
+    model = keras.Model({"a": a, "b": b}, keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])))
+    x = {"a": _w([2, 3], 8), "b": _w([2, 3], 9)}
+    traced = tfaccel.trace(model, x)
+    assert_close(traced(x), model(x))
+    assert_close(traced(**x), model(x))

@@ -152,3 +152,15 @@ def test_keras3_tfsmlayer_loads_a_single_input_model(tmp_path):
     tfaccel.trace(model, x).save(str(tmp_path / "single"))
     layer = keras.layers.TFSMLayer(str(tmp_path / "single"), call_endpoint="serving_default")
     assert_close(layer(x)["output_0"], model(x))
+
+
+def test_colliding_output_names_are_made_distinct_in_the_signature(tmp_path):
+    def f(x):
+        return {"a b": x * 2.0, "a_b": x * 3.0}
+
+    x = tf.ones([2])
+    traced = tfaccel.trace(f, x)
+    traced.save(str(tmp_path / "names"))
+    out = tf.saved_model.load(str(tmp_path / "names")).signatures["serving_default"](x=x)
+    assert sorted(out) == ["a_b", "a_b_1"]
+    assert sorted(float(v.numpy()[0]) for v in out.values()) == [2.0, 3.0]

@@ -36,6 +36,7 @@ def test_precedence_keyword_over_tfaccel_over_neuron():
         ),
         ("--min-segment-size=0", r"NEURON_CC_FLAGS: --min-segment-size=0 must be a positive integer"),
         ("--min-segment-size=two", r"--min-segment-size=two is not an integer"),
+        ("--min-segment-size=-1", r"--min-segment-size=-1 must be a positive integer"),
         ("--workdir", r"--workdir needs a value"),
         ("--backend=tpu", r"--backend=tpu must be one of the available backends: xla"),
         ("--dynamic-batch-size=maybe", r"is not a boolean"),
@@ -101,3 +102,9 @@ print(json.load(open('art/options.json'))['sources'])
         "tfaccel placement (xla)" in out and "options: --workdir=art --min-segment-size=3 --verbose=1" in out
     )
     assert "'workdir': 'NEURON_CC_FLAGS'" in out.strip().splitlines()[-1]
+
+
+def test_path_workdir_and_quoted_flag_text(tmp_path):
+    opts = resolve_options({"workdir": tmp_path / "my dir"}, {})
+    assert opts.workdir == str(tmp_path / "my dir")
+    assert parse_flags(opts.flag_text(), "X") == {"workdir": str(tmp_path / "my dir")}

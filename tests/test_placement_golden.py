@@ -134,8 +134,21 @@ def test_depthwise_convolution_stays_on_tf_with_the_reason():
     x = tf.random.uniform([1, 8, 8, 4])
     model = tfaccel.trace(f, x)
     row = _rows(model)["dw"]
-    assert row["placement"] == "runtime" and "depthwise" in row["detail"]
+    assert row["placement"] == "runtime" and row["reason"] == "slower" and "depthwise" in row["detail"]
     assert _subgraphs(model) == {"tfaccel_sg_0": ["act1", "pw", "add", "act2", "Identity"]}
+    assert_close(model(x), f(x))
+
+
+def test_callback_may_choose_what_automatic_placement_avoids():
+    kernel = tf.constant(np.random.default_rng(1).standard_normal((3, 3, 4, 1)), tf.float32)
+
+    def f(x):
+        return tf.nn.relu(tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME", name="dw"), name="act")
+
+    x = tf.random.uniform([1, 8, 8, 4])
+    model = tfaccel.trace(f, x, subgraph_builder_function=lambda node: node.op == "DepthwiseConv2dNative")
+    assert _subgraphs(model) == {"tfaccel_sg_0": ["dw"]}
+    assert _rows(model)["dw"]["reason"] == "callback_true"
     assert_close(model(x), f(x))
 
 

@@ -25,29 +25,31 @@ from tfaccel.errors import OptionsError
 __all__ = ["batch_size_of", "micro_batch", "run_in_chunks", "with_batch"]
 
 
-def batch_size_of(captured: CapturedFunction) -> int:
-    """The traced batch ``B``: dim 0 shared by every input and output, or an :class:`OptionsError`."""
+def batch_size_of(captured: CapturedFunction, flag: str = "--dynamic-batch-size") -> int:
+    """The traced batch ``B``: dim 0 shared by every input and output, or an :class:`OptionsError` that
+    names ``flag`` (the option that needs a batch dimension).
+    """
     specs = captured.layout.specs
     for spec in specs:
         if not spec.shape:
             raise OptionsError(
-                f"--dynamic-batch-size: input {spec.name!r} is a scalar; every input needs a batch "
+                f"{flag}: input {spec.name!r} is a scalar; every input needs a batch "
                 "dimension (dim 0) to use this flag"
             )
     batch = specs[0].shape[0]
     for spec in specs[1:]:
         if spec.shape[0] != batch:
             raise OptionsError(
-                f"--dynamic-batch-size: the example inputs disagree on the batch size: {specs[0].name!r} "
+                f"{flag}: the example inputs disagree on the batch size: {specs[0].name!r} "
                 f"has {list(specs[0].shape)} and {spec.name!r} has {list(spec.shape)}; "
                 "give them the same dim 0"
             )
     if batch < 1:
-        raise OptionsError("--dynamic-batch-size: the example batch is empty; trace with at least one row")
+        raise OptionsError(f"{flag}: the example batch is empty; trace with at least one row")
     for name, spec in zip(captured.output_names, tf.nest.flatten(captured.output_structure), strict=True):
         if spec.shape.rank == 0 or spec.shape[0] != batch:
             raise OptionsError(
-                f"--dynamic-batch-size: output {name!r} has shape {spec.shape.as_list()}, whose dim 0 is not "
+                f"{flag}: output {name!r} has shape {spec.shape.as_list()}, whose dim 0 is not "
                 f"the batch {batch}; the flag needs every output to keep the batch as dim 0 "
                 "(a batch-wide reduction cannot be computed chunk by chunk)"
             )

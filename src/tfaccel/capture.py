@@ -136,6 +136,8 @@ class CapturedFunction:
     #: with ``--extract-weights``: one variable per weight Placeholder, in ``graph.inputs`` order after the
     #: user's inputs
     weights: tuple[Any, ...] = ()
+    #: fallbacks decided during capture (e.g. a precision option that had no effect), for the report
+    notes: tuple[str, ...] = ()
 
 
 def is_keras_model(obj: object) -> bool:
@@ -168,6 +170,8 @@ def capture(
     def flat_fn(*tensors: tf.Tensor) -> Any:
         args, kwargs = layout.pack(tensors)
         if keras_model:
+            if layout.convention is Convention.DICT:  # a Keras model takes its dict as one argument
+                args, kwargs = (kwargs,), {}
             kwargs["training"] = False
         return func(*args, **kwargs)
 
@@ -206,17 +210,19 @@ def capture(
         count = cast_matmuls_to_bfloat16(optimized)
     else:
         count = count_bfloat16_compute(optimized)
+    notes: list[str] = []
     if fp32_cast != "none" and count == 0:
-        logger.warning(
-            "--fp32-cast=%s changed nothing: the graph has no fp32 matmul or convolution that could run in "
-            "bfloat16 (or TensorFlow's oneDNN bfloat16 pass is unavailable on this CPU)",
-            fp32_cast,
+        notes.append(
+            f"--fp32-cast={fp32_cast} changed nothing: the graph has no fp32 matmul or convolution that "
+            "could run in bfloat16 (or TensorFlow's oneDNN bfloat16 pass is unavailable on this CPU); "
+            "it runs in fp32"
         )
+        logger.warning("%s", notes[-1])
     _restore_placeholders(optimized, frozen_graph_def, placeholders)
     _rename_library(optimized)
     graph = graph_from_graph_def(optimized, placeholders, fetches)
     return CapturedFunction(
-        layout, frozen_graph_def, optimized, graph, output_structure, output_names, weights
+        layout, frozen_graph_def, optimized, graph, output_structure, output_names, weights, tuple(notes)
     )
 
 
@@ -316,14 +322,20 @@ def _input_names(func: Callable[..., Any], convention: Convention, keys: list[st
             raw = [f"{params[0]}_{i}" for i in range(count)]
         else:
             raw = [f"input_{i}" for i in range(count)]
-    unique: list[str] = []
+    cleaned = []
     for i, name in enumerate(raw):
         clean = _NAME_OK.sub("_", name).lstrip("_.-") or f"input_{i}"
-        if not clean[0].isalpha():
-            clean = f"input_{clean}"
-        while clean in unique:
-            clean = f"{clean}_{i}"
-        unique.append(clean)
+        cleaned.append(clean if clean[0].isalpha() else f"input_{clean}")
+    return _unique(cleaned)
+
+
+def _unique(names: Sequence[str]) -> list[str]:
+    """``names`` with a ``_<i>`` suffix added where a name repeats (signature keys must be distinct)."""
+    unique: list[str] = []
+    for i, name in enumerate(names):
+        while name in unique:
+            name = f"{name}_{i}"
+        unique.append(name)
     return unique
 
 
@@ -407,11 +419,11 @@ def _output_names(structure: Any) -> tuple[str, ...]:
         isinstance(k, str) and isinstance(v, tf.Tensor) for k, v in structure.items()
     ):
         flat_keys = [path for path, _ in _paths(structure)]
-        return tuple(_NAME_OK.sub("_", k) for k in flat_keys)
+        return tuple(_unique([_NAME_OK.sub("_", k) for k in flat_keys]))
     paths = [path for path, _ in _paths(structure)]
     if len(paths) == 1 and not paths[0]:
         return ("output_0",)
-    return tuple("output_" + _NAME_OK.sub("_", p.replace("/", "_")) for p in paths)
+    return tuple(_unique(["output_" + _NAME_OK.sub("_", p.replace("/", "_")) for p in paths]))
 
 
 # -- IR ----------------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ __all__ = [
     "CaptureValueError",
     "CompileError",
     "ExportError",
+    "InputTypeError",
+    "InputValueError",
     "OptionsError",
     "PartitionError",
     "TraceError",
@@ -49,3 +51,11 @@ class OptionsError(TraceError, ValueError):
 
 class ExportError(TraceError):
     """Saving or loading a traced model failed."""
+
+
+class InputTypeError(TraceError, TypeError):
+    """A traced model was called with the wrong kind of input (dtype, arity, structure)."""
+
+
+class InputValueError(TraceError, ValueError):
+    """A traced model was called with an input of the wrong shape, or dict keys that do not match."""

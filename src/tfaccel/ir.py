@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from tfaccel.errors import PartitionError
+
 __all__ = [
     "UNCOUNTED_OPS",
     "Graph",
@@ -28,7 +30,7 @@ __all__ = [
 UNCOUNTED_OPS = frozenset({"Placeholder", "Identity", "IdentityN", "ReadVariableOp", "NoOp", "Const"})
 
 
-class IRError(ValueError):
+class IRError(PartitionError, ValueError):
     """The graph breaks an invariant of the IR; the message says which node and how to fix it."""
 
 

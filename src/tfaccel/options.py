@@ -52,7 +52,7 @@ class TraceOptions:
             if spec.kind is bool:
                 parts.append(f"--{spec.flag}")
             else:
-                parts.append(f"--{spec.flag}={value}")
+                parts.append(f"--{spec.flag}={shlex.quote(str(value))}")
         return " ".join(parts)
 
 
@@ -168,16 +168,21 @@ def _parse_bool(raw: str, spec: _Flag, source: str) -> bool:
 
 def _convert(raw: Any, spec: _Flag, source: str) -> Any:
     if spec.kind is int:
-        if isinstance(raw, bool) or not (
-            isinstance(raw, int) or (isinstance(raw, str) and raw.strip().isdigit())
-        ):
-            raise OptionsError(f"{source}: --{spec.flag}={raw} is not an integer ({spec.accepted()})")
-        value: Any = int(raw)
+        try:
+            if isinstance(raw, (bool, float)):
+                raise ValueError(raw)
+            value: Any = int(raw)
+        except (TypeError, ValueError):
+            raise OptionsError(
+                f"{source}: --{spec.flag}={raw} is not an integer ({spec.accepted()})"
+            ) from None
     elif spec.kind is bool:
         if not isinstance(raw, bool):
             raise OptionsError(f"{source}: {spec.attr}={raw!r} must be True or False")
         value = raw
     else:
+        if isinstance(raw, os.PathLike):
+            raw = os.fspath(raw)
         if not isinstance(raw, str) or not raw:
             raise OptionsError(f"{source}: --{spec.flag} needs a non-empty string, got {raw!r}")
         value = raw

@@ -101,7 +101,7 @@ class _DynamicOrder:
         low, high = self.rank[y], self.rank[x]
         ahead = self._window(y, self.succ, low, high)
         if x in ahead:
-            raise AssertionError("internal error: partition tried to insert an edge that closes a cycle")
+            raise IRError("internal error: partition tried to insert an edge that closes a cycle")
         behind = self._window(x, self.pred, low, high)
         ahead.sort(key=self.rank.__getitem__)
         behind.sort(key=self.rank.__getitem__)

@@ -11,7 +11,7 @@ This module must not import TensorFlow: backends answer support questions throug
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -23,7 +23,6 @@ __all__ = [
     "Placement",
     "Reason",
     "SupportQuery",
-    "count_ratio",
     "decide",
     "STRUCTURAL_RUNTIME_OPS",
     "UNPLACEABLE_DTYPES",
@@ -70,6 +69,7 @@ class Reason(enum.Enum):
     DTYPE = "dtype the backend cannot hold"
     UNKNOWN_SHAPE = "unknown shape"
     UNSUPPORTED = "not supported by the backend"
+    SLOWER = "slower on the backend than on TensorFlow"
     CALLBACK_TRUE = "subgraph_builder_function returned True"
     CALLBACK_FALSE = "subgraph_builder_function returned False"
     SMALL_SUBGRAPH = "subgraph below the minimum size"
@@ -102,6 +102,8 @@ class SupportQuery(Protocol):
     def name(self) -> str: ...
 
     def supports(self, node: Node) -> tuple[bool, str]: ...
+
+    def avoids(self, node: Node) -> str | None: ...
 
 
 Callback = Callable[[Node], bool]
@@ -147,6 +149,8 @@ def _decide_one(node: Node, backend: SupportQuery, callback: Callback | None) ->
     ok, why = backend.supports(node)
     if not ok:
         return Decision(node.name, node.op, runtime, Reason.UNSUPPORTED, prefix + why)
+    if not chosen_by_user and (slower := backend.avoids(node)) is not None:
+        return Decision(node.name, node.op, runtime, Reason.SLOWER, slower)
     if chosen_by_user:
         return Decision(
             node.name,
@@ -157,18 +161,6 @@ def _decide_one(node: Node, backend: SupportQuery, callback: Callback | None) ->
             backend.name,
         )
     return Decision(node.name, node.op, Placement.ACCELERATOR, Reason.SUPPORTED, why, backend.name)
-
-
-def count_ratio(graph: Graph, accelerated: Iterable[str]) -> tuple[int, int]:
-    """``(ops in compiled subgraphs, all ops)``, both counting only :attr:`Node.counted` nodes.
-
-    This is ``on_neuron_ratio``'s numerator and denominator: Placeholder, Identity, IdentityN,
-    ReadVariableOp, NoOp and Const are not counted on either side, so the ratio is always in [0, 1].
-    """
-    placed = set(accelerated)
-    total = sum(1 for n in graph if n.counted)
-    on_accel = sum(1 for n in graph if n.counted and n.name in placed)
-    return on_accel, total
 
 
 def reasons_summary(decisions: Mapping[str, Decision], limit: int = 3) -> str:

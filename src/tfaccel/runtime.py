@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfaccel.capture import Convention, InputLayout
+from tfaccel.errors import ExportError, InputTypeError, InputValueError
 from tfaccel.report import PlacementReport
 
 __all__ = ["Executable", "keras_module", "make_model", "uses_legacy_keras"]
@@ -77,14 +78,14 @@ class Executable:
             if args and not kwargs and len(args) == 1 and isinstance(args[0], Mapping):
                 kwargs, args = args[0], ()
             if args:
-                raise TypeError(
+                raise InputTypeError(
                     f"this model was traced with a dict of inputs: call it as model(**inputs) with keys "
                     f"{list(layout.keys)}; got {len(args)} positional argument(s)"
                 )
             missing = [k for k in layout.keys if k not in kwargs]
             extra = [k for k in kwargs if k not in layout.keys]
             if missing or extra:
-                raise ValueError(
+                raise InputValueError(
                     f"inputs do not match the traced keys {list(layout.keys)}: "
                     + ", ".join(
                         p
@@ -98,22 +99,22 @@ class Executable:
             leaves = [kwargs[k] for k in layout.keys]
         else:
             if kwargs:
-                raise TypeError(
+                raise InputTypeError(
                     f"unexpected keyword argument(s) {sorted(kwargs)}: this model was traced with "
                     f"{conv.call_form('model')} and takes no keywords"
                 )
             if conv is Convention.TENSOR:
                 if len(args) != 1:
-                    raise TypeError(f"this model takes one tensor, model(x); got {len(args)} arguments")
+                    raise InputTypeError(f"this model takes one tensor, model(x); got {len(args)} arguments")
                 leaves = [args[0]]
             elif conv is Convention.LIST:
                 if len(args) != 1 or not isinstance(args[0], (list, tuple)):
-                    raise TypeError(f"this model takes one list of {n} tensors, model([...])")
+                    raise InputTypeError(f"this model takes one list of {n} tensors, model([...])")
                 leaves = list(args[0])
             else:
                 leaves = list(args)
             if len(leaves) != n:
-                raise TypeError(
+                raise InputTypeError(
                     f"this model takes {n} input tensor(s) ({conv.call_form('model')}); got {len(leaves)}"
                 )
         tensors = [self._check(i, leaf) for i, leaf in enumerate(leaves)]
@@ -142,7 +143,7 @@ class Executable:
             array = np.asarray(leaf)
             got = tf.as_dtype(array.dtype) if array.dtype.kind != "U" else tf.string
             if got != want:
-                raise TypeError(
+                raise InputTypeError(
                     f"{where} must be {want.name}, got {array.dtype}; convert it first "
                     f"(e.g. x.astype(np.{want.as_numpy_dtype.__name__}))"
                 )
@@ -150,9 +151,11 @@ class Executable:
         elif isinstance(leaf, (tf.Tensor, tf.Variable)):
             tensor = tf.convert_to_tensor(leaf)
             if tensor.dtype != want:
-                raise TypeError(f"{where} must be {want.name}, got {tensor.dtype.name}; cast it with tf.cast")
+                raise InputTypeError(
+                    f"{where} must be {want.name}, got {tensor.dtype.name}; cast it with tf.cast"
+                )
         else:
-            raise TypeError(f"{where} must be a tf.Tensor or numpy array, got {type(leaf).__name__}")
+            raise InputTypeError(f"{where} must be a tf.Tensor or numpy array, got {type(leaf).__name__}")
         expected = tf.TensorShape(spec.shape)
         if tensor.shape.rank is None or expected.is_compatible_with(tensor.shape):
             return tensor
@@ -165,7 +168,7 @@ class Executable:
                 f"{where} has shape {tensor.shape.as_list()} but the model was traced for "
                 f"{list(spec.shape)}; with --dynamic-batch-size only dim 0 (the batch) may differ",
             )
-        raise ValueError(
+        raise InputValueError(
             f"{where} has shape {tensor.shape.as_list()} but the model was traced for {list(spec.shape)}; "
             "trace again with example inputs of this shape, or trace with --dynamic-batch-size "
             "(NEURON_CC_FLAGS) to accept any batch size (dim 0)"
@@ -176,6 +179,8 @@ class Executable:
         """``serving_default``: the signature's inputs by name, outputs as a flat dict by name."""
         specs = [s.tensor_spec(dynamic_batch=self.batch is not None) for s in self.layout.specs]
         names = self.output_names
+        if len(set(names)) != len(names):
+            raise ExportError(f"the serving signature's output names are not distinct: {list(names)}")
         call_flat = self.call_flat
 
         def serve(*flat: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -8,6 +8,7 @@ message as its reason, the graph is partitioned again, and the fallback is logge
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -36,8 +37,6 @@ __all__ = ["trace"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_FALLBACK_ROUNDS = 50
-
 
 def trace(
     func: Callable[..., Any],
@@ -53,8 +52,9 @@ def trace(
     placement per node of the frozen, optimized graph instead of the automatic placement.
 
     Options come from ``NEURON_CC_FLAGS``, then ``TFACCEL_CC_FLAGS``, then keywords (each overriding the
-    one before): ``workdir``, ``dynamic_batch_size``, ``min_segment_size``, ``verbose`` and ``backend``
-    (flags spelled ``--dynamic-batch-size`` and so on; see the README).
+    one before): ``workdir``, ``dynamic_batch_size``, ``extract_weights``, ``neuroncore_pipeline_cores``,
+    ``min_segment_size``, ``verbose``, ``backend`` and ``fp32_cast`` (flags spelled
+    ``--dynamic-batch-size`` and so on; see the README).
 
     Example::
 
@@ -70,7 +70,7 @@ def trace(
         captured = capture(
             func, micro_examples, extract_weights=opts.extract_weights, fp32_cast=opts.fp32_cast
         )
-        chunk: int | None = batch_size_of(captured)
+        chunk: int | None = batch_size_of(captured, flag=f"--neuroncore-pipeline-cores={stages}")
         captured = with_batch(captured, user_batch)
     else:
         captured = capture(
@@ -88,6 +88,7 @@ def trace(
         forced=callback is not None,
         artifacts=bool(opts.workdir),
     )
+    fallbacks = [*captured.notes, *fallbacks]
     if stages > 1:
         compiled = _split_into_stages(captured, accel, compiled, stages, bool(opts.workdir), fallbacks)
     outer, outputs = assemble(captured.graph, captured.graph_def, compiled)
@@ -127,7 +128,7 @@ def _node_callback(user_fn: Callable[[Any], bool] | None) -> Callable[[Node], bo
 
     def callback(node: Node) -> bool:
         try:
-            result = user_fn(node.payload)
+            result = user_fn(copy.deepcopy(node.payload))  # a callback must not edit the traced graph
         except Exception as err:
             raise TraceError(
                 f"subgraph_builder_function raised {type(err).__name__} on node {node.name!r} "
@@ -154,7 +155,8 @@ def _partition_and_compile(
     graph = captured.graph
     cache: dict[Cluster, CompiledSubgraph] = {}
     fallbacks: list[str] = []
-    for _ in range(_MAX_FALLBACK_ROUNDS):
+    # every failing round moves at least one node to the runtime, so this ends within len(graph) rounds
+    for _ in range(len(graph) + 1):
         assignment = {n: d.backend for n, d in decisions.items() if d.accelerated and d.backend}
         result = partition(graph, assignment, min_size=min_size, forced=forced, anchor_ops=COMPUTE_HEAVY_OPS)
         for name, why in result.rejected.items():
@@ -182,7 +184,8 @@ def _partition_and_compile(
         if not failed:
             return compiled, decisions, fallbacks
     raise CompileError(
-        f"compilation kept failing after {_MAX_FALLBACK_ROUNDS} fallback rounds; last: {fallbacks[-1]}"
+        f"compilation kept failing after {len(graph) + 1} fallback rounds (a tfaccel bug: please report it "
+        f"with the --workdir artifacts); last: {fallbacks[-1]}"
     )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +55,7 @@ def write_workdir(
     examples: Sequence[tf.Tensor],
 ) -> None:
     os.makedirs(path, exist_ok=True)
+    shutil.rmtree(os.path.join(path, "subgraphs"), ignore_errors=True)  # no stale subgraphs from a re-trace
     _json(os.path.join(path, "options.json"), options.to_json())
     _graph(os.path.join(path, "frozen"), captured.frozen_graph_def)
     _graph(os.path.join(path, "optimized"), captured.graph_def)

@@ -57,6 +57,10 @@ class Backend(Protocol):
         """Can this node run on the backend? ``(False, why)`` says why not, in a user's words."""
         ...
 
+    def avoids(self, node: Node) -> str | None:
+        """A reason to keep a supported node on TF under automatic placement (it runs slower here)."""
+        ...
+
     def compile(self, subgraph: SubgraphDef, artifacts: bool = False) -> CompiledSubgraph:
         """Compile one extracted subgraph, or raise :class:`SubgraphCompileError`.
 

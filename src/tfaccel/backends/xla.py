@@ -70,9 +70,11 @@ class XlaBackend:
         self._table = _kernel_table()
 
     # -- support ---------------------------------------------------------------------------------------
+    def avoids(self, node: Node) -> str | None:
+        """Why automatic placement keeps a supported node on TF (a user's callback may still pick it)."""
+        return SLOW_ON_CPU.get(node.op)
+
     def supports(self, node: Node) -> tuple[bool, str]:
-        if node.op in SLOW_ON_CPU:
-            return False, SLOW_ON_CPU[node.op]
         kernels = self._table.get(node.op)
         if not kernels:
             return False, f"XLA has no {_DEVICE} kernel for op {node.op}"
@@ -108,8 +110,8 @@ class XlaBackend:
         try:
             concrete = function.get_concrete_function()
             hlo = function.experimental_get_compiler_ir(*specs)(stage="hlo")
-        except Exception as err:  # XLA reports unsupported ops and constants it needs via many types
-            message = str(err).strip()
+        except (tf.errors.OpError, ValueError) as err:  # what the TF->XLA bridge raises for a rejected graph
+            message = f"{type(err).__name__}: {str(err).strip()}"
             raise SubgraphCompileError(subgraph.name, _first_line(message), _culprit(message)) from err
         lowered_s = time.perf_counter() - start
         digest = hashlib.sha256(graph_def.SerializeToString(deterministic=True)).hexdigest()[:12]
@@ -198,6 +200,6 @@ def _first_line(message: str) -> str:
     """The compiler's first sentence, without TF's wrapper text and our import scope."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     text = lines[0] if lines else "no message"
-    text = text.removeprefix("Failed getting HLO text: ").strip("'\" ")
+    text = text.replace("Failed getting HLO text: '", "").rstrip("'\" ")
     text = text.replace(f"{_IMPORT_SCOPE}/", "")
     return text if len(text) < 400 else text[:400] + "..."
