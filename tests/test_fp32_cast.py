@@ -48,11 +48,9 @@ def test_matmult_runs_matmuls_and_convolutions_in_bfloat16_only():
     rows = {r["node"]: r for r in traced.placement_report.decisions}
     heavy = [r for r in rows.values() if r["op"] in ("Conv2D", "MatMul")]
     assert len(heavy) == 3 and all(r["placement"] == "accelerator" for r in heavy)
-    (compiled,) = [
-        f
-        for f in traced.tfaccel_executable.graph_def.library.function
-        if f.signature.name.startswith("tfaccel_sg_0_xla")
-    ]
+    graph_def = traced.tfaccel_executable.graph_def
+    (call,) = [n for n in graph_def.node if n.name == "tfaccel_sg_0"]
+    (compiled,) = [f for f in graph_def.library.function if f.signature.name == call.attr["f"].func.name]
     optimized_types = {
         n.op: n.attr["T"].type for n in compiled.node_def if n.op in ("Conv2D", "MatMul", "Relu")
     }

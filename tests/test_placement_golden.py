@@ -173,3 +173,27 @@ def test_same_model_gives_the_same_partitioned_graph_bytes():
     first = tfaccel.trace(f, tf.ones([2, 4])).tfaccel_executable.graph_def
     second = tfaccel.trace(f, tf.ones([2, 4])).tfaccel_executable.graph_def
     assert first.SerializeToString(deterministic=True) == second.SerializeToString(deterministic=True)
+
+
+def test_fallback_reuses_compiled_subgraphs_that_were_only_renumbered(monkeypatch):
+    from tfaccel.backends.xla import XlaBackend
+
+    calls = []
+    original = XlaBackend.compile
+
+    def counting(self, subgraph, artifacts=False):
+        calls.append(list(subgraph.cluster.nodes))
+        return original(self, subgraph, artifacts)
+
+    monkeypatch.setattr(XlaBackend, "compile", counting)
+
+    def g(x, axis):
+        r = tf.nn.relu(tf.reverse(x, axis, name="rev"), name="first")  # fails, then too small
+        back = tf.strings.to_number(tf.strings.as_string(r))
+        return tf.tanh(tf.matmul(back, W, name="mm") + 1.0, name="second")
+
+    x, axis = tf.random.uniform([4, 4]), tf.constant([0])
+    model = tfaccel.trace(g, (x, axis))
+    assert _subgraphs(model) == {"tfaccel_sg_0": ["mm", "add", "second", "Identity"]}
+    assert len(calls) == 2  # the first subgraph (which failed) and the second, compiled once
+    assert_close(model(x, axis), g(x, axis), atol=1e-4)

@@ -164,10 +164,11 @@ def _partition_and_compile(
         compiled: list[CompiledSubgraph] = []
         failed = False
         for cluster in result.clusters:
-            if cluster not in cache:
+            key = replace(cluster, name="")  # a fallback renumbers clusters; their contents decide reuse
+            if key not in cache:
                 try:
                     subgraph = extract_subgraph(cluster, graph, captured.graph_def.library)
-                    cache[cluster] = accel.compile(subgraph, artifacts=artifacts)
+                    cache[key] = accel.compile(subgraph, artifacts=artifacts)
                 except SubgraphCompileError as err:
                     failed = True
                     blamed = [err.node] if err.node in cluster.nodes else list(cluster.nodes)
@@ -180,13 +181,22 @@ def _partition_and_compile(
                     fallbacks.append(sentence)
                     logger.warning("compile fallback: %s", sentence)
                     continue
-            compiled.append(cache[cluster])
+            compiled.append(_renamed(cache[key], cluster))
         if not failed:
             return compiled, decisions, fallbacks
     raise CompileError(
         f"compilation kept failing after {len(graph) + 1} fallback rounds (a tfaccel bug: please report it "
         f"with the --workdir artifacts); last: {fallbacks[-1]}"
     )
+
+
+def _renamed(item: CompiledSubgraph, cluster: Cluster) -> CompiledSubgraph:
+    """A cached compilation under ``cluster``'s name (the call node is named after its cluster)."""
+    if item.cluster.name == cluster.name:
+        return item
+    call = copy.deepcopy(item.call)
+    call.name = cluster.name
+    return replace(item, cluster=cluster, call=call)
 
 
 def _report(

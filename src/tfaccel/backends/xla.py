@@ -115,7 +115,7 @@ class XlaBackend:
             raise SubgraphCompileError(subgraph.name, _first_line(message), _culprit(message)) from err
         lowered_s = time.perf_counter() - start
         digest = hashlib.sha256(graph_def.SerializeToString(deterministic=True)).hexdigest()[:12]
-        fname = f"{subgraph.name}_xla_{digest}"
+        fname = f"tfaccel_xla_{digest}"  # by content: a renumbered cluster can reuse it
         main = function_pb2.FunctionDef()
         main.CopyFrom(concrete.function_def)
         main.signature.name = fname
