@@ -23,10 +23,10 @@ from tfaccel.assemble import assemble, extract_subgraph
 from tfaccel.backends import Backend, CompiledSubgraph, SubgraphCompileError, get_backend
 from tfaccel.batching import batch_size_of, micro_batch, run_in_chunks, with_batch
 from tfaccel.capture import CapturedFunction, capture
-from tfaccel.errors import CaptureTypeError, CompileError, TraceError
+from tfaccel.errors import CaptureTypeError, CompileError, PartitionError, TraceError
 from tfaccel.ir import Graph, Node
 from tfaccel.options import TraceOptions, resolve_options
-from tfaccel.partition import Cluster, partition
+from tfaccel.partition import Cluster, contract, is_acyclic, partition
 from tfaccel.placement import COMPUTE_HEAVY_OPS, Decision, Reason, decide
 from tfaccel.report import PlacementReport, SubgraphSummary
 from tfaccel.runtime import Executable, make_model
@@ -91,6 +91,7 @@ def trace(
     fallbacks = [*captured.notes, *fallbacks]
     if stages > 1:
         compiled = _split_into_stages(captured, accel, compiled, stages, bool(opts.workdir), fallbacks)
+    _check_acyclic(captured.graph, compiled)
     outer, outputs = assemble(captured.graph, captured.graph_def, compiled)
     report = _report(accel.name, captured.graph, decisions, compiled, fallbacks, opts)
     executable = _executable(captured, outer, outputs, report, chunk, opts.dynamic_batch_size, stages)
@@ -188,6 +189,15 @@ def _partition_and_compile(
         f"compilation kept failing after {len(graph) + 1} fallback rounds (a tfaccel bug: please report it "
         f"with the --workdir artifacts); last: {fallbacks[-1]}"
     )
+
+
+def _check_acyclic(graph: Graph, compiled: list[CompiledSubgraph]) -> None:
+    """Refuse to build a graph that would deadlock (cheap insurance: the partitioner guarantees it)."""
+    if not is_acyclic(contract(graph, [item.cluster for item in compiled])):
+        raise PartitionError(
+            "the partitioned graph has a cycle between subgraphs (a tfaccel bug: please report it with the "
+            "--workdir artifacts and the model)"
+        )
 
 
 def _renamed(item: CompiledSubgraph, cluster: Cluster) -> CompiledSubgraph:
