@@ -112,3 +112,15 @@ def test_workdir_with_pipeline_stages(tmp_path):
     ]
     golden = np.load(tmp_path / "art" / "golden_inputs.npz")
     assert golden["x"].shape == (2, 4)  # the micro-batch the stages were compiled for
+
+
+def test_a_failing_trace_still_leaves_the_captured_graphs(tmp_path):
+    with pytest.raises(tfaccel.TraceError, match="raised RuntimeError on node"):
+        tfaccel.trace(
+            f,
+            tf.ones([2, 4]),
+            workdir=str(tmp_path / "art"),
+            subgraph_builder_function=lambda node: (_ for _ in ()).throw(RuntimeError("boom")),
+        )
+    assert (tmp_path / "art" / "optimized.pb").exists() and (tmp_path / "art" / "options.json").exists()
+    assert not (tmp_path / "art" / "partitioned.pb").exists()

@@ -145,11 +145,8 @@ def assemble(
         new = copy.deepcopy(node_def)
         _rewrite_inputs(new, replaced, owner)
         out.node.append(new)
-    for item in compiled:  # control edges from a member to an outside node
-        for consumer in item.cluster.control_outputs:
-            for node in out.node:
-                if node.name == consumer and f"^{item.cluster.name}" not in node.input:
-                    node.input.append(f"^{item.cluster.name}")
+    # (a control edge from a member to an outside node needs no splice: _rewrite_inputs already turned the
+    # consumer's ^member into ^cluster)
     outputs = []
     for ref in graph.outputs:
         if ref in replaced:

@@ -31,7 +31,7 @@ from tfaccel.placement import COMPUTE_HEAVY_OPS, Decision, Reason, decide
 from tfaccel.report import PlacementReport, SubgraphSummary
 from tfaccel.runtime import Executable, make_model
 from tfaccel.stages import split_balanced
-from tfaccel.workdir import write_workdir
+from tfaccel.workdir import write_capture, write_workdir
 
 __all__ = ["trace"]
 
@@ -77,6 +77,8 @@ def trace(
             func, example_inputs, extract_weights=opts.extract_weights, fp32_cast=opts.fp32_cast
         )
         chunk = batch_size_of(captured) if opts.dynamic_batch_size else None
+    if opts.workdir:
+        write_capture(opts.workdir, captured, opts)
     accel = get_backend(opts.backend)
     callback = _node_callback(subgraph_builder_function)
     decisions = decide(captured.graph, accel, callback)
@@ -102,7 +104,7 @@ def trace(
         examples = executable.flatten(args, kwargs)
         if stages > 1:  # the captured graph is the micro-batch graph
             examples = [e[:chunk] for e in examples]
-        write_workdir(opts.workdir, captured, outer, compiled, report, opts, examples)
+        write_workdir(opts.workdir, captured, outer, compiled, report, examples)
     if report.total_ops and report.ratio < 0.5:
         logger.warning(
             "only %.0f%% of the ops (%d of %d) run on the %s backend: %s. Call model.summary() for the "

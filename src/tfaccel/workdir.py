@@ -40,9 +40,25 @@ from tfaccel.ir import Graph
 from tfaccel.options import TraceOptions
 from tfaccel.report import PlacementReport
 
-__all__ = ["write_workdir"]
+__all__ = ["write_capture", "write_workdir"]
 
 _PALETTE = ["#8dd3c7", "#fdb462", "#bebada", "#fb8072", "#80b1d3", "#b3de69", "#fccde5", "#bc80bd", "#ccebc5"]
+
+
+def write_capture(path: str, captured: CapturedFunction, options: TraceOptions) -> None:
+    """The first artifacts, written as soon as the graph is captured, so that a trace that fails later
+    still leaves the graphs and options behind for a bug report.
+    """
+    os.makedirs(path, exist_ok=True)
+    for stale in ("subgraphs", "partitioned.pb", "partitioned.pbtxt", "placement.json", "placement.html"):
+        target = os.path.join(path, stale)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        elif os.path.exists(target):
+            os.remove(target)
+    _json(os.path.join(path, "options.json"), options.to_json())
+    _graph(os.path.join(path, "frozen"), captured.frozen_graph_def)
+    _graph(os.path.join(path, "optimized"), captured.graph_def)
 
 
 def write_workdir(
@@ -51,14 +67,9 @@ def write_workdir(
     partitioned: Any,
     compiled: Sequence[CompiledSubgraph],
     report: PlacementReport,
-    options: TraceOptions,
     examples: Sequence[tf.Tensor],
 ) -> None:
-    os.makedirs(path, exist_ok=True)
-    shutil.rmtree(os.path.join(path, "subgraphs"), ignore_errors=True)  # no stale subgraphs from a re-trace
-    _json(os.path.join(path, "options.json"), options.to_json())
-    _graph(os.path.join(path, "frozen"), captured.frozen_graph_def)
-    _graph(os.path.join(path, "optimized"), captured.graph_def)
+    """Everything else, once the trace has succeeded (see :func:`write_capture` for the first part)."""
     _graph(os.path.join(path, "partitioned"), partitioned)
     _json(os.path.join(path, "placement.json"), report.to_json())
     with open(os.path.join(path, "placement.html"), "w", encoding="utf-8") as handle:
