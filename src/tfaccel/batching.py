@@ -12,14 +12,14 @@ Everything here is TensorFlow ops, so it is saved inside the SavedModel and runs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from tfaccel.capture import CapturedFunction
+from tfaccel.capture import CapturedFunction, join_examples, split_examples
 from tfaccel.errors import OptionsError
 
 __all__ = ["batch_size_of", "micro_batch", "run_in_chunks", "with_batch"]
@@ -112,12 +112,9 @@ def micro_batch(example_inputs: Any, stages: int) -> tuple[int, Any]:
 
     The compiled stages run on micro-batches, so they are traced on one; the model still takes batch ``B``.
     """
-    if isinstance(example_inputs, Mapping):
-        leaves = list(example_inputs.values())
-    elif isinstance(example_inputs, (list, tuple)):
-        leaves = list(example_inputs)
-    else:
-        leaves = [example_inputs]
+    convention, keys, leaves = split_examples(example_inputs)
+    if not leaves:
+        return 0, example_inputs  # capture says what is wrong with an empty structure
     sizes = {int(np.shape(leaf)[0]) if np.ndim(leaf) else 0 for leaf in leaves}
     if len(sizes) != 1 or 0 in sizes:
         raise OptionsError(
@@ -126,15 +123,7 @@ def micro_batch(example_inputs: Any, stages: int) -> tuple[int, Any]:
         )
     batch = sizes.pop()
     rows = -(-batch // stages)
-
-    def cut(leaf: Any) -> Any:
-        return leaf[:rows]
-
-    if isinstance(example_inputs, Mapping):
-        return batch, {k: cut(v) for k, v in example_inputs.items()}
-    if isinstance(example_inputs, (list, tuple)):
-        return batch, type(example_inputs)(cut(v) for v in example_inputs)
-    return batch, cut(example_inputs)
+    return batch, join_examples(convention, keys, [leaf[:rows] for leaf in leaves])
 
 
 def with_batch(captured: CapturedFunction, batch: int) -> CapturedFunction:

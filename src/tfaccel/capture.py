@@ -27,7 +27,16 @@ from tfaccel.errors import CaptureError, CaptureTypeError, CaptureValueError
 from tfaccel.ir import Graph, Node, TensorInfo, TensorRef
 from tfaccel.precision import cast_matmuls_to_bfloat16, count_bfloat16_compute
 
-__all__ = ["CapturedFunction", "Convention", "InputLayout", "InputSpec", "capture", "is_keras_model"]
+__all__ = [
+    "CapturedFunction",
+    "Convention",
+    "InputLayout",
+    "InputSpec",
+    "capture",
+    "is_keras_model",
+    "join_examples",
+    "split_examples",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -242,31 +251,50 @@ def _check_protobuf_limit(concrete: Any) -> None:
 
 
 # -- example inputs --------------------------------------------------------------------------------------
-def _layout_of(func: Callable[..., Any], example_inputs: Any) -> InputLayout:
+def split_examples(example_inputs: Any) -> tuple[Convention, list[Any], list[Any]]:
+    """``(convention, dict keys, leaves)`` of ``example_inputs``: the one place the contract's calling
+    conventions are told apart (see :func:`join_examples` for the way back).
+    """
     if isinstance(example_inputs, Mapping):
-        convention = Convention.DICT
         keys = list(example_inputs)
+        return Convention.DICT, keys, [example_inputs[k] for k in keys]
+    if isinstance(example_inputs, tuple):
+        return Convention.TUPLE, [], list(example_inputs)
+    if isinstance(example_inputs, list):
+        return Convention.LIST, [], list(example_inputs)
+    return Convention.TENSOR, [], [example_inputs]
+
+
+def join_examples(convention: Convention, keys: Sequence[Any], leaves: Sequence[Any]) -> Any:
+    """Inverse of :func:`split_examples`."""
+    if convention is Convention.DICT:
+        return dict(zip(keys, leaves, strict=True))
+    if convention is Convention.TUPLE:
+        return tuple(leaves)
+    if convention is Convention.LIST:
+        return list(leaves)
+    return leaves[0]
+
+
+def _layout_of(func: Callable[..., Any], example_inputs: Any) -> InputLayout:
+    convention, keys, leaves = split_examples(example_inputs)
+    if convention is Convention.DICT:
         for key in keys:
             if not isinstance(key, str):
                 raise CaptureTypeError(
                     f"example_inputs is a dict, so it is passed as func(**example_inputs); its keys must "
                     f"be strings, got {key!r} ({type(key).__name__})"
                 )
-        leaves = [example_inputs[k] for k in keys]
         wheres = [f"example_inputs[{k!r}]" for k in keys]
-    elif isinstance(example_inputs, tuple):
-        convention, keys, leaves = Convention.TUPLE, [], list(example_inputs)
-        wheres = [f"example_inputs[{i}]" for i in range(len(leaves))]
-        if any(isinstance(leaf, Mapping) for leaf in leaves):
-            raise CaptureTypeError(
-                "example_inputs mixes positional and keyword arguments (a tuple holding a dict); like the "
-                "reference API, trace supports one style: pass a tuple (func(*x)) or a dict (func(**x))"
-            )
-    elif isinstance(example_inputs, list):
-        convention, keys, leaves = Convention.LIST, [], list(example_inputs)
-        wheres = [f"example_inputs[{i}]" for i in range(len(leaves))]
+    elif convention is Convention.TENSOR:
+        wheres = ["example_inputs"]
     else:
-        convention, keys, leaves, wheres = Convention.TENSOR, [], [example_inputs], ["example_inputs"]
+        wheres = [f"example_inputs[{i}]" for i in range(len(leaves))]
+    if convention is Convention.TUPLE and any(isinstance(leaf, Mapping) for leaf in leaves):
+        raise CaptureTypeError(
+            "example_inputs mixes positional and keyword arguments (a tuple holding a dict); like the "
+            "reference API, trace supports one style: pass a tuple (func(*x)) or a dict (func(**x))"
+        )
     if not leaves:
         raise CaptureValueError(
             f"example_inputs is an empty {type(example_inputs).__name__}: trace needs at least one example "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -22,7 +22,7 @@ from tfaccel import _tf_compat
 from tfaccel.assemble import assemble, extract_subgraph
 from tfaccel.backends import Backend, CompiledSubgraph, SubgraphCompileError, get_backend
 from tfaccel.batching import batch_size_of, micro_batch, run_in_chunks, with_batch
-from tfaccel.capture import CapturedFunction, capture
+from tfaccel.capture import CapturedFunction, Convention, capture, split_examples
 from tfaccel.errors import CaptureTypeError, CompileError, PartitionError, TraceError
 from tfaccel.ir import Graph, Node
 from tfaccel.options import TraceOptions, resolve_options
@@ -334,8 +334,9 @@ def _split_into_stages(
 
 def _as_call(example_inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """``(args, kwargs)`` that call the model the way the contract calls ``func`` with these inputs."""
-    if isinstance(example_inputs, Mapping):
-        return (), dict(example_inputs)
-    if isinstance(example_inputs, tuple):
-        return example_inputs, {}
+    convention, keys, leaves = split_examples(example_inputs)
+    if convention is Convention.DICT:
+        return (), dict(zip(keys, leaves, strict=True))
+    if convention is Convention.TUPLE:
+        return tuple(leaves), {}
     return (example_inputs,), {}
