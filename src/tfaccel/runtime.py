@@ -219,6 +219,7 @@ def _define_model_class(keras: Any) -> type:
             self.tfaccel_call_flat = executable.call_flat
             self.tfaccel_weights = executable.weights
             self._convert_input_args = False
+            self._tfaccel_called = False
             self.trainable = False
             self.built = True
 
@@ -228,6 +229,11 @@ def _define_model_class(keras: Any) -> type:
             executable = self._tfaccel_executable
             kwargs.pop("training", None)
             flat = executable.flatten(args, kwargs)
+            if self._tfaccel_called and tf.executing_eagerly():
+                # After the first call (which lets tf_keras record the save spec) Keras' call machinery
+                # adds nothing to an inference-only graph but per-call overhead: go straight to the graph.
+                return executable.call_flat(*flat)
+            self._tfaccel_called = True
             return super().__call__(executable.layout.keras_structure(flat))
 
         def call(self, inputs: Any, training: Any = None) -> Any:
