@@ -22,7 +22,7 @@ from tfaccel import _tf_compat
 from tfaccel.assemble import assemble, extract_subgraph
 from tfaccel.backends import Backend, CompiledSubgraph, SubgraphCompileError, get_backend
 from tfaccel.batching import batch_size_of, micro_batch, run_in_chunks, with_batch
-from tfaccel.capture import CapturedFunction, Convention, capture, split_examples
+from tfaccel.capture import CapturedFunction, capture, split_examples
 from tfaccel.errors import CaptureTypeError, CompileError, PartitionError, TraceError
 from tfaccel.ir import Graph, Node
 from tfaccel.options import TraceOptions, resolve_options
@@ -98,7 +98,7 @@ def trace(
     report = _report(accel.name, captured.graph, decisions, compiled, fallbacks, opts)
     executable = _executable(captured, outer, outputs, report, chunk, opts.dynamic_batch_size, stages)
     model = make_model(executable)
-    args, kwargs = _as_call(example_inputs)
+    args, kwargs = captured.layout.pack(split_examples(example_inputs)[2])  # called as func would be
     model(*args, **kwargs)  # compiles XLA now, not on the user's first call
     if opts.workdir:
         examples = executable.flatten(args, kwargs)
@@ -330,13 +330,3 @@ def _split_into_stages(
             result = [r for r in result if not r.cluster.name.startswith(f"{item.cluster.name}_stage")]
             result.append(item)
     return result
-
-
-def _as_call(example_inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``(args, kwargs)`` that call the model the way the contract calls ``func`` with these inputs."""
-    convention, keys, leaves = split_examples(example_inputs)
-    if convention is Convention.DICT:
-        return (), dict(zip(keys, leaves, strict=True))
-    if convention is Convention.TUPLE:
-        return tuple(leaves), {}
-    return (example_inputs,), {}
