@@ -12,7 +12,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-#: fp32 tolerance for a compiled graph vs the original: XLA may reassociate sums and fuse ops.
+#: fp32 tolerance for a compiled graph vs the original: XLA and OpenVINO may reassociate sums and fuse ops.
 RTOL = 1e-5
 ATOL = 1e-5
 
@@ -48,28 +48,39 @@ def run_python(
 LEGACY_ENV = {"TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": SRC}
 
 
+#: what a fresh process must run before loading a model traced with each backend: an openvino model holds
+#: tfaccel's op (``import tfaccel`` registers it); an xla model needs TensorFlow alone
+FRESH_IMPORT = {"openvino": "import tfaccel", "xla": "assert 'tfaccel' not in sys.modules"}
+FRESH_PATH = {"openvino": SRC, "xla": ""}
+
+
 def legacy_trace_then_reload(
     tmp_path: os.PathLike[str],
     trace_code: str,
     model_dir: str,
     env: dict[str, str] | None = None,
     exact: bool = False,
+    backend: str = "openvino",
 ) -> None:
-    """The reference's tf_keras flow: ``trace_code`` traces and saves ``model_dir`` and writes ``x.npy`` and
-    ``y.npy`` (then prints "traced"); a fresh process that never imports tfaccel reloads it with
-    ``tf.keras.models.load_model`` and must give ``y`` for ``x``."""
-    assert run_python(trace_code, cwd=tmp_path, env={**LEGACY_ENV, **(env or {})}).strip().endswith("traced")
+    """The reference's tf_keras flow: ``trace_code`` traces (with ``backend``, through
+    ``TFACCEL_CC_FLAGS``) and saves ``model_dir`` and writes ``x.npy`` and ``y.npy`` (then prints "traced");
+    a fresh process reloads it with ``tf.keras.models.load_model`` and must give ``y`` for ``x``. For an
+    xla model that process never imports tfaccel; for an openvino one it imports tfaccel first.
+    """
+    trace_env = {**LEGACY_ENV, "TFACCEL_CC_FLAGS": f"--backend={backend}", **(env or {})}
+    assert run_python(trace_code, cwd=tmp_path, env=trace_env).strip().endswith("traced")
     if exact:
         check = "np.testing.assert_array_equal(got, want)"
     else:
         check = "np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)"
     reload = f"""
 import sys, numpy as np, tensorflow as tf
+{FRESH_IMPORT[backend]}
 m = tf.keras.models.load_model({model_dir!r})
 got, want = m(np.load('x.npy')).numpy(), np.load('y.npy')
 {check}
-assert 'tfaccel' not in sys.modules
+assert 'tfaccel' not in sys.modules or {backend!r} == 'openvino'
 print('ok')
 """
-    legacy_only = {"TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": ""}
+    legacy_only = {"TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": FRESH_PATH[backend]}
     assert run_python(reload, cwd=tmp_path, env=legacy_only).strip().endswith("ok")

@@ -44,7 +44,7 @@ def test_bfloat16_modes_are_close_to_fp32_and_not_exact(mode):
 def test_matmult_runs_matmuls_and_convolutions_in_bfloat16_only():
     model = cnn()
     x = tf.random.uniform([2, 16, 16, 3], seed=5)
-    traced = tfaccel.trace(model, x, fp32_cast="matmult")
+    traced = tfaccel.trace(model, x, fp32_cast="matmult", backend="xla")  # a rewrite of the TF graph
     rows = {r["node"]: r for r in traced.placement_report.decisions}
     heavy = [r for r in rows.values() if r["op"] in ("Conv2D", "MatMul")]
     assert len(heavy) == 3 and all(r["placement"] == "accelerator" for r in heavy)
@@ -76,7 +76,7 @@ inp = tf.keras.layers.Input(8)
 model = tf.keras.Model(inp, tf.keras.layers.Dense(4)(tf.keras.layers.Dense(16, activation='relu')(inp)))
 x = tf.random.uniform([2, 8])
 traced = tfaccel.trace(model, x)
-assert traced.placement_report.options == '--fp32-cast=matmult', traced.placement_report.options
+assert '--fp32-cast=matmult' in traced.placement_report.options, traced.placement_report.options
 np.testing.assert_allclose(traced(x).numpy(), model(x).numpy(), rtol=3e-2, atol=3e-2)
 traced.save('bf16_legacy')
 np.save('x.npy', x.numpy()); np.save('y.npy', traced(x).numpy())

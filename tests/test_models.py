@@ -40,10 +40,10 @@ def tiny_mobilenet():
     return keras.Model(inp, keras.layers.Dense(10, activation="softmax")(x))
 
 
-def test_tiny_mobilenet_matches_and_keeps_depthwise_on_tf():
+def test_tiny_mobilenet_matches_and_keeps_depthwise_on_tf_with_xla():
     model = tiny_mobilenet()
     x = tf.random.uniform([2, 32, 32, 3])
-    traced = tfaccel.trace(model, x)
+    traced = tfaccel.trace(model, x, backend="xla")
     assert _relative_error(traced(x), model(x, training=False)) <= MAX_RELATIVE_ERROR
     rows = traced.placement_report.decisions
     depthwise = [r for r in rows if r["op"] == "DepthwiseConv2dNative"]

@@ -38,7 +38,7 @@ def test_precedence_keyword_over_tfaccel_over_neuron():
         ("--min-segment-size=two", r"--min-segment-size=two is not an integer"),
         ("--min-segment-size=-1", r"--min-segment-size=-1 must be a positive integer"),
         ("--workdir", r"--workdir needs a value"),
-        ("--backend=tpu", r"--backend=tpu must be one of the available backends: xla"),
+        ("--backend=tpu", r"--backend=tpu must be one of the backends: auto, openvino, xla"),
         ("--dynamic-batch-size=maybe", r"is not a boolean"),
         ("workdir", r"'workdir' is not a flag; flags start with '--'"),
         ("--workdir 'unclosed", r"NEURON_CC_FLAGS cannot be parsed"),
@@ -76,7 +76,7 @@ def test_trace_reads_neuron_cc_flags_and_records_the_options(monkeypatch, tmp_pa
 
 def test_verbose_prints_the_placement_summary(capsys):
     tfaccel.trace(lambda x: tf.matmul(x, W), tf.ones([2, 4]), verbose=1)
-    assert "tfaccel placement (xla): 1/1 ops on the accelerator" in capsys.readouterr().out
+    assert "tfaccel placement (openvino): 1/1 ops on the accelerator" in capsys.readouterr().out
 
 
 def test_tf_keras_with_neuron_cc_flags_workdir_verbose_min_segment(tmp_path):
@@ -89,7 +89,7 @@ model = tf.keras.Model(inp, tf.keras.layers.Dense(2)(tf.keras.layers.Dense(4, ac
 x = tf.random.uniform([2, 3])
 traced = tfaccel.trace(model, x)
 np.testing.assert_allclose(traced(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
-assert os.path.exists('art/subgraphs/tfaccel_sg_0/hlo.txt')
+assert os.path.exists('art/subgraphs/tfaccel_sg_0/openvino.xml')
 print(json.load(open('art/options.json'))['sources'])
 """
     env = {
@@ -99,7 +99,8 @@ print(json.load(open('art/options.json'))['sources'])
     }
     out = run_python(code, cwd=tmp_path, env=env)
     assert (
-        "tfaccel placement (xla)" in out and "options: --workdir=art --min-segment-size=3 --verbose=1" in out
+        "tfaccel placement (openvino)" in out
+        and "options: --workdir=art --min-segment-size=3 --verbose=1" in out
     )
     assert "'workdir': 'NEURON_CC_FLAGS'" in out.strip().splitlines()[-1]
 

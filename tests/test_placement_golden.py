@@ -9,12 +9,20 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import tfaccel
 from conftest import assert_close
 
 W = tf.constant(np.random.default_rng(0).standard_normal((4, 4)), tf.float32)
+
+
+@pytest.fixture(autouse=True)
+def _xla_backend(monkeypatch):
+    """These goldens state XLA's placement (its support table, its depthwise rule, its artifacts);
+    the openvino backend's are in test_openvino.py."""
+    monkeypatch.setenv("TFACCEL_CC_FLAGS", "--backend=xla")
 
 
 def _subgraphs(model):

@@ -71,7 +71,7 @@ def test_ratio_counts_only_real_ops_and_summary_lists_subgraphs(traced):
     assert report.accelerated_ops == report.total_ops == 3  # MatMul, AddV2, Relu
     lines: list[str] = []
     traced.summary(print_fn=lines.append)
-    assert lines[0].startswith("tfaccel placement (xla): 3/3 ops on the accelerator (100.0%)")
+    assert lines[0].startswith("tfaccel placement (openvino): 3/3 ops on the accelerator (100.0%)")
     assert any(line.strip().startswith("tfaccel_sg_0") for line in lines)
 
 

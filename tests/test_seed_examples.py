@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import SRC, run_python
+import pytest
+
+from conftest import FRESH_IMPORT, SRC, run_python
 
 LEGACY = {"TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": SRC}
 
@@ -50,7 +52,8 @@ model_neuron = tfn.trace(
 """
 
 
-def test_seed_example_trace_save_and_keras_reload(tmp_path):
+@pytest.mark.parametrize("backend", ["openvino", "xla"])
+def test_seed_example_trace_save_and_keras_reload(tmp_path, backend):
     check = """
 import json, numpy as np
 x = tf.random.uniform([1, 3])
@@ -61,20 +64,25 @@ assert isinstance(model_neuron, tf.keras.Model)
 assert tf.keras.Model.__module__.startswith("tf_keras")
 print(json.dumps({"ratio": model_neuron.on_neuron_ratio, "type": type(model_neuron_reloaded).__module__}))
 """
-    out = run_python(SEED_1 + check, cwd=tmp_path, env=LEGACY)
+    out = run_python(SEED_1 + check, cwd=tmp_path, env={**LEGACY, "TFACCEL_CC_FLAGS": f"--backend={backend}"})
     result = json.loads(out.strip().splitlines()[-1])
     assert result["ratio"] == 1.0  # the Dense layer's MatMul is compiled
     assert result["type"].startswith("tf_keras")
 
-    # and a fresh process that never imports tfaccel reloads it with tf.keras, as the reference promised
-    reload = """
+    # a fresh process reloads it with tf.keras, as the reference promised: an xla model with TensorFlow
+    # alone, an openvino one after `import tfaccel` (as the reference needed its plugin)
+    reload = f"""
 import sys, numpy as np, tensorflow as tf
+{FRESH_IMPORT[backend]}
 m = tf.keras.models.load_model('./model_neuron')
 np.testing.assert_allclose(m(np.load('x.npy')).numpy(), np.load('expected.npy'), rtol=1e-5, atol=1e-6)
-assert 'tfaccel' not in sys.modules
 print('ok')
 """
     assert run_python(reload, cwd=tmp_path, env=LEGACY).strip().endswith("ok")
+    if backend == "openvino":  # without tfaccel: TensorFlow's own error, which the README explains
+        without = "import tensorflow as tf\ntf.keras.models.load_model('./model_neuron')"
+        with pytest.raises(AssertionError, match="Op type not registered 'TfaccelOpenvino'"):
+            run_python(without, cwd=tmp_path, env={**LEGACY, "PYTHONPATH": ""})
 
 
 def test_seed_example_matmul_only_callback_compiles_exactly_the_matmuls(tmp_path):

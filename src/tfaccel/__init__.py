@@ -28,14 +28,26 @@ from tfaccel.errors import (
 
 __version__ = "0.1.0"
 
+
+def _register_op_library() -> None:
+    # A model traced with the openvino backend holds tfaccel's op: TensorFlow can load it only once the op
+    # library is registered, so importing tfaccel registers it (building it on the first import on a
+    # machine). This imports TensorFlow; tfaccel.ir, tfaccel.partition and tfaccel.placement themselves
+    # never do (tests/test_layering.py).
+    from tfaccel import native
+
+    native.load()
+
+
+_register_op_library()
+
 if TYPE_CHECKING:
     from tfaccel.export import load
     from tfaccel.tracing import trace
 
 
 def __getattr__(name: str) -> Any:
-    # TensorFlow is imported on first use of the API, so that the TF-free layers (tfaccel.ir,
-    # tfaccel.partition, tfaccel.placement) can be imported and tested without it.
+    # the tracing and export modules are imported on first use, keeping ``import tfaccel`` light
     if name == "trace":
         from tfaccel.tracing import trace
 

@@ -119,7 +119,8 @@ def assemble(
 ) -> tuple[graph_pb2.GraphDef, tuple[str, ...]]:
     """The outer GraphDef with every cluster replaced by its call node, and the new output names.
 
-    Nodes no longer reachable from the outputs (Consts that only fed subgraphs) are pruned.
+    Nodes no longer reachable from the outputs (Consts that only fed subgraphs) are pruned. Each compiled
+    resource becomes a scalar string Placeholder of that name (the caller feeds it).
     """
     replaced: dict[TensorRef, TensorRef] = {}
     owner: dict[str, str] = {}
@@ -132,6 +133,16 @@ def assemble(
     calls = {item.cluster.name: item.call for item in compiled}
     out = graph_pb2.GraphDef()
     out.versions.CopyFrom(graph_def.versions)
+    resources: set[str] = set()
+    for item in compiled:  # a compiled model the call reads as a string input (fed from a variable)
+        for name, _ in item.resources:
+            if name not in resources:
+                resources.add(name)
+                ph = out.node.add()
+                ph.name = name
+                ph.op = "Placeholder"
+                ph.attr["dtype"].type = tf.string.as_datatype_enum
+                ph.attr["shape"].shape.CopyFrom(tf.TensorShape([]).as_proto())
     placed_calls: set[str] = set()
     for node_def in graph_def.node:
         cluster_name = owner.get(node_def.name)
@@ -162,7 +173,7 @@ def assemble(
             if fdef.signature.name not in known:
                 known.add(fdef.signature.name)
                 out.library.function.append(fdef)
-    return _prune(out, graph.inputs, outputs), tuple(outputs)
+    return _prune(out, [*graph.inputs, *sorted(resources)], outputs), tuple(outputs)
 
 
 def _rewrite_inputs(

@@ -32,7 +32,7 @@ class TraceOptions:
     neuroncore_pipeline_cores: int = 1
     min_segment_size: int = 2
     verbose: int = 0
-    backend: str = "xla"
+    backend: str = "auto"
     fp32_cast: str = "none"
     #: where each non-default value came from, e.g. ``{"workdir": "NEURON_CC_FLAGS"}``
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -88,8 +88,8 @@ def _fp32_mode(value: str) -> str | None:
 def _backend(value: str) -> str | None:
     from tfaccel.backends import available_backends
 
-    names = available_backends()
-    return None if value in names else f"must be one of the available backends: {', '.join(names)}"
+    names = ("auto", *available_backends())
+    return None if value in names else f"must be one of the backends: {', '.join(names)}"
 
 
 FLAGS: dict[str, _Flag] = {
@@ -110,7 +110,14 @@ FLAGS: dict[str, _Flag] = {
         ),
         _Flag("min-segment-size", "min_segment_size", int, "smallest subgraph worth compiling", 2, _positive),
         _Flag("verbose", "verbose", int, "0 quiet, 1 print the placement summary", 0, _non_negative),
-        _Flag("backend", "backend", str, "accelerator backend", "xla", _backend),
+        _Flag(
+            "backend",
+            "backend",
+            str,
+            "accelerator backend: openvino (fast), xla (portable) or auto (openvino if available)",
+            "auto",
+            _backend,
+        ),
         _Flag("fp32-cast", "fp32_cast", str, "none | matmult | all", "none", _fp32_mode),
     )
 }

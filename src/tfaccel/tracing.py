@@ -20,7 +20,7 @@ from tensorflow.core.framework import graph_pb2
 
 from tfaccel import _tf_compat
 from tfaccel.assemble import assemble, extract_subgraph
-from tfaccel.backends import Backend, CompiledSubgraph, SubgraphCompileError, get_backend
+from tfaccel.backends import Backend, CompiledSubgraph, SubgraphCompileError, get_backend, resolve_auto
 from tfaccel.batching import batch_size_of, micro_batch, run_in_chunks, with_batch
 from tfaccel.capture import CapturedFunction, capture, split_examples
 from tfaccel.errors import CaptureTypeError, CompileError, PartitionError, TraceError
@@ -64,24 +64,28 @@ def trace(
         model_neuron.summary()
     """
     opts = resolve_options(options)
+    backend_notes: list[str] = []
+    backend_name = opts.backend
+    if backend_name == "auto":
+        backend_name, why_not = resolve_auto()
+        if why_not:
+            backend_notes.append(why_not)
+            logger.warning("backend fallback: %s", why_not)
+    accel = get_backend(backend_name, opts.fp32_cast)
+    graph_cast = "none" if accel.casts_in_compiler else opts.fp32_cast
     stages = opts.neuroncore_pipeline_cores
     if stages > 1:
         user_batch, micro_examples = micro_batch(example_inputs, stages)
-        captured = capture(
-            func, micro_examples, extract_weights=opts.extract_weights, fp32_cast=opts.fp32_cast
-        )
+        captured = capture(func, micro_examples, extract_weights=opts.extract_weights, fp32_cast=graph_cast)
         chunk: int | None = batch_size_of(captured, flag=f"--neuroncore-pipeline-cores={stages}")
         captured = with_batch(captured, user_batch)
     else:
-        captured = capture(
-            func, example_inputs, extract_weights=opts.extract_weights, fp32_cast=opts.fp32_cast
-        )
+        captured = capture(func, example_inputs, extract_weights=opts.extract_weights, fp32_cast=graph_cast)
         chunk = batch_size_of(captured) if opts.dynamic_batch_size else None
     if opts.workdir:
         write_capture(opts.workdir, captured, opts)
-    accel = get_backend(opts.backend)
     callback = _node_callback(subgraph_builder_function)
-    decisions = decide(captured.graph, accel, callback)
+    decisions = decide(captured.graph, accel.support_for(captured.graph, captured.graph_def), callback)
     compiled, decisions, fallbacks = _partition_and_compile(
         captured,
         accel,
@@ -90,13 +94,16 @@ def trace(
         forced=callback is not None,
         artifacts=bool(opts.workdir),
     )
-    fallbacks = [*captured.notes, *fallbacks]
+    fallbacks = [*backend_notes, *captured.notes, *fallbacks]
     if stages > 1:
         compiled = _split_into_stages(captured, accel, compiled, stages, bool(opts.workdir), fallbacks)
     _check_acyclic(captured.graph, compiled)
     outer, outputs = assemble(captured.graph, captured.graph_def, compiled)
     report = _report(accel.name, captured.graph, decisions, compiled, fallbacks, opts)
-    executable = _executable(captured, outer, outputs, report, chunk, opts.dynamic_batch_size, stages)
+    resources = _resources(compiled)
+    executable = _executable(
+        captured, outer, outputs, report, chunk, opts.dynamic_batch_size, stages, resources
+    )
     model = make_model(executable)
     args, kwargs = captured.layout.pack(split_examples(example_inputs)[2])  # called as func would be
     model(*args, **kwargs)  # compiles XLA now, not on the user's first call
@@ -242,6 +249,7 @@ def _executable(
     chunk: int | None,
     dynamic: bool,
     stages: int,
+    resources: dict[str, bytes],
 ) -> Executable:
     """The traced graph as a ``tf.function`` over flat inputs.
 
@@ -249,12 +257,21 @@ def _executable(
     size when ``dynamic``, the traced one otherwise. With ``stages > 1`` the chunks are pipelined: the
     graph is inlined into the loop body so that stage k of chunk i and stage k+1 of chunk i-1 are separate
     ops the executor runs concurrently, up to ``stages`` chunks in flight.
+
+    ``resources`` (compiled models the backend's ops read) become string variables fed to their
+    Placeholders, like the ``--extract-weights`` variables.
     """
-    inputs = [f"{name}:0" for name in captured.graph.inputs]
+    inputs = [f"{name}:0" for name in (*captured.graph.inputs, *resources)]
     graph_function = _tf_compat.function_from_graph_def(outer, inputs, outputs)
     structure = captured.output_structure
     layout = captured.layout
-    weights = captured.weights
+    weights = (
+        *captured.weights,
+        *(
+            tf.Variable(value, dtype=tf.string, trainable=False, name=name)
+            for name, value in resources.items()
+        ),
+    )
 
     def wrapped(*flat: tf.Tensor) -> Any:
         return graph_function(*flat, *weights)
@@ -290,6 +307,15 @@ def _executable(
         batch=chunk if dynamic else None,
         weights=weights,
     )
+
+
+def _resources(compiled: list[CompiledSubgraph]) -> dict[str, bytes]:
+    """Every resource the compiled calls read, once (a cached compilation may be used twice)."""
+    found: dict[str, bytes] = {}
+    for item in compiled:
+        for name, value in item.resources:
+            found.setdefault(name, value)
+    return found
 
 
 def _split_into_stages(

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from tensorflow.core.framework import function_pb2, node_def_pb2
+from tensorflow.core.framework import function_pb2, graph_pb2, node_def_pb2
 
 from tfaccel.errors import OptionsError
-from tfaccel.ir import Node
+from tfaccel.ir import Graph, Node
 from tfaccel.partition import Cluster
 
 if TYPE_CHECKING:
@@ -28,13 +28,17 @@ class CompiledSubgraph:
 
     ``call`` is the NodeDef that replaces the cluster's members (its name is the cluster's name, its
     outputs are ``cluster.outputs`` in order); ``functions`` must be added to the outer graph's library.
-    ``artifacts`` maps a file name to text the workdir keeps (e.g. the HLO).
+    ``artifacts`` maps a file name to text the workdir keeps (e.g. the HLO). ``resources`` are
+    ``(placeholder name, bytes)`` pairs the call reads as scalar string inputs (a compiled model too big,
+    or too costly to re-hash, for a node attribute): the traced model feeds each from a string variable,
+    so it is saved once as a SavedModel variable.
     """
 
     cluster: Cluster
     call: node_def_pb2.NodeDef
     functions: tuple[function_pb2.FunctionDef, ...]
     artifacts: dict[str, str] = field(default_factory=dict)
+    resources: tuple[tuple[str, bytes], ...] = ()
 
 
 class SubgraphCompileError(Exception):
@@ -53,6 +57,15 @@ class Backend(Protocol):
     @property
     def name(self) -> str: ...
 
+    #: True when ``--fp32-cast`` is the compiler's job (then the captured graph is not rewritten)
+    casts_in_compiler: bool
+
+    def support_for(self, graph: Graph, graph_def: graph_pb2.GraphDef) -> Backend:
+        """The backend ready to answer ``supports`` for nodes of this graph (a backend whose support
+        query looks at the whole graph runs it here).
+        """
+        ...
+
     def supports(self, node: Node) -> tuple[bool, str]:
         """Can this node run on the backend? ``(False, why)`` says why not, in a user's words."""
         ...
@@ -69,24 +82,42 @@ class Backend(Protocol):
         ...
 
 
-def _make_xla() -> Backend:
+def _make_xla(fp32_cast: str) -> Backend:
     from tfaccel.backends.xla import XlaBackend
 
     return XlaBackend()
 
 
-_FACTORIES: dict[str, Callable[[], Backend]] = {"xla": _make_xla}
-_INSTANCES: dict[str, Backend] = {}
+def _make_openvino(fp32_cast: str) -> Backend:
+    from tfaccel.backends.openvino import OpenVinoBackend
+
+    return OpenVinoBackend(fp32_cast)
+
+
+_FACTORIES: dict[str, Callable[[str], Backend]] = {"openvino": _make_openvino, "xla": _make_xla}
+
+#: ``--backend=auto`` (the default): the first of these that is available
+AUTO_ORDER = ("openvino", "xla")
 
 
 def available_backends() -> tuple[str, ...]:
     return tuple(sorted(_FACTORIES))
 
 
-def get_backend(name: str) -> Backend:
+def resolve_auto() -> tuple[str, str | None]:
+    """What ``--backend=auto`` means here: ``openvino`` when its op library loads, else ``xla`` and why."""
+    from tfaccel import native
+
+    library = native.load()
+    if library.available:
+        return "openvino", None
+    return "xla", f"the openvino backend is unavailable ({library.error}); using xla"
+
+
+def get_backend(name: str, fp32_cast: str = "none") -> Backend:
     """The backend called ``name``; an unknown name is an :class:`OptionsError` listing the known ones."""
     if name not in _FACTORIES:
-        raise OptionsError(f"unknown backend {name!r}; available backends: {', '.join(available_backends())}")
-    if name not in _INSTANCES:
-        _INSTANCES[name] = _FACTORIES[name]()
-    return _INSTANCES[name]
+        raise OptionsError(
+            f"unknown backend {name!r}; available backends: auto, {', '.join(available_backends())}"
+        )
+    return _FACTORIES[name](fp32_cast)

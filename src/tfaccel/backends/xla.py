@@ -26,7 +26,7 @@ from tensorflow.core.framework import function_pb2, graph_pb2, kernel_def_pb2, n
 from tfaccel import _tf_compat
 from tfaccel.assemble import SubgraphDef, call_node, input_placeholder
 from tfaccel.backends import CompiledSubgraph, SubgraphCompileError
-from tfaccel.ir import Node
+from tfaccel.ir import Graph, Node
 
 __all__ = ["XlaBackend", "SLOW_ON_CPU"]
 
@@ -65,9 +65,15 @@ class XlaBackend:
     """Compile subgraphs with XLA (portable: the saved model needs only TensorFlow)."""
 
     name = "xla"
+    #: ``--fp32-cast`` is a rewrite of the captured graph (XLA has no precision knob)
+    casts_in_compiler = False
 
     def __init__(self) -> None:
         self._table = _kernel_table()
+
+    def support_for(self, graph: Graph, graph_def: graph_pb2.GraphDef) -> XlaBackend:
+        """XLA's answer depends on the node alone."""
+        return self
 
     # -- support ---------------------------------------------------------------------------------------
     def avoids(self, node: Node) -> str | None:

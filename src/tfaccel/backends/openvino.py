@@ -1,0 +1,313 @@
+"""The OpenVINO backend: subgraphs converted by OpenVINO's TensorFlow frontend, run by tfaccel's op.
+
+Why: on a CPU OpenVINO is the fastest compiler we can run (design §6: 1.7-2.9x TensorFlow in fp32), and
+embedding its compiled model in a TensorFlow op keeps the traced model a TensorFlow graph that saves,
+loads and serves like any other (the op library must be loaded first: ``import tfaccel``).
+
+Support comes from the frontend itself: the whole graph is converted with ``convert_partially``, and every
+node it leaves as a ``TFFrameworkNode`` (or that holds one in a loop or branch body) is unsupported, with
+the frontend's verdict as the reason. Edges of dtypes OpenVINO cannot hold exactly (strings, float64,
+complex) are cut too. Each subgraph is converted with ``openvino.convert_model``, serialized as IR
+(xml + weights) and carried by two string variables of the traced model; the op compiles it on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+from tensorflow.core.framework import graph_pb2, node_def_pb2
+
+from tfaccel import native
+from tfaccel.assemble import SubgraphDef, input_placeholder
+from tfaccel.backends import CompiledSubgraph, SubgraphCompileError
+from tfaccel.ir import Graph, Node
+
+__all__ = ["OpenVinoBackend", "PRECISIONS"]
+
+logger = logging.getLogger(__name__)
+
+#: ``--fp32-cast`` value -> OpenVINO inference precision of the compiled subgraphs
+PRECISIONS = {"none": "f32", "matmult": "bf16", "all": "bf16"}
+
+#: dtypes OpenVINO's CPU plugin does not compute exactly (float64 runs as float32) or cannot hold at all
+_UNSUPPORTED_DTYPES = frozenset({"string", "float64", "complex64", "complex128", "resource", "variant"})
+
+_OUTPUT_PREFIX = "tfaccel_out_"
+_LOCATION_LINE = re.compile(r"^(Exception from|Check '.*' failed at) \S+:\d+:?$")
+
+
+@dataclass(frozen=True)
+class _GraphSupport:
+    """The frontend's verdict on one graph: node name -> why it cannot be converted."""
+
+    unsupported: dict[str, str]
+    graph: Graph | None = None
+
+
+class OpenVinoBackend:
+    """Compile subgraphs with OpenVINO (fast on CPU; a saved model needs ``import tfaccel`` to load)."""
+
+    name = "openvino"
+    #: ``--fp32-cast`` is done by the compiler (OpenVINO's bf16 inference precision), not by a TF rewrite
+    casts_in_compiler = True
+
+    def __init__(self, fp32_cast: str = "none") -> None:
+        library = native.load()
+        if not library.available:
+            from tfaccel.errors import OptionsError
+
+            raise OptionsError(
+                f"--backend=openvino is unavailable: {library.error}. Use --backend=xla, or fix the cause "
+                "and import tfaccel again (python -m tfaccel.native rebuilds the op library)"
+            )
+        self.precision = PRECISIONS[fp32_cast]
+        self._support = _GraphSupport({})
+
+    # -- support ---------------------------------------------------------------------------------------
+    def support_for(self, graph: Graph, graph_def: graph_pb2.GraphDef) -> OpenVinoBackend:
+        """Ask the frontend about every node of ``graph_def`` once; ``supports`` then answers from that."""
+        self._support = _GraphSupport(_frontend_verdict(graph_def), graph)
+        return self
+
+    def avoids(self, node: Node) -> str | None:
+        return None
+
+    def supports(self, node: Node) -> tuple[bool, str]:
+        bad = sorted({t.dtype for t in node.outputs if t.dtype in _UNSUPPORTED_DTYPES})
+        graph = self._support.graph
+        if graph is not None:
+            for ref in node.inputs:
+                if ref.node in graph:
+                    dtype = graph[ref.node].outputs[ref.port].dtype
+                    if dtype in _UNSUPPORTED_DTYPES:
+                        bad.append(dtype)
+        if bad:
+            kinds = sorted(set(bad))
+            if "string" in kinds or "resource" in kinds or "variant" in kinds:
+                return False, f"{', '.join(kinds)} tensors cannot enter an OpenVINO subgraph"
+            return False, f"OpenVINO's CPU plugin computes {', '.join(kinds)} in float32 (not exact)"
+        why = self._support.unsupported.get(node.name)
+        if why is not None:
+            return False, why
+        return True, f"OpenVINO converts {node.op}"
+
+    # -- compile ---------------------------------------------------------------------------------------
+    def compile(self, subgraph: SubgraphDef, artifacts: bool = False) -> CompiledSubgraph:
+        import openvino as ov
+
+        start = time.perf_counter()
+        graph_def = _with_named_outputs(subgraph)
+        outputs = [f"{_OUTPUT_PREFIX}{k}:0" for k in range(len(subgraph.outputs))]
+        with tempfile.TemporaryDirectory() as tmp:
+            # through a file: the frontend's reader of in-memory GraphDefs cannot follow loop/branch bodies
+            path = Path(tmp) / "subgraph.pb"
+            path.write_bytes(graph_def.SerializeToString())
+            try:
+                model = ov.convert_model(str(path), output=outputs)
+                model = _in_call_order(ov, model, len(subgraph.input_infos), outputs)
+            except Exception as err:  # the frontend raises plain Exception and its own failure classes
+                message = _first_line(str(err))
+                raise SubgraphCompileError(subgraph.name, message, _culprit(str(err), subgraph)) from err
+            converted_s = time.perf_counter() - start
+            ov.save_model(model, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
+            xml = (Path(tmp) / "model.xml").read_bytes()
+            weights = (Path(tmp) / "model.bin").read_bytes()
+        key = hashlib.sha256(xml + b"\0" + weights + self.precision.encode()).hexdigest()[:16]
+        names = (f"tfaccel_ov_{key}_xml", f"tfaccel_ov_{key}_bin")
+        call = self._call_node(subgraph, key, names)
+        start = time.perf_counter()
+        try:
+            _run_once(call, subgraph, xml, weights)  # compiles now, into the op's process-wide cache
+        except tf.errors.OpError as err:
+            raise SubgraphCompileError(subgraph.name, _first_line(err.message), None) from err
+        compiled_s = time.perf_counter() - start
+        kept: dict[str, str] = {}
+        if artifacts:
+            kept = {
+                "openvino.xml": xml.decode(),
+                "compile_options.json": json.dumps(
+                    {
+                        "backend": self.name,
+                        "device": "CPU",
+                        "INFERENCE_PRECISION_HINT": self.precision,
+                        "PERFORMANCE_HINT": "LATENCY",
+                        "model_key": key,
+                        "weights_bytes": len(weights),
+                        "openvino": ov.__version__,
+                        "tensorflow": tf.__version__,
+                    },
+                    indent=1,
+                ),
+                "compile.log": (
+                    f"{subgraph.name}: {len(subgraph.cluster.nodes)} TF nodes -> "
+                    f"{len(model.get_ordered_ops())} OpenVINO ops; converted in {converted_s:.3f} s, "
+                    f"compiled and run once in {compiled_s:.3f} s\n"
+                    "openvino.xml is the IR; its weights are the model's tfaccel_ov_*_bin variable.\n"
+                ),
+            }
+        return CompiledSubgraph(
+            cluster=subgraph.cluster,
+            call=call,
+            functions=(),
+            artifacts=kept,
+            resources=((names[0], xml), (names[1], weights)),
+        )
+
+    def _call_node(self, subgraph: SubgraphDef, key: str, resources: tuple[str, str]) -> node_def_pb2.NodeDef:
+        cluster = subgraph.cluster
+        node = node_def_pb2.NodeDef()
+        node.name = cluster.name
+        node.op = native.OP_TYPE
+        node.input.extend(f"{r}:0" for r in resources)
+        node.input.extend(str(ref) for ref in cluster.inputs)
+        node.input.extend(f"^{c}" for c in cluster.control_inputs)
+        node.attr["Tin"].list.type.extend(tf.as_dtype(i.dtype).as_datatype_enum for i in subgraph.input_infos)
+        node.attr["Tout"].list.type.extend(
+            tf.as_dtype(o.dtype).as_datatype_enum for o in subgraph.output_infos
+        )
+        node.attr["model_key"].s = key.encode()
+        node.attr["precision"].s = self.precision.encode()
+        node.attr["input_names"].list.s.extend(str(ref).encode() for ref in cluster.inputs)
+        for info in subgraph.output_infos:
+            node.attr["output_shapes"].list.shape.add().CopyFrom(tf.TensorShape(info.shape).as_proto())
+        return node
+
+
+def _frontend_verdict(graph_def: graph_pb2.GraphDef) -> dict[str, str]:
+    """Node name -> reason, for every node OpenVINO's TF frontend leaves unconverted."""
+    from openvino.frontend import FrontEndManager
+
+    frontend = FrontEndManager().load_by_framework("tf")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "graph.pb"
+        path.write_bytes(graph_def.SerializeToString())
+        try:
+            model = frontend.convert_partially(frontend.load(str(path)))
+        except Exception as err:  # the frontend's own failure classes
+            reason = f"OpenVINO's TensorFlow frontend could not read the graph: {_first_line(str(err))}"
+            logger.warning("%s; every node stays on TF", reason)
+            return {n.name: reason for n in graph_def.node}
+    verdict: dict[str, str] = {}
+    for op in model.get_ordered_ops():
+        name = op.get_friendly_name()
+        if op.get_type_name() == "TFFrameworkNode":
+            verdict[name] = f"OpenVINO's TensorFlow frontend has no conversion for {_tf_op_type(op)}"
+        elif (inner := _unconverted_inside(op)) is not None:
+            verdict[name] = f"its body holds {inner}, which OpenVINO's TensorFlow frontend cannot convert"
+    return verdict
+
+
+def _tf_op_type(op: Any) -> str:
+    try:
+        return str(op.get_attributes().get("tf_type", op.get_friendly_name()))
+    except Exception:  # older frontends expose no attributes on framework nodes
+        return "this op"
+
+
+def _unconverted_inside(op: Any) -> str | None:
+    """The first unconverted op inside a loop or branch body of ``op`` (recursively), or None."""
+    bodies = []
+    for method in ("get_function", "get_then_body", "get_else_body"):
+        getter = getattr(op, method, None)
+        if getter is not None:
+            try:
+                bodies.append(getter())
+            except TypeError:  # a getter that needs an index (multi-body ops): take the first body
+                bodies.append(getter(0))
+    for body in bodies:
+        for inner in body.get_ordered_ops():
+            if inner.get_type_name() == "TFFrameworkNode":
+                return f"{inner.get_friendly_name()} ({_tf_op_type(inner)})"
+            found = _unconverted_inside(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _with_named_outputs(subgraph: SubgraphDef) -> graph_pb2.GraphDef:
+    """The subgraph plus an Identity ``tfaccel_out_<k>`` per output, so outputs can be picked by name."""
+    graph_def = graph_pb2.GraphDef()
+    graph_def.CopyFrom(subgraph.graph_def)
+    for k, (tensor, info) in enumerate(zip(subgraph.outputs, subgraph.output_infos, strict=True)):
+        node = graph_def.node.add()
+        node.name = f"{_OUTPUT_PREFIX}{k}"
+        node.op = "Identity"
+        node.input.append(tensor)
+        node.attr["T"].type = tf.as_dtype(info.dtype).as_datatype_enum
+    return graph_def
+
+
+def _in_call_order(ov: Any, model: Any, num_inputs: int, outputs: list[str]) -> Any:
+    """The model with parameters in ``tfaccel_in_<i>`` order and results in ``outputs`` order.
+
+    Results are matched by their own name first: OpenVINO folds Identity nodes, so two outputs (``x`` and
+    ``Identity(x)``) can carry the same tensor names and only the Result names tell them apart.
+    """
+    params: dict[str, Any] = {}
+    for param in model.get_parameters():
+        for name in (param.get_friendly_name(), *param.output(0).get_names()):
+            params.setdefault(name, param)
+    ordered_params = []
+    for i in range(num_inputs):
+        name = f"{input_placeholder(i)}:0"
+        if name not in params:
+            raise ValueError(f"the converted model dropped input {name} (it does not affect any output)")
+        ordered_params.append(params[name])
+    results: dict[str, Any] = {r.get_friendly_name(): r for r in model.get_results()}
+    for result in model.get_results():
+        for name in result.input_value(0).get_names():
+            results.setdefault(name, result)
+    missing = [o for o in outputs if o not in results]
+    if missing:
+        raise ValueError(f"the converted model has no output {missing[0]}")
+    return ov.Model([results[o] for o in outputs], ordered_params, model.get_friendly_name())
+
+
+def _run_once(call: node_def_pb2.NodeDef, subgraph: SubgraphDef, xml: bytes, weights: bytes) -> None:
+    """Run the op once on zeros: OpenVINO compiles the model now, so a failure is a trace-time fallback
+    (not an error on the user's first call), and the compiled model is already cached for that call.
+    """
+    args = [
+        tf.zeros([d if d is not None else 1 for d in (info.shape or ())], tf.as_dtype(info.dtype))
+        for info in subgraph.input_infos
+    ]
+    attr = call.attr
+    native.ops().tfaccel_openvino(
+        model_xml=tf.constant(xml),
+        model_weights=tf.constant(weights),
+        args=args,
+        Tout=[tf.as_dtype(t) for t in attr["Tout"].list.type],
+        model_key=attr["model_key"].s.decode(),
+        precision=attr["precision"].s.decode(),
+        input_names=[s.decode() for s in attr["input_names"].list.s],
+        output_shapes=[tf.TensorShape(s) for s in attr["output_shapes"].list.shape],
+    )
+
+
+def _culprit(message: str, subgraph: SubgraphDef) -> str | None:
+    """The cluster node the frontend named in its message (quoted), if any."""
+    for name in sorted(subgraph.cluster.nodes, key=len, reverse=True):
+        if f"'{name}'" in message or f'"{name}"' in message or f"{name}:" in message:
+            return name
+    return None
+
+
+def _first_line(message: str) -> str:
+    """The message's first line, without TF's eager wrapper text (``{{function_node ...}}``, ``[Op:...]``)."""
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
+    message = re.sub(r"\s*\[Op:[^\]]*\]( name:\s*)?", "", message)
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    # OpenVINO prefixes messages with the source location of each rethrow: skip those lines
+    lines = [line for line in lines if not _LOCATION_LINE.match(line)] or lines
+    failed = [line.lstrip("- ") for line in lines if line.startswith("-- Conversion is failed for")]
+    text = failed[0] if failed else lines[0] if lines else "no message"
+    return text if len(text) < 400 else text[:400] + "..."

@@ -1,0 +1,193 @@
+"""The OpenVINO op library: built from the installed wheels on first use, cached, loaded into TensorFlow.
+
+Why build here rather than ship a binary: the library links against one TensorFlow minor and one OpenVINO
+release (their C++ ABIs change between versions), and both wheels ship the headers and libraries needed to
+build it. So the first ``import tfaccel`` on a machine compiles ``openvino_op.cc`` (about 20 s) into a
+cache directory keyed by both versions, the source and the install locations; later imports load it in
+milliseconds. Concurrent first imports (pytest workers, server processes) serialize on a file lock.
+
+Nothing here is fatal: if OpenVINO is not installed or the build fails, :func:`status` says why, the
+``openvino`` backend reports itself unavailable with that reason, and the ``xla`` backend still works.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import hashlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["OP_TYPE", "OpLibrary", "cache_dir", "load", "ops", "status"]
+
+logger = logging.getLogger(__name__)
+
+#: The op type the library registers (what a saved model's graph refers to).
+OP_TYPE = "TfaccelOpenvino"
+
+_SOURCE = Path(__file__).with_name("openvino_op.cc")
+
+
+@dataclass(frozen=True)
+class OpLibrary:
+    """The result of loading: ``path`` when it loaded, else ``error`` says why (for the user)."""
+
+    path: str | None
+    error: str | None
+
+    @property
+    def available(self) -> bool:
+        return self.path is not None
+
+
+_lock = threading.Lock()
+_loaded: OpLibrary | None = None
+_module: Any = None  # what tf.load_op_library returned: the op's generated Python wrapper
+
+
+def cache_dir() -> Path:
+    """Where built libraries live: ``$TFACCEL_CACHE_DIR``, else ``$XDG_CACHE_HOME/tfaccel``."""
+    explicit = os.environ.get("TFACCEL_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tfaccel"
+
+
+def status() -> OpLibrary:
+    """Load the library if not yet tried, and say whether it is available."""
+    return load()
+
+
+def load() -> OpLibrary:
+    """Build (if needed) and load the op library into TensorFlow, once per process."""
+    global _loaded
+    with _lock:
+        if _loaded is None:
+            _loaded = _load_once()
+        return _loaded
+
+
+def ops() -> Any:
+    """The op's Python wrapper (``ops().tfaccel_openvino(...)``); raises if the library is unavailable."""
+    library = load()
+    if not library.available:
+        raise RuntimeError(f"the OpenVINO op library is unavailable: {library.error}")
+    return _module
+
+
+def _load_once() -> OpLibrary:
+    try:
+        ov_libs, ov_version = _openvino_install()
+    except LookupError as err:
+        return OpLibrary(None, str(err))
+    import tensorflow as tf
+
+    try:
+        path = _build(ov_libs, ov_version, tf)
+    except BuildError as err:
+        logger.warning("the openvino backend is unavailable: %s", err)
+        return OpLibrary(None, str(err))
+    global _module
+    try:
+        _module = tf.load_op_library(str(path))
+    except (tf.errors.OpError, OSError) as err:
+        message = f"loading {path} failed: {err}"
+        logger.warning("the openvino backend is unavailable: %s", message)
+        return OpLibrary(None, message)
+    return OpLibrary(str(path), None)
+
+
+class BuildError(Exception):
+    """The op library could not be built; the message says what to install or fix."""
+
+
+def _openvino_install() -> tuple[Path, str]:
+    """The ``openvino/libs`` folder of the installed wheel and its version (no import of openvino)."""
+    spec = importlib.util.find_spec("openvino")
+    if spec is None or not spec.submodule_search_locations:
+        raise LookupError("the openvino package is not installed (pip install 'openvino>=2026,<2027')")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    return root / "libs", importlib.metadata.version("openvino")
+
+
+def _build(ov_libs: Path, ov_version: str, tf: Any) -> Path:
+    include = ov_libs.parent / "include"
+    candidates = sorted(glob.glob(str(ov_libs / "libopenvino.so.*")))
+    if not include.is_dir() or not candidates:
+        raise BuildError(f"the openvino wheel at {ov_libs.parent} ships no C++ headers or libopenvino.so.*")
+    libopenvino = Path(candidates[0])
+    source = _SOURCE.read_bytes()
+    compile_flags = list(tf.sysconfig.get_compile_flags())
+    link_flags = list(tf.sysconfig.get_link_flags())
+    key = hashlib.sha256(
+        "\0".join([tf.__version__, ov_version, str(ov_libs), *compile_flags, *link_flags]).encode() + source
+    ).hexdigest()[:16]
+    folder = cache_dir() / f"tf{tf.__version__}-ov{ov_version}-{key}"
+    target = folder / "libtfaccel_openvino.so"
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)  # another process may be building the same library
+        if target.exists():
+            return target
+        compiler = os.environ.get("CXX", "g++")
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            partial = Path(tmp) / target.name
+            command = [
+                compiler,
+                "-std=c++17",
+                "-O2",
+                "-fPIC",
+                "-shared",
+                str(_SOURCE),
+                "-o",
+                str(partial),
+                *[f for f in compile_flags if not f.startswith("--std")],
+                f"-I{include}",
+                *link_flags,
+                str(libopenvino),
+                f"-Wl,-rpath,{ov_libs}",
+            ]
+            logger.warning(
+                "building the OpenVINO op library for TensorFlow %s and OpenVINO %s (once per machine, "
+                "about 20 s) into %s",
+                tf.__version__,
+                ov_version,
+                folder,
+            )
+            start = time.perf_counter()
+            try:
+                proc = subprocess.run(command, capture_output=True, text=True, timeout=900)
+            except FileNotFoundError as err:
+                raise BuildError(
+                    f"no C++ compiler ({compiler!r}) to build the OpenVINO op library: install g++ "
+                    "(apt-get install g++) or set CXX, then import tfaccel again"
+                ) from err
+            if proc.returncode != 0:
+                tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
+                raise BuildError(f"building the OpenVINO op library failed ({' '.join(command)}):\n{tail}")
+            os.replace(partial, target)  # atomic: a reader never sees half a library
+        logger.info("built %s in %.1f s", target, time.perf_counter() - start)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tfaccel.native``: build and load the library, print where it is (or why not)."""
+    library = load()
+    if library.available:
+        print(library.path)
+        return 0
+    print(f"the OpenVINO op library is unavailable: {library.error}", file=sys.stderr)
+    return 1
