@@ -33,7 +33,7 @@ def main() -> None:
     )
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--backend", default="xla")
+    parser.add_argument("--backend", default="auto")
     args = parser.parse_args()
 
     print(

@@ -22,7 +22,7 @@ import tensorflow as tf
 from tfaccel.capture import CapturedFunction, join_examples, split_examples
 from tfaccel.errors import OptionsError
 
-__all__ = ["batch_size_of", "micro_batch", "run_in_chunks", "with_batch"]
+__all__ = ["batch_size_of", "micro_batch", "run_in_chunks", "same_batch", "with_batch"]
 
 
 def batch_size_of(captured: CapturedFunction, flag: str = "--dynamic-batch-size") -> int:
@@ -47,7 +47,8 @@ def batch_size_of(captured: CapturedFunction, flag: str = "--dynamic-batch-size"
     if batch < 1:
         raise OptionsError(f"{flag}: the example batch is empty; trace with at least one row")
     for name, spec in zip(captured.output_names, tf.nest.flatten(captured.output_structure), strict=True):
-        if spec.shape.rank == 0 or spec.shape[0] != batch:
+        # (dim 0 is unknown when the graph was traced for any batch)
+        if spec.shape.rank == 0 or spec.shape[0] not in (batch, None):
             raise OptionsError(
                 f"{flag}: output {name!r} has shape {spec.shape.as_list()}, whose dim 0 is not "
                 f"the batch {batch}; the flag needs every output to keep the batch as dim 0 "
@@ -69,20 +70,7 @@ def run_in_chunks(
     ``in_flight`` chunks may run at once (the loop's ``parallel_iterations``): with a pipelined
     ``function`` the executor overlaps stage k of one chunk with stage k+1 of the previous one.
     """
-    n = tf.shape(inputs[0], out_type=tf.int32)[0]
-    checks = [
-        tf.debugging.assert_equal(
-            tf.shape(x, out_type=tf.int32)[0],
-            n,
-            message=(
-                f"--dynamic-batch-size: input {name!r} must have the same batch size (dim 0) as input "
-                f"{names[0]!r}"
-            ),
-        )
-        for name, x in zip(names[1:], inputs[1:], strict=True)
-    ]
-    with tf.control_dependencies(checks):
-        n = tf.identity(n)
+    n = same_batch(inputs, names)
 
     def direct() -> list[tf.Tensor]:
         return [tf.identity(t) for t in function(*inputs)]
@@ -105,6 +93,24 @@ def run_in_chunks(
 
     outputs: Any = tf.cond(tf.equal(n, batch), direct, chunked)
     return list(outputs)
+
+
+def same_batch(inputs: Sequence[tf.Tensor], names: Sequence[str]) -> tf.Tensor:
+    """Dim 0 of ``inputs[0]``, after in-graph checks (kept in the SavedModel) that every input shares it."""
+    n = tf.shape(inputs[0], out_type=tf.int32)[0]
+    checks = [
+        tf.debugging.assert_equal(
+            tf.shape(x, out_type=tf.int32)[0],
+            n,
+            message=(
+                f"--dynamic-batch-size: input {name!r} must have the same batch size (dim 0) as input "
+                f"{names[0]!r}"
+            ),
+        )
+        for name, x in zip(names[1:], inputs[1:], strict=True)
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(n)
 
 
 def micro_batch(example_inputs: Any, stages: int) -> tuple[int, Any]:

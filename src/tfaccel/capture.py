@@ -160,13 +160,18 @@ def is_keras_model(obj: object) -> bool:
 
 
 def capture(
-    func: Callable[..., Any], example_inputs: Any, extract_weights: bool = False, fp32_cast: str = "none"
+    func: Callable[..., Any],
+    example_inputs: Any,
+    extract_weights: bool = False,
+    fp32_cast: str = "none",
+    unknown_batch: bool = False,
 ) -> CapturedFunction:
     """Trace ``func`` on ``example_inputs`` and return its frozen, optimized graph.
 
     With ``extract_weights`` the variables are not frozen: each becomes a Placeholder fed from a copy of
     the variable at run time (see :func:`tfaccel._tf_compat.freeze_lifting_variables`). ``fp32_cast``
-    rewrites the optimized graph for bfloat16 (see :mod:`tfaccel.precision`).
+    rewrites the optimized graph for bfloat16 (see :mod:`tfaccel.precision`). With ``unknown_batch`` the
+    function is traced with dim 0 of every input unknown (one graph for any batch size).
     """
     if not callable(func):
         raise CaptureTypeError(
@@ -184,7 +189,8 @@ def capture(
             kwargs["training"] = False
         return func(*args, **kwargs)
 
-    traced = tf.function(flat_fn, input_signature=[s.tensor_spec() for s in layout.specs], autograph=True)
+    specs = [s.tensor_spec(dynamic_batch=unknown_batch) for s in layout.specs]
+    traced = tf.function(flat_fn, input_signature=specs, autograph=True)
     try:
         concrete = traced.get_concrete_function()
     except CaptureError:

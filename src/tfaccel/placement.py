@@ -101,6 +101,9 @@ class SupportQuery(Protocol):
     @property
     def name(self) -> str: ...
 
+    #: True when the backend compiles tensors of unknown dimensions (then such nodes are not refused)
+    dynamic_shapes: bool
+
     def supports(self, node: Node) -> tuple[bool, str]: ...
 
     def avoids(self, node: Node) -> str | None: ...
@@ -140,7 +143,7 @@ def _decide_one(node: Node, backend: SupportQuery, callback: Callback | None) ->
         detail = f"{prefix}its output dtype {', '.join(bad_dtypes)} cannot be held by a compiled subgraph"
         return Decision(node.name, node.op, runtime, Reason.DTYPE, detail)
     unknown = [i for i, t in enumerate(node.outputs) if not t.fully_defined]
-    if unknown:
+    if unknown and not backend.dynamic_shapes:
         detail = (
             f"{prefix}output {unknown[0]} has an unknown (data-dependent) shape, "
             f"which {backend.name} cannot compile"

@@ -60,7 +60,8 @@ class Executable:
         self.call_flat = call_flat
         #: the traced batch size when ``--dynamic-batch-size`` is on (any dim 0 is then accepted)
         self.batch = batch
-        #: ``--extract-weights``: the variables ``call_flat`` reads (saved as SavedModel variables)
+        #: the variables ``call_flat`` reads (saved as SavedModel variables): ``--extract-weights``
+        #: weights and the compiled OpenVINO models (string variables)
         self.weights = list(weights)
         #: the partitioned GraphDef, in the tracing process only (not restored by ``load``)
         self.graph_def = graph_def

@@ -21,7 +21,7 @@ from tensorflow.core.framework import graph_pb2
 from tfaccel import _tf_compat
 from tfaccel.assemble import assemble, extract_subgraph
 from tfaccel.backends import Backend, CompiledSubgraph, SubgraphCompileError, get_backend, resolve_auto
-from tfaccel.batching import batch_size_of, micro_batch, run_in_chunks, with_batch
+from tfaccel.batching import batch_size_of, micro_batch, run_in_chunks, same_batch, with_batch
 from tfaccel.capture import CapturedFunction, capture, split_examples
 from tfaccel.errors import CaptureTypeError, CompileError, PartitionError, TraceError
 from tfaccel.ir import Graph, Node
@@ -74,13 +74,21 @@ def trace(
     accel = get_backend(backend_name, opts.fp32_cast)
     graph_cast = "none" if accel.casts_in_compiler else opts.fp32_cast
     stages = opts.neuroncore_pipeline_cores
+    any_batch: CapturedFunction | None = None
     if stages > 1:
         user_batch, micro_examples = micro_batch(example_inputs, stages)
         captured = capture(func, micro_examples, extract_weights=opts.extract_weights, fp32_cast=graph_cast)
         chunk: int | None = batch_size_of(captured, flag=f"--neuroncore-pipeline-cores={stages}")
         captured = with_batch(captured, user_batch)
     else:
-        captured = capture(func, example_inputs, extract_weights=opts.extract_weights, fp32_cast=graph_cast)
+        if opts.dynamic_batch_size and accel.dynamic_shapes:
+            any_batch, why_chunks = _capture_any_batch(func, example_inputs, opts, graph_cast)
+            if why_chunks:
+                backend_notes.append(why_chunks)
+                logger.warning("dynamic batch fallback: %s", why_chunks)
+        captured = any_batch or capture(
+            func, example_inputs, extract_weights=opts.extract_weights, fp32_cast=graph_cast
+        )
         chunk = batch_size_of(captured) if opts.dynamic_batch_size else None
     if opts.workdir:
         write_capture(opts.workdir, captured, opts)
@@ -102,7 +110,15 @@ def trace(
     report = _report(accel.name, captured.graph, decisions, compiled, fallbacks, opts)
     resources = _resources(compiled)
     executable = _executable(
-        captured, outer, outputs, report, chunk, opts.dynamic_batch_size, stages, resources
+        captured,
+        outer,
+        outputs,
+        report,
+        chunk,
+        opts.dynamic_batch_size,
+        stages,
+        resources,
+        any_batch is not None,
     )
     model = make_model(executable)
     args, kwargs = captured.layout.pack(split_examples(example_inputs)[2])  # called as func would be
@@ -250,6 +266,7 @@ def _executable(
     dynamic: bool,
     stages: int,
     resources: dict[str, bytes],
+    any_batch: bool = False,
 ) -> Executable:
     """The traced graph as a ``tf.function`` over flat inputs.
 
@@ -257,6 +274,9 @@ def _executable(
     size when ``dynamic``, the traced one otherwise. With ``stages > 1`` the chunks are pipelined: the
     graph is inlined into the loop body so that stage k of chunk i and stage k+1 of chunk i-1 are separate
     ops the executor runs concurrently, up to ``stages`` chunks in flight.
+
+    With ``any_batch`` the graph itself takes any batch (traced with an unknown dim 0): no chunks, only
+    the in-graph check that every input has the same batch.
 
     ``resources`` (compiled models the backend's ops read) become string variables fed to their
     Placeholders, like the ``--extract-weights`` variables.
@@ -282,15 +302,23 @@ def _executable(
         feeds = dict(zip(inputs, values, strict=True))
         return tf.graph_util.import_graph_def(outer, input_map=feeds, return_elements=list(outputs))
 
+    names = [s.name for s in layout.specs]
     if chunk is None:
 
         def call_flat(*flat: tf.Tensor) -> Any:
             return tf.nest.pack_sequence_as(structure, wrapped(*flat))
 
+    elif any_batch:
+
+        def call_flat(*flat: tf.Tensor) -> Any:
+            n = same_batch(flat, names)
+            with tf.control_dependencies([n]):
+                flat = tuple(tf.identity(t) for t in flat)
+            return tf.nest.pack_sequence_as(structure, wrapped(*flat))
+
     else:
         out_specs = [tf.TensorSpec(s.shape, s.dtype) for s in tf.nest.flatten(structure)]
         body = inlined if stages > 1 else wrapped
-        names = [s.name for s in layout.specs]
 
         def call_flat(*flat: tf.Tensor) -> Any:
             results = run_in_chunks(body, flat, chunk, names, out_specs, in_flight=stages)
@@ -307,6 +335,41 @@ def _executable(
         batch=chunk if dynamic else None,
         weights=weights,
     )
+
+
+def _capture_any_batch(
+    func: Callable[..., Any], example_inputs: Any, opts: TraceOptions, graph_cast: str
+) -> tuple[CapturedFunction | None, str | None]:
+    """Trace ``func`` once for any batch size (dim 0 unknown), for a backend that compiles dynamic dims.
+
+    Returns ``(None, why)`` when the function cannot be traced that way, or when an output does not keep
+    the batch as an unknown dim 0 (e.g. a reshape that fixed it): such a graph may not be valid for other
+    batch sizes, so ``trace`` falls back to running chunks of the traced batch, and says so.
+    """
+    try:
+        captured = capture(
+            func,
+            example_inputs,
+            extract_weights=opts.extract_weights,
+            fp32_cast=graph_cast,
+            unknown_batch=True,
+        )
+    except TraceError as err:
+        return None, (
+            f"--dynamic-batch-size: the model could not be traced for an unknown batch size ({err}); "
+            "it runs chunks of the traced batch instead"
+        )
+    fixed = [
+        name
+        for name, spec in zip(captured.output_names, tf.nest.flatten(captured.output_structure), strict=True)
+        if spec.shape.rank == 0 or spec.shape[0] is not None
+    ]
+    if fixed:
+        return None, (
+            f"--dynamic-batch-size: output {fixed[0]!r} does not keep an unknown batch dimension when traced "
+            "for any batch size; the model runs chunks of the traced batch instead"
+        )
+    return captured, None
 
 
 def _resources(compiled: list[CompiledSubgraph]) -> dict[str, bytes]:

@@ -59,6 +59,9 @@ class Backend(Protocol):
 
     #: True when ``--fp32-cast`` is the compiler's job (then the captured graph is not rewritten)
     casts_in_compiler: bool
+    #: True when compiled subgraphs accept unknown dimensions (``--dynamic-batch-size`` then traces one
+    #: graph with an unknown batch instead of running chunks of the traced batch)
+    dynamic_shapes: bool
 
     def support_for(self, graph: Graph, graph_def: graph_pb2.GraphDef) -> Backend:
         """The backend ready to answer ``supports`` for nodes of this graph (a backend whose support

@@ -59,6 +59,8 @@ class OpenVinoBackend:
     name = "openvino"
     #: ``--fp32-cast`` is done by the compiler (OpenVINO's bf16 inference precision), not by a TF rewrite
     casts_in_compiler = True
+    #: OpenVINO compiles dynamic dimensions (an output of unknown shape is copied out after inference)
+    dynamic_shapes = True
 
     def __init__(self, fp32_cast: str = "none") -> None:
         library = native.load()
