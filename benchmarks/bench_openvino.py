@@ -167,7 +167,9 @@ def concurrency(threads: int = 8, calls: int = 100) -> None:
     if errors:
         raise errors[0]
     same = sum(
-        int(np.array_equal(a, b)) for row_s, row_c in zip(serial, results, strict=True) for a, b in zip(row_s, row_c, strict=True)
+        int(np.array_equal(a, b))
+        for row_s, row_c in zip(serial, results, strict=True)
+        for a, b in zip(row_s, row_c, strict=True)
     )
     print(f"{name}: {same}/{threads * calls} concurrent results bit-identical to serial")
 
