@@ -15,6 +15,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from tfaccel import native
 from tfaccel.capture import InputLayout
 from tfaccel.errors import ExportError
 from tfaccel.report import PlacementReport
@@ -85,6 +86,12 @@ def load(path: str | os.PathLike[str]) -> Any:
     try:
         restored = tf.saved_model.load(path)
     except Exception as err:
+        if native.OP_TYPE in str(err) and "not registered" in str(err):
+            raise ExportError(
+                f"{path!r} was traced with the openvino backend, and this process has no OpenVINO op "
+                f"library: {native.load().error}. Fix that (python -m tfaccel.native says why), or trace "
+                "again with --backend=xla for a model that needs TensorFlow alone"
+            ) from err
         raise ExportError(f"loading the SavedModel at {path!r} failed: {err}") from err
     call_flat = getattr(restored, "tfaccel_call_flat", None)
     if call_flat is None:

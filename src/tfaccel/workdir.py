@@ -113,9 +113,13 @@ def write_workdir(
             os.path.join(folder, "golden_outputs.npz"),
             **{f"output_{k}": values[str(r)] for k, r in enumerate(cluster.outputs)},
         )
-        for name, text in item.artifacts.items():
-            with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
-                handle.write(text)
+        for name, content in item.artifacts.items():
+            if isinstance(content, bytes):
+                with open(os.path.join(folder, name), "wb") as binary:
+                    binary.write(content)
+            else:
+                with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
+                    handle.write(content)
 
 
 def _json(path: str, data: Any) -> None:

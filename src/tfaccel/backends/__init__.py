@@ -28,7 +28,7 @@ class CompiledSubgraph:
 
     ``call`` is the NodeDef that replaces the cluster's members (its name is the cluster's name, its
     outputs are ``cluster.outputs`` in order); ``functions`` must be added to the outer graph's library.
-    ``artifacts`` maps a file name to text the workdir keeps (e.g. the HLO). ``resources`` are
+    ``artifacts`` maps a file name to the text or bytes the workdir keeps (e.g. the HLO). ``resources`` are
     ``(placeholder name, bytes)`` pairs the call reads as scalar string inputs (a compiled model too big,
     or too costly to re-hash, for a node attribute): the traced model feeds each from a string variable,
     so it is saved once as a SavedModel variable.
@@ -37,7 +37,7 @@ class CompiledSubgraph:
     cluster: Cluster
     call: node_def_pb2.NodeDef
     functions: tuple[function_pb2.FunctionDef, ...]
-    artifacts: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, str | bytes] = field(default_factory=dict)
     resources: tuple[tuple[str, bytes], ...] = ()
 
 

@@ -42,6 +42,7 @@ PRECISIONS = {"none": "f32", "matmult": "bf16", "all": "bf16"}
 _UNSUPPORTED_DTYPES = frozenset({"string", "float64", "complex64", "complex128", "resource", "variant"})
 
 _OUTPUT_PREFIX = "tfaccel_out_"
+_NO_CONVERSION = "no conversion"  # the frontend left the node itself unconverted
 _LOCATION_LINE = re.compile(r"^(Exception from|Check '.*' failed at) \S+:\d+:?$")
 
 
@@ -98,6 +99,8 @@ class OpenVinoBackend:
                 return False, f"{', '.join(kinds)} tensors cannot enter an OpenVINO subgraph"
             return False, f"OpenVINO's CPU plugin computes {', '.join(kinds)} in float32 (not exact)"
         why = self._support.unsupported.get(node.name)
+        if why == _NO_CONVERSION:
+            return False, f"OpenVINO's TensorFlow frontend has no conversion for {node.op}"
         if why is not None:
             return False, why
         return True, f"OpenVINO converts {node.op}"
@@ -132,10 +135,11 @@ class OpenVinoBackend:
         except tf.errors.OpError as err:
             raise SubgraphCompileError(subgraph.name, _first_line(err.message), None) from err
         compiled_s = time.perf_counter() - start
-        kept: dict[str, str] = {}
+        kept: dict[str, str | bytes] = {}
         if artifacts:
             kept = {
                 "openvino.xml": xml.decode(),
+                "openvino.bin": weights,
                 "compile_options.json": json.dumps(
                     {
                         "backend": self.name,
@@ -153,7 +157,8 @@ class OpenVinoBackend:
                     f"{subgraph.name}: {len(subgraph.cluster.nodes)} TF nodes -> "
                     f"{len(model.get_ordered_ops())} OpenVINO ops; converted in {converted_s:.3f} s, "
                     f"compiled and run once in {compiled_s:.3f} s\n"
-                    "openvino.xml is the IR; its weights are the model's tfaccel_ov_*_bin variable.\n"
+                    "openvino.xml + openvino.bin are the IR (in the saved model: string variables "
+                    f"{names[0]}, {names[1]}).\n"
                 ),
             }
         return CompiledSubgraph(
@@ -202,17 +207,10 @@ def _frontend_verdict(graph_def: graph_pb2.GraphDef) -> dict[str, str]:
     for op in model.get_ordered_ops():
         name = op.get_friendly_name()
         if op.get_type_name() == "TFFrameworkNode":
-            verdict[name] = f"OpenVINO's TensorFlow frontend has no conversion for {_tf_op_type(op)}"
+            verdict[name] = _NO_CONVERSION
         elif (inner := _unconverted_inside(op)) is not None:
             verdict[name] = f"its body holds {inner}, which OpenVINO's TensorFlow frontend cannot convert"
     return verdict
-
-
-def _tf_op_type(op: Any) -> str:
-    try:
-        return str(op.get_attributes().get("tf_type", op.get_friendly_name()))
-    except Exception:  # older frontends expose no attributes on framework nodes
-        return "this op"
 
 
 def _unconverted_inside(op: Any) -> str | None:
@@ -228,7 +226,7 @@ def _unconverted_inside(op: Any) -> str | None:
     for body in bodies:
         for inner in body.get_ordered_ops():
             if inner.get_type_name() == "TFFrameworkNode":
-                return f"{inner.get_friendly_name()} ({_tf_op_type(inner)})"
+                return f"node {inner.get_friendly_name()!r}"
             found = _unconverted_inside(inner)
             if found is not None:
                 return found

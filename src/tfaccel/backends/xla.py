@@ -129,7 +129,7 @@ class XlaBackend:
         main.signature.name = fname
         library = concrete.graph.as_graph_def().library
         functions = [main, *(f for f in library.function if f.signature.name != concrete.name)]
-        kept: dict[str, str] = {}
+        kept: dict[str, str | bytes] = {}
         if artifacts:
             kept = {
                 "hlo.txt": hlo,
