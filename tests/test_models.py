@@ -56,14 +56,15 @@ def test_tiny_mobilenet_matches_and_keeps_depthwise_on_tf_with_xla():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["openvino", "xla"])
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
-def test_example_model(name, tmp_path):
+def test_example_model(name, backend, tmp_path):
     model = EXAMPLES[name]()
     x = example_input(name, 1)
-    traced = tfaccel.trace(model, x)
+    traced = tfaccel.trace(model, x, backend=backend)
     expected = model(x, training=False)
     assert _relative_error(traced(x), expected) <= MAX_RELATIVE_ERROR
-    if name in ("resnet50", "bert"):
+    if name in ("resnet50", "bert") or backend == "openvino":
         assert traced.on_neuron_ratio >= 0.95
     traced.save(str(tmp_path / name))
     again = tfaccel.load(str(tmp_path / name))

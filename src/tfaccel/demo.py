@@ -20,6 +20,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", choices=sorted(EXAMPLES), default="mobilenetv2")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--runs", type=int, default=30, help="timed calls per variant (interleaved)")
+    parser.add_argument(
+        "--backend", default="auto", help="openvino (fast), xla (portable) or auto (openvino if available)"
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the report
@@ -32,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = EXAMPLES[args.model]()
     x = example_input(args.model, args.batch)
     start = time.perf_counter()
-    traced = tfaccel.trace(model, x)
+    traced = tfaccel.trace(model, x, backend=args.backend)
     trace_s = time.perf_counter() - start
     print(f"traced {args.model} (batch {args.batch}) in {trace_s:.1f} s")
     traced.summary()
