@@ -306,3 +306,36 @@ def test_backend_flag_from_neuron_cc_flags(monkeypatch):
     monkeypatch.setenv("NEURON_CC_FLAGS", "--backend=openvino")
     traced = tfaccel.trace(lambda x: tf.matmul(x, W), tf.ones([1, 4]))
     assert traced.placement_report.subgraphs[0].backend == "openvino"
+
+
+def test_a_subgraph_reading_a_shape_input_compiles_and_runs():
+    # compiled at trace time without running on made-up inputs: zeros for `shape` would be an invalid reshape
+    def f(x, shape):
+        return tf.tanh(tf.reshape(tf.matmul(x, W), shape) * 2.0)
+
+    args = (tf.random.uniform([2, 4], seed=10), tf.constant([4, 2]))
+    traced = tfaccel.trace(f, args, backend="openvino")
+    assert traced.placement_report.fallbacks == ()
+    assert _rows(traced)["Reshape"]["placement"] == "accelerator"
+    assert_close(traced(*args), f(*args))
+    assert_close(traced(args[0], tf.constant([8, 1])), f(args[0], tf.constant([8, 1])))
+
+
+def test_without_a_compiler_auto_falls_back_to_xla_and_says_why(tmp_path):
+    code = """
+import tensorflow as tf, tfaccel
+from tfaccel import native
+library = native.load()
+assert not library.available and "no C++ compiler ('/nonexistent/g++')" in library.error, library.error
+traced = tfaccel.trace(lambda x: tf.matmul(x, x), tf.ones([2, 2]))
+(note,) = traced.placement_report.fallbacks
+assert traced.placement_report.subgraphs[0].backend == "xla" and "using xla" in note, note
+try:
+    tfaccel.trace(lambda x: tf.matmul(x, x), tf.ones([2, 2]), backend="openvino")
+    raise SystemExit("--backend=openvino was accepted without the op library")
+except tfaccel.OptionsError as err:
+    assert "--backend=openvino is unavailable" in str(err) and "--backend=xla" in str(err), err
+print("ok")
+"""
+    env = {"PYTHONPATH": SRC, "CXX": "/nonexistent/g++", "TFACCEL_CACHE_DIR": str(tmp_path / "cache")}
+    assert run_python(code, cwd=tmp_path, env=env).strip().endswith("ok")

@@ -6,7 +6,7 @@ build it. So the first ``import tfaccel`` on a machine compiles ``openvino_op.cc
 cache directory keyed by both versions, the source and the install locations; later imports load it in
 milliseconds. Concurrent first imports (pytest workers, server processes) serialize on a file lock.
 
-Nothing here is fatal: if OpenVINO is not installed or the build fails, :func:`status` says why, the
+Nothing here is fatal: if OpenVINO is not installed or the build fails, :func:`load` says why, the
 ``openvino`` backend reports itself unavailable with that reason, and the ``xla`` backend still works.
 """
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OP_TYPE", "OpLibrary", "cache_dir", "load", "ops", "status"]
+__all__ = ["OP_TYPE", "OpLibrary", "cache_dir", "load", "ops"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +64,16 @@ def cache_dir() -> Path:
     return Path(base) / "tfaccel"
 
 
-def status() -> OpLibrary:
-    """Load the library if not yet tried, and say whether it is available."""
-    return load()
+def load(retry: bool = False) -> OpLibrary:
+    """Build (if needed) and load the op library into TensorFlow, once per process.
 
-
-def load() -> OpLibrary:
-    """Build (if needed) and load the op library into TensorFlow, once per process."""
+    A failed build is remembered (next to where the library would be) so that every later import does not
+    pay for it again; ``retry`` (``python -m tfaccel.native``) builds again.
+    """
     global _loaded
     with _lock:
-        if _loaded is None:
-            _loaded = _load_once()
+        if _loaded is None or (retry and not _loaded.available):
+            _loaded = _load_once(retry)
         return _loaded
 
 
@@ -86,7 +85,7 @@ def ops() -> Any:
     return _module
 
 
-def _load_once() -> OpLibrary:
+def _load_once(retry: bool) -> OpLibrary:
     try:
         ov_libs, ov_version = _openvino_install()
     except LookupError as err:
@@ -94,7 +93,7 @@ def _load_once() -> OpLibrary:
     import tensorflow as tf
 
     try:
-        path = _build(ov_libs, ov_version, tf)
+        path = _build(ov_libs, ov_version, tf, retry)
     except BuildError as err:
         logger.warning("the openvino backend is unavailable: %s", err)
         return OpLibrary(None, str(err))
@@ -121,7 +120,7 @@ def _openvino_install() -> tuple[Path, str]:
     return root / "libs", importlib.metadata.version("openvino")
 
 
-def _build(ov_libs: Path, ov_version: str, tf: Any) -> Path:
+def _build(ov_libs: Path, ov_version: str, tf: Any, retry: bool) -> Path:
     include = ov_libs.parent / "include"
     candidates = sorted(glob.glob(str(ov_libs / "libopenvino.so.*")))
     if not include.is_dir() or not candidates:
@@ -137,6 +136,9 @@ def _build(ov_libs: Path, ov_version: str, tf: Any) -> Path:
     target = folder / "libtfaccel_openvino.so"
     if target.exists():
         return target
+    failed = folder / "build-failed.txt"
+    if failed.exists() and not retry:
+        raise BuildError(f"{failed.read_text().strip()} (python -m tfaccel.native builds again)")
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)  # another process may be building the same library
@@ -151,6 +153,7 @@ def _build(ov_libs: Path, ov_version: str, tf: Any) -> Path:
                 "-O2",
                 "-fPIC",
                 "-shared",
+                "-Wno-deprecated-declarations",  # TensorFlow's own headers trip it
                 str(_SOURCE),
                 "-o",
                 str(partial),
@@ -176,16 +179,21 @@ def _build(ov_libs: Path, ov_version: str, tf: Any) -> Path:
                     "(apt-get install g++) or set CXX, then import tfaccel again"
                 ) from err
             if proc.returncode != 0:
-                tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
-                raise BuildError(f"building the OpenVINO op library failed ({' '.join(command)}):\n{tail}")
+                lines = proc.stderr.strip().splitlines()
+                errors = [line for line in lines if ": error:" in line or "undefined reference" in line]
+                tail = "\n".join((errors or lines)[-20:])
+                message = f"building the OpenVINO op library failed ({' '.join(command)}):\n{tail}"
+                failed.write_text(message)
+                raise BuildError(message)
             os.replace(partial, target)  # atomic: a reader never sees half a library
+            failed.unlink(missing_ok=True)
         logger.info("built %s in %.1f s", target, time.perf_counter() - start)
     return target
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tfaccel.native``: build and load the library, print where it is (or why not)."""
-    library = load()
+    library = load(retry=True)
     if library.available:
         print(library.path)
         return 0

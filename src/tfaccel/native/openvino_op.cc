@@ -7,7 +7,8 @@
 //
 // Design points (see the project's DESIGN.md, section 8):
 //  - compile lazily, once per process and model, behind a lock, through a cache keyed by the content
-//    hash the tracer computed (`model_key`, which also covers the precision);
+//    hash the tracer computed (`model_key`, which also covers the precision); TfaccelOpenvinoCompile
+//    fills the same cache ahead of the first call (at trace time);
 //  - run on a pool of infer requests so concurrent calls never share one;
 //  - bind TensorFlow's buffers as ov::Tensor without copying, and rebind every input and output on every
 //    call (a request remembers the last buffers it was given);
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "openvino/openvino.hpp"
+#include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -68,6 +70,17 @@ REGISTER_OP("TfaccelOpenvino")
 Runs a subgraph that tfaccel compiled with OpenVINO. Load the library with `import tfaccel`.
 )doc");
 
+REGISTER_OP("TfaccelOpenvinoCompile")
+    .Input("model_xml: string")
+    .Input("model_weights: string")
+    .Attr("model_key: string")
+    .Attr("precision: {'f32', 'bf16'} = 'f32'")
+    .SetIsStateful()
+    .SetShapeFn(::tensorflow::shape_inference::NoOutputs)
+    .Doc(R"doc(
+Compiles a model into the process-wide cache TfaccelOpenvino runs from (tfaccel does this at trace time).
+)doc");
+
 namespace {
 
 bool ToOvType(DataType dtype, ov::element::Type* out) {
@@ -112,8 +125,10 @@ std::mutex& CacheMutex() {
   return *mu;
 }
 
-std::map<std::string, std::weak_ptr<Compiled>>& Cache() {
-  static auto* cache = new std::map<std::string, std::weak_ptr<Compiled>>();
+// Compiled models live as long as the process: a model traced once is usually called until exit, and
+// a re-trace of the same model (same content hash) reuses the compilation.
+std::map<std::string, std::shared_ptr<Compiled>>& Cache() {
+  static auto* cache = new std::map<std::string, std::shared_ptr<Compiled>>();
   return *cache;
 }
 
@@ -123,10 +138,8 @@ absl::Status GetCompiled(const std::string& key, const std::string& precision, c
   std::lock_guard<std::mutex> lock(CacheMutex());
   auto it = Cache().find(key);
   if (it != Cache().end()) {
-    if (auto alive = it->second.lock()) {
-      *out = alive;
-      return absl::OkStatus();
-    }
+    *out = it->second;
+    return absl::OkStatus();
   }
   auto compiled = std::make_shared<Compiled>();
   try {
@@ -287,5 +300,30 @@ class TfaccelOpenvinoOp : public OpKernel {
 };
 
 REGISTER_KERNEL_BUILDER(Name("TfaccelOpenvino").Device(::tensorflow::DEVICE_CPU), TfaccelOpenvinoOp);
+
+class TfaccelOpenvinoCompileOp : public OpKernel {
+ public:
+  explicit TfaccelOpenvinoCompileOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("model_key", &key_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("precision", &precision_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& xml = ctx->input(0);
+    const Tensor& weights = ctx->input(1);
+    OP_REQUIRES(ctx, xml.dims() == 0 && weights.dims() == 0,
+                errors::InvalidArgument(name(), ": model_xml and model_weights must be scalars"));
+    std::shared_ptr<Compiled> compiled;
+    OP_REQUIRES_OK(ctx, GetCompiled(key_, precision_, xml.scalar<tstring>()(),
+                                    weights.scalar<tstring>()(), &compiled));
+  }
+
+ private:
+  std::string key_;
+  std::string precision_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("TfaccelOpenvinoCompile").Device(::tensorflow::DEVICE_CPU),
+                        TfaccelOpenvinoCompileOp);
 
 }  // namespace tfaccel
