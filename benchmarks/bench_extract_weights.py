@@ -32,6 +32,7 @@ def main() -> None:
     )
     parser.add_argument("--width", type=int, default=16384)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--backend", default="xla")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
@@ -50,13 +51,13 @@ def main() -> None:
 
     start = time.perf_counter()
     try:
-        tfaccel.trace(model, x)
+        tfaccel.trace(model, x, backend=args.backend)
         print("without --extract-weights: traced (the weights fit in a GraphDef)")
     except tfaccel.TraceError as err:
         print(f"without --extract-weights ({time.perf_counter() - start:.1f} s): {type(err).__name__}: {err}")
 
     start = time.perf_counter()
-    traced = tfaccel.trace(model, x, extract_weights=True)
+    traced = tfaccel.trace(model, x, extract_weights=True, backend=args.backend)
     print(
         f"with --extract-weights: traced in {time.perf_counter() - start:.1f} s, "
         f"ratio {traced.on_neuron_ratio:.2f}, "

@@ -33,6 +33,7 @@ def main() -> None:
     )
     parser.add_argument("--samples", type=int, default=200, help="random inputs for top-1 agreement")
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--backend", default="xla", help="xla (the TF-graph rewrite) or openvino (bf16 hint)")
     args = parser.parse_args()
     print(f"# {os.cpu_count()} cores; latency: batch 1, {args.runs} interleaved runs, medians")
     print(f"{'model':<12} {'mode':<8} {'max rel err':>11} {'top-1 agree':>11} {'ms':>8} {'vs TF':>6}")
@@ -42,8 +43,10 @@ def main() -> None:
         x1 = example_input(name, 1)
         # batch 8 for the agreement over many inputs, batch 1 for latency (a model traced at 8 pads a batch
         # of 1 to 8 under --dynamic-batch-size, so it would not measure the same thing)
-        eights = {m: tfaccel.trace(model, example_input(name, 8), fp32_cast=m) for m in MODES}
-        ones = {m: tfaccel.trace(model, x1, fp32_cast=m) for m in MODES}
+        eights = {
+            m: tfaccel.trace(model, example_input(name, 8), fp32_cast=m, backend=args.backend) for m in MODES
+        }
+        ones = {m: tfaccel.trace(model, x1, fp32_cast=m, backend=args.backend) for m in MODES}
         batches = [example_input(name, 8, seed=100 + i) for i in range(-(-args.samples // 8))]
         reference = np.concatenate([original(b).numpy() for b in batches])[: args.samples]
         expected1 = original(x1).numpy()

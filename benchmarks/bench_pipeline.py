@@ -41,6 +41,7 @@ def main() -> None:
     )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--backend", default="xla")
     args = parser.parse_args()
     print(f"# {os.cpu_count()} cores, {args.runs} interleaved runs, medians; throughput in samples/s")
     columns = ["TF ms", "N=1 ms", "N=2 ms", "N=1 /s", "N=2 /s"]
@@ -50,8 +51,8 @@ def main() -> None:
         model = build()
         x = make_input()
         original = tf.function(lambda t, m=model: m(t, training=False))
-        one = tfaccel.trace(model, x)
-        two = tfaccel.trace(model, x, neuroncore_pipeline_cores=2)
+        one = tfaccel.trace(model, x, backend=args.backend)
+        two = tfaccel.trace(model, x, neuroncore_pipeline_cores=2, backend=args.backend)
         expected = original(x).numpy()
         for traced in (one, two):
             got = traced(x).numpy()
