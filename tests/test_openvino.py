@@ -339,3 +339,22 @@ print("ok")
 """
     env = {"PYTHONPATH": SRC, "CXX": "/nonexistent/g++", "TFACCEL_CACHE_DIR": str(tmp_path / "cache")}
     assert run_python(code, cwd=tmp_path, env=env).strip().endswith("ok")
+
+
+def test_an_input_the_frontend_dropped_becomes_an_unused_parameter(tmp_path):
+    from tfaccel.backends.openvino import _in_call_order
+    from tfaccel.ir import TensorInfo
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [2, 4], name="tfaccel_in_0")
+        tf.identity(tf.matmul(x, tf.constant(W.numpy())), name="tfaccel_out_0")
+    (tmp_path / "g.pb").write_bytes(graph.as_graph_def().SerializeToString())
+    model = ov.convert_model(str(tmp_path / "g.pb"), output=["tfaccel_out_0:0"])
+    infos = (TensorInfo("float32", (2, 4)), TensorInfo("int32", (None, 3)))
+    ordered = _in_call_order(ov, model, infos, ["tfaccel_out_0:0"])
+    assert [p.get_friendly_name() for p in ordered.get_parameters()] == ["tfaccel_in_0:0", "tfaccel_in_1:0"]
+    assert str(ordered.get_parameters()[1].get_partial_shape()) == "[?,3]"
+    compiled = ov.Core().compile_model(ordered, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    x = np.ones((2, 4), np.float32)
+    assert_close(compiled([x, np.zeros((5, 3), np.int32)])[0], x @ W.numpy())

@@ -29,7 +29,7 @@ from tensorflow.core.framework import graph_pb2, node_def_pb2
 from tfaccel import native
 from tfaccel.assemble import SubgraphDef, input_placeholder
 from tfaccel.backends import CompiledSubgraph, SubgraphCompileError
-from tfaccel.ir import Graph, Node
+from tfaccel.ir import Graph, Node, TensorInfo
 
 __all__ = ["OpenVinoBackend", "PRECISIONS"]
 
@@ -40,6 +40,22 @@ PRECISIONS = {"none": "f32", "matmult": "bf16", "all": "bf16"}
 
 #: dtypes OpenVINO's CPU plugin does not compute exactly (float64 runs as float32) or cannot hold at all
 _UNSUPPORTED_DTYPES = frozenset({"string", "float64", "complex64", "complex128", "resource", "variant"})
+
+#: TensorFlow dtype name -> ``openvino.Type`` attribute (the dtypes that may enter a subgraph)
+_OV_TYPES = {
+    "float32": "f32",
+    "float16": "f16",
+    "bfloat16": "bf16",
+    "int8": "i8",
+    "int16": "i16",
+    "int32": "i32",
+    "int64": "i64",
+    "uint8": "u8",
+    "uint16": "u16",
+    "uint32": "u32",
+    "uint64": "u64",
+    "bool": "boolean",
+}
 
 _OUTPUT_PREFIX = "tfaccel_out_"
 _NO_CONVERSION = "no conversion"  # the frontend left the node itself unconverted
@@ -118,7 +134,7 @@ class OpenVinoBackend:
             path.write_bytes(graph_def.SerializeToString())
             try:
                 model = ov.convert_model(str(path), output=outputs)
-                model = _in_call_order(ov, model, len(subgraph.input_infos), outputs)
+                model = _in_call_order(ov, model, subgraph.input_infos, outputs)
             except Exception as err:  # the frontend raises plain Exception and its own failure classes
                 message = _first_line(str(err))
                 raise SubgraphCompileError(subgraph.name, message, _culprit(str(err), subgraph)) from err
@@ -246,21 +262,25 @@ def _with_named_outputs(subgraph: SubgraphDef) -> graph_pb2.GraphDef:
     return graph_def
 
 
-def _in_call_order(ov: Any, model: Any, num_inputs: int, outputs: list[str]) -> Any:
+def _in_call_order(ov: Any, model: Any, inputs: tuple[TensorInfo, ...], outputs: list[str]) -> Any:
     """The model with parameters in ``tfaccel_in_<i>`` order and results in ``outputs`` order.
 
     Results are matched by their own name first: OpenVINO folds Identity nodes, so two outputs (``x`` and
-    ``Identity(x)``) can carry the same tensor names and only the Result names tell them apart.
+    ``Identity(x)``) can carry the same tensor names and only the Result names tell them apart. An input
+    the frontend dropped (no output depends on it once folded) gets an unused parameter, so the op's
+    inputs always match the cluster's.
     """
     params: dict[str, Any] = {}
     for param in model.get_parameters():
         for name in (param.get_friendly_name(), *param.output(0).get_names()):
             params.setdefault(name, param)
     ordered_params = []
-    for i in range(num_inputs):
+    for i, info in enumerate(inputs):
         name = f"{input_placeholder(i)}:0"
         if name not in params:
-            raise ValueError(f"the converted model dropped input {name} (it does not affect any output)")
+            shape = ov.PartialShape([-1 if d is None else d for d in info.shape or ()])
+            element = getattr(ov.Type, _OV_TYPES[info.dtype])
+            params[name] = ov.opset13.parameter(shape, element, name=name)
         ordered_params.append(params[name])
     results: dict[str, Any] = {r.get_friendly_name(): r for r in model.get_results()}
     for result in model.get_results():
