@@ -104,7 +104,20 @@ def test_string_ops_split_the_graph_and_say_why():
     rows = _rows(traced)
     assert rows["to_text"]["placement"] == rows["from_text"]["placement"] == "runtime"
     assert "string" in rows["to_text"]["detail"]
-    assert rows["from_text"]["detail"] == "string tensors cannot enter an OpenVINO subgraph"
+    assert rows["from_text"]["detail"] == "its input dtype string cannot enter a compiled subgraph"
+
+
+def test_float64_stays_on_tf_because_openvino_computes_it_in_float32():
+    def f(x):
+        y = tf.matmul(x, W, name="mm")
+        return tf.cast(tf.sqrt(tf.cast(tf.abs(y), tf.float64), name="sqrt64"), tf.float32) + 1.0
+
+    x = tf.random.uniform([2, 4], seed=11)
+    traced = tfaccel.trace(f, x, backend="openvino")
+    assert_close(traced(x), f(x))
+    row = _rows(traced)["sqrt64"]
+    assert row["placement"] == "runtime"
+    assert row["detail"] == "OpenVINO's CPU plugin computes float64 in float32 (not exact)"
 
 
 def test_op_without_a_frontend_conversion_stays_on_tf_naming_the_op():

@@ -69,7 +69,7 @@ def test_placement_report_lists_every_node_with_its_reason(workdir):
     report = json.loads((path / "placement.json").read_text())
     rows = {r["node"]: r for r in report["nodes"]}
     assert rows["mm1"]["subgraph"] == "tfaccel_sg_0" and rows["mm2"]["subgraph"] == "tfaccel_sg_1"
-    assert rows["from_text"]["placement"] == "runtime" and rows["from_text"]["reason"] == "unsupported"
+    assert rows["from_text"]["placement"] == "runtime" and rows["from_text"]["reason"] == "dtype"
     assert json.loads((path / "options.json").read_text())["workdir"] == str(path)
     page = (path / "placement.html").read_text()
     assert page.count("<rect") == sum(1 for r in report["nodes"] if r["op"] != "Const")

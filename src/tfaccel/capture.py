@@ -142,8 +142,9 @@ class CapturedFunction:
     graph: Graph  # IR of ``graph_def``
     output_structure: Any  # nested structure of tf.TensorSpec, as ``func`` returns it
     output_names: tuple[str, ...]  # signature names for the flat outputs
-    #: with ``--extract-weights``: one variable per weight Placeholder, in ``graph.inputs`` order after the
-    #: user's inputs
+    #: what feeds the graph's inputs after the user's, in ``graph.inputs`` order: copies of captured
+    #: lookup tables, then with ``--extract-weights`` one variable per weight Placeholder (see
+    #: :func:`feed_values`)
     weights: tuple[Any, ...] = ()
     #: fallbacks decided during capture (e.g. a precision option that had no effect), for the report
     notes: tuple[str, ...] = ()
@@ -200,21 +201,28 @@ def capture(
             f"tracing func with example_inputs {_describe(layout)} failed: {type(err).__name__}: {err}"
         ) from err
     output_structure, output_names = _outputs_of(concrete)
-    weights: tuple[tf.Variable, ...] = ()
+    table_inputs, tables = _copy_tables(concrete)
+    weights: tuple[Any, ...] = tables
     if extract_weights:
         frozen_graph_def, lifted = _tf_compat.freeze_lifting_variables(concrete)
-        placeholders = [t.name for t in concrete.inputs[: len(layout.specs)]] + [f"{n}:0" for n, _ in lifted]
+        user_inputs = [t.name for t in concrete.inputs[: len(layout.specs)]]
+        placeholders = [*user_inputs, *table_inputs, *(f"{n}:0" for n, _ in lifted)]
         fetches = [t.name for t in concrete.outputs]
         tf_graph = tf.Graph()
         with tf_graph.as_default():
             tf.graph_util.import_graph_def(frozen_graph_def, name="")
         # copies: the traced model must not change when the original's weights do
-        weights = tuple(tf.Variable(v.read_value(), trainable=False) for _, v in lifted)
+        weights += tuple(tf.Variable(v.read_value(), trainable=False) for _, v in lifted)
     else:
         _check_protobuf_limit(concrete)
         frozen = _tf_compat.freeze(concrete)
         frozen_graph_def = frozen.graph.as_graph_def(add_shapes=True)
         placeholders = [t.name for t in frozen.inputs]
+        if placeholders[len(layout.specs) :] != table_inputs:
+            raise CaptureError(
+                f"freezing left inputs {placeholders[len(layout.specs) :]} besides the lookup tables "
+                f"{table_inputs} (a tfaccel bug: please report it with the model)"
+            )
         fetches = [t.name for t in frozen.outputs]
         tf_graph = frozen.graph
     fetch_nodes = [f.split(":")[0] for f in fetches]
@@ -235,10 +243,54 @@ def capture(
         logger.warning("%s", notes[-1])
     _restore_placeholders(optimized, frozen_graph_def, placeholders)
     _rename_library(optimized)
-    graph = graph_from_graph_def(optimized, placeholders, fetches)
+    graph = graph_from_graph_def(optimized, placeholders, fetches, original=concrete.graph)
     return CapturedFunction(
         layout, frozen_graph_def, optimized, graph, output_structure, output_names, weights, tuple(notes)
     )
+
+
+#: ops that may read a captured lookup table: a copy of its contents answers them the same way
+_TABLE_READERS = frozenset({"LookupTableFindV2", "LookupTableSizeV2"})
+
+
+def _copy_tables(concrete: Any) -> tuple[list[str], tuple[Any, ...]]:
+    """The function's captured lookup tables (e.g. Keras ``StringLookup``): their input names, and a copy
+    of each as a ``StaticHashTable`` the traced model owns.
+
+    Freezing turns variables into constants but leaves a table a resource input of the graph. The traced
+    model feeds each such input from its own copy (keys and values exported once), which it saves and
+    restores like a variable; so, as with weights, it does not change when the original table does.
+    """
+    external = {internal.name: ext for ext, internal in concrete.graph.captures}
+    variables = {id(v.handle) for v in concrete.graph.variables}
+    names: list[str] = []
+    copies: list[Any] = []
+    for tensor in concrete.inputs:
+        handle = external.get(tensor.name)
+        if handle is None or tensor.dtype != tf.resource or id(handle) in variables:
+            continue
+        consumers = tensor.consumers()
+        bad = sorted({op.type for op in consumers} - _TABLE_READERS)
+        finders = [op for op in consumers if op.type == "LookupTableFindV2"]
+        if bad or not finders:
+            raise CaptureTypeError(
+                f"func captures a resource ({tensor.name}) read by {', '.join(bad) or 'no lookup op'}; trace "
+                "supports variables and lookup tables read by LookupTableFindV2 (Keras StringLookup, "
+                "IntegerLookup, TextVectorization, tf.lookup.StaticHashTable)"
+            )
+        key_dtype, value_dtype = finders[0].get_attr("Tin"), finders[0].get_attr("Tout")
+        keys, values = tf.raw_ops.LookupTableExportV2(
+            table_handle=handle, Tkeys=key_dtype, Tvalues=value_dtype
+        )
+        default = tf.zeros([], value_dtype) if value_dtype != tf.string else tf.constant("")
+        copies.append(tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default))
+        names.append(tensor.name)
+    return names, tuple(copies)
+
+
+def feed_values(weights: Sequence[Any]) -> list[Any]:
+    """What the traced graph's weight inputs are fed: a variable's value, a table's resource handle."""
+    return [w if isinstance(w, tf.Variable) else w.resource_handle for w in weights]
 
 
 #: protobuf refuses messages of 2 GiB and more; leave room for the graph around the weights
@@ -462,18 +514,29 @@ def _output_names(structure: Any) -> tuple[str, ...]:
 
 # -- IR ----------------------------------------------------------------------------------------------------
 def graph_from_graph_def(
-    graph_def: graph_pb2.GraphDef, inputs: Sequence[str], outputs: Sequence[str]
+    graph_def: graph_pb2.GraphDef,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    original: tf.Graph | None = None,
 ) -> Graph:
-    """Build the IR, learning every output's dtype and shape by importing the GraphDef once."""
+    """Build the IR, learning every output's dtype and shape by importing the GraphDef once.
+
+    ``original`` (the traced function's graph) refines shapes the frozen graph lost: a lookup table
+    becomes a bare resource input when frozen, so TensorFlow no longer knows the shape of what it
+    returns, while the traced graph did. A node of the same name and op type there lends its shapes.
+    """
     tf_graph = tf.Graph()
     with tf_graph.as_default():
         tf.graph_util.import_graph_def(graph_def, name="")
     nodes = []
     for node_def in graph_def.node:
         op = tf_graph.get_operation_by_name(node_def.name)
+        shapes = [t.shape for t in op.outputs]
+        if original is not None and not all(s.is_fully_defined() for s in shapes):
+            shapes = _refined(shapes, original, node_def)
         infos = tuple(
-            TensorInfo(t.dtype.name, None if t.shape.rank is None else tuple(t.shape.as_list()))
-            for t in op.outputs
+            TensorInfo(t.dtype.name, None if shape.rank is None else tuple(shape.as_list()))
+            for t, shape in zip(op.outputs, shapes, strict=True)
         )
         data: list[TensorRef] = []
         control: list[str] = []
@@ -490,6 +553,22 @@ def graph_from_graph_def(
     )
     graph.lint()
     return graph
+
+
+def _refined(shapes: list[tf.TensorShape], original: tf.Graph, node_def: Any) -> list[tf.TensorShape]:
+    try:
+        twin = original.get_operation_by_name(node_def.name)
+    except KeyError:
+        return shapes
+    if twin.type != node_def.op or len(twin.outputs) != len(shapes):
+        return shapes
+    refined = []
+    for shape, known in zip(shapes, (t.shape for t in twin.outputs), strict=True):
+        try:
+            refined.append(shape.merge_with(known))
+        except ValueError:  # incompatible: trust the graph that runs
+            refined.append(shape)
+    return refined
 
 
 def _rename_library(graph_def: graph_pb2.GraphDef) -> None:

@@ -118,11 +118,14 @@ def decide(graph: Graph, backend: SupportQuery, callback: Callback | None = None
     """
     decisions: dict[str, Decision] = {}
     for node in graph:
-        decisions[node.name] = _decide_one(node, backend, callback)
+        input_dtypes = {graph[ref.node].outputs[ref.port].dtype for ref in node.inputs if ref.node in graph}
+        decisions[node.name] = _decide_one(node, backend, callback, input_dtypes)
     return decisions
 
 
-def _decide_one(node: Node, backend: SupportQuery, callback: Callback | None) -> Decision:
+def _decide_one(
+    node: Node, backend: SupportQuery, callback: Callback | None, input_dtypes: set[str]
+) -> Decision:
     runtime = Placement.RUNTIME
     if node.op in STRUCTURAL_RUNTIME_OPS:
         what = {"Placeholder": "a graph input", "NoOp": "an ordering node", "Const": "a constant"}[node.op]
@@ -141,6 +144,11 @@ def _decide_one(node: Node, backend: SupportQuery, callback: Callback | None) ->
     bad_dtypes = sorted({t.dtype for t in node.outputs if t.dtype in UNPLACEABLE_DTYPES})
     if bad_dtypes:
         detail = f"{prefix}its output dtype {', '.join(bad_dtypes)} cannot be held by a compiled subgraph"
+        return Decision(node.name, node.op, runtime, Reason.DTYPE, detail)
+    # such a tensor comes from a node that stays on the runtime, so it would have to enter the subgraph
+    bad_inputs = sorted(input_dtypes & UNPLACEABLE_DTYPES)
+    if bad_inputs:
+        detail = f"{prefix}its input dtype {', '.join(bad_inputs)} cannot enter a compiled subgraph"
         return Decision(node.name, node.op, runtime, Reason.DTYPE, detail)
     unknown = [i for i, t in enumerate(node.outputs) if not t.fully_defined]
     if unknown and not backend.dynamic_shapes:

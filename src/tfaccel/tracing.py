@@ -22,7 +22,7 @@ from tfaccel import _tf_compat
 from tfaccel.assemble import assemble, extract_subgraph
 from tfaccel.backends import Backend, CompiledSubgraph, SubgraphCompileError, get_backend, resolve_auto
 from tfaccel.batching import batch_size_of, micro_batch, run_in_chunks, same_batch, with_batch
-from tfaccel.capture import CapturedFunction, capture, split_examples
+from tfaccel.capture import CapturedFunction, capture, feed_values, split_examples
 from tfaccel.errors import CaptureTypeError, CompileError, PartitionError, TraceError
 from tfaccel.ir import Graph, Node
 from tfaccel.options import TraceOptions, resolve_options
@@ -294,11 +294,11 @@ def _executable(
     )
 
     def wrapped(*flat: tf.Tensor) -> Any:
-        return graph_function(*flat, *weights)
+        return graph_function(*flat, *feed_values(weights))
 
     def inlined(*flat: tf.Tensor) -> Any:
         # tf.identity captures tensors of enclosing graphs (cond/loop bodies); import_graph_def does not
-        values = [tf.identity(t) for t in (*flat, *weights)]
+        values = [tf.identity(t) for t in (*flat, *feed_values(weights))]
         feeds = dict(zip(inputs, values, strict=True))
         return tf.graph_util.import_graph_def(outer, input_map=feeds, return_elements=list(outputs))
 

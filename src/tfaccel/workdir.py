@@ -35,7 +35,7 @@ from google.protobuf import text_format
 from tfaccel import _tf_compat
 from tfaccel.assemble import extract_subgraph, input_placeholder
 from tfaccel.backends import CompiledSubgraph
-from tfaccel.capture import CapturedFunction
+from tfaccel.capture import CapturedFunction, feed_values
 from tfaccel.ir import Graph
 from tfaccel.options import TraceOptions
 from tfaccel.report import PlacementReport
@@ -81,7 +81,9 @@ def write_workdir(
         boundary.extend(str(ref) for ref in (*item.cluster.inputs, *item.cluster.outputs))
     fetches = list(dict.fromkeys([*(str(r) for r in graph.outputs), *boundary]))
     runner = _tf_compat.function_from_graph_def(captured.graph_def, [f"{n}:0" for n in graph.inputs], fetches)
-    values = dict(zip(fetches, (t.numpy() for t in runner(*examples, *captured.weights)), strict=True))
+    values = dict(
+        zip(fetches, (t.numpy() for t in runner(*examples, *feed_values(captured.weights))), strict=True)
+    )
     np.savez(
         os.path.join(path, "golden_inputs.npz"),
         **{spec.name: t.numpy() for spec, t in zip(captured.layout.specs, examples, strict=True)},

@@ -6,7 +6,7 @@ loads and serves like any other (the op library must be loaded first: ``import t
 
 Support comes from the frontend itself: the whole graph is converted with ``convert_partially``, and every
 node it leaves as a ``TFFrameworkNode`` (or that holds one in a loop or branch body) is unsupported, with
-the frontend's verdict as the reason. Edges of dtypes OpenVINO cannot hold exactly (strings, float64,
+the frontend's verdict as the reason. Edges of dtypes OpenVINO does not compute exactly (float64,
 complex) are cut too. Each subgraph is converted with ``openvino.convert_model``, serialized as IR
 (xml + weights) and carried by two string variables of the traced model; the op compiles it on first use.
 """
@@ -38,8 +38,9 @@ logger = logging.getLogger(__name__)
 #: ``--fp32-cast`` value -> OpenVINO inference precision of the compiled subgraphs
 PRECISIONS = {"none": "f32", "matmult": "bf16", "all": "bf16"}
 
-#: dtypes OpenVINO's CPU plugin does not compute exactly (float64 runs as float32) or cannot hold at all
-_UNSUPPORTED_DTYPES = frozenset({"string", "float64", "complex64", "complex128", "resource", "variant"})
+#: dtypes OpenVINO's CPU plugin does not compute exactly (float64 runs as float32); strings, resources and
+#: variants never enter any backend's subgraph (placement's own rule)
+_UNSUPPORTED_DTYPES = frozenset({"float64", "complex64", "complex128"})
 
 #: TensorFlow dtype name -> ``openvino.Type`` attribute (the dtypes that may enter a subgraph)
 _OV_TYPES = {
@@ -110,10 +111,8 @@ class OpenVinoBackend:
                     if dtype in _UNSUPPORTED_DTYPES:
                         bad.append(dtype)
         if bad:
-            kinds = sorted(set(bad))
-            if "string" in kinds or "resource" in kinds or "variant" in kinds:
-                return False, f"{', '.join(kinds)} tensors cannot enter an OpenVINO subgraph"
-            return False, f"OpenVINO's CPU plugin computes {', '.join(kinds)} in float32 (not exact)"
+            kinds = ", ".join(sorted(set(bad)))
+            return False, f"OpenVINO's CPU plugin computes {kinds} in float32 (not exact)"
         why = self._support.unsupported.get(node.name)
         if why == _NO_CONVERSION:
             return False, f"OpenVINO's TensorFlow frontend has no conversion for {node.op}"
