@@ -23,9 +23,17 @@ FAST = sorted(name for name, m in ZOO.items() if m.fast)
 SLOW = sorted(name for name, m in ZOO.items() if not m.fast)
 BATCH = 2
 
-#: the least share of ops each zoo model must run compiled (automatic placement): what is left on TF is
-#: only what no backend can hold (lookup tables, TensorList loops of the recurrent layers)
-MIN_RATIO = {"lstm_gru": 0.4, "string_lookup": 0.85}
+#: the least share of ops each zoo model must run compiled (automatic placement; default 0.95): what is
+#: left on TF is what no backend can hold (lookup tables, TensorList loops of the recurrent layers) and,
+#: on xla, the depthwise convolutions it runs slower than TF
+MIN_RATIO = {
+    ("lstm_gru", "openvino"): 0.4,
+    ("lstm_gru", "xla"): 0.4,
+    ("string_lookup", "openvino"): 0.85,
+    ("string_lookup", "xla"): 0.85,
+    ("mobilenetv2", "xla"): 0.85,
+    ("efficientnetb0", "xla"): 0.9,
+}
 
 
 def _call(model, x):
@@ -54,7 +62,7 @@ def check_conformance(name: str, backend: str, tmp_path) -> None:
     if entry.classifier:
         agree = np.mean(np.argmax(np.asarray(got), -1) == np.argmax(np.asarray(expected), -1))
         assert agree == 1.0, f"{name} on {backend}: top-1 agreement {agree:.0%}"
-    assert traced.on_neuron_ratio >= MIN_RATIO.get(name, 0.95), traced.placement_report.why_low()
+    assert traced.on_neuron_ratio >= MIN_RATIO.get((name, backend), 0.95), traced.placement_report.why_low()
     assert {s.backend for s in traced.placement_report.subgraphs} == {backend}
     # a second batch the trace never saw
     x2 = entry.example(BATCH, 1)

@@ -7,7 +7,7 @@ TensorFlow upgrade that moves one of them breaks (and is fixed in) exactly one f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,13 +76,18 @@ def freeze_lifting_variables(concrete_function: Any) -> tuple[graph_pb2.GraphDef
 
 
 def run_grappler(
-    graph_def: graph_pb2.GraphDef, graph: tf.Graph, fetches: Sequence[str], mixed_bfloat16: bool = False
+    graph_def: graph_pb2.GraphDef,
+    graph: tf.Graph,
+    fetches: Sequence[str],
+    mixed_bfloat16: bool = False,
+    disabled: Collection[str] = (),
 ) -> graph_pb2.GraphDef:
     """Run TensorFlow's default graph optimizations offline, without the ``remap`` optimizer.
 
     Remapping fuses ops into ``_Fused*`` kernels that no accelerator backend understands; the runtime
     still applies it to the parts that stay on TensorFlow when the final graph runs. ``mixed_bfloat16``
-    turns on the oneDNN bfloat16 auto-mixed-precision pass (``--fp32-cast=all``).
+    turns on the oneDNN bfloat16 auto-mixed-precision pass (``--fp32-cast=all``). ``disabled`` names
+    more ``RewriterConfig`` passes to turn off (e.g. ``"arithmetic_optimization"``).
     """
     meta_graph = tf.compat.v1.train.export_meta_graph(graph_def=graph_def, graph=graph)
     fetch_collection = meta_graph_pb2.CollectionDef()
@@ -95,6 +100,8 @@ def run_grappler(
         rewriter_config_pb2.RewriterConfig.ON if mixed_bfloat16 else rewriter_config_pb2.RewriterConfig.OFF
     )
     rewrite.min_graph_nodes = -1
+    for name in disabled:
+        setattr(rewrite, name, rewriter_config_pb2.RewriterConfig.OFF)
     return tf_optimizer.OptimizeGraph(config, meta_graph)
 
 

@@ -166,6 +166,7 @@ def capture(
     extract_weights: bool = False,
     fp32_cast: str = "none",
     unknown_batch: bool = False,
+    grappler_off: frozenset[str] = frozenset(),
 ) -> CapturedFunction:
     """Trace ``func`` on ``example_inputs`` and return its frozen, optimized graph.
 
@@ -173,6 +174,7 @@ def capture(
     the variable at run time (see :func:`tfaccel._tf_compat.freeze_lifting_variables`). ``fp32_cast``
     rewrites the optimized graph for bfloat16 (see :mod:`tfaccel.precision`). With ``unknown_batch`` the
     function is traced with dim 0 of every input unknown (one graph for any batch size).
+    ``grappler_off`` names grappler passes the backend wants skipped (see ``Backend.grappler_off``).
     """
     if not callable(func):
         raise CaptureTypeError(
@@ -227,7 +229,7 @@ def capture(
         tf_graph = frozen.graph
     fetch_nodes = [f.split(":")[0] for f in fetches]
     optimized = _tf_compat.run_grappler(
-        frozen_graph_def, tf_graph, fetch_nodes, mixed_bfloat16=fp32_cast == "all"
+        frozen_graph_def, tf_graph, fetch_nodes, mixed_bfloat16=fp32_cast == "all", disabled=grappler_off
     )
     if fp32_cast == "matmult":
         count = cast_matmuls_to_bfloat16(optimized)

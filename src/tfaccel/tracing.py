@@ -9,6 +9,7 @@ message as its reason, the graph is partitioned again, and the fallback is logge
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -72,23 +73,26 @@ def trace(
             backend_notes.append(why_not)
             logger.warning("backend fallback: %s", why_not)
     accel = get_backend(backend_name, opts.fp32_cast)
-    graph_cast = "none" if accel.casts_in_compiler else opts.fp32_cast
+    capture_for = functools.partial(
+        capture,
+        extract_weights=opts.extract_weights,
+        fp32_cast="none" if accel.casts_in_compiler else opts.fp32_cast,
+        grappler_off=accel.grappler_off,
+    )
     stages = opts.neuroncore_pipeline_cores
     any_batch: CapturedFunction | None = None
     if stages > 1:
         user_batch, micro_examples = micro_batch(example_inputs, stages)
-        captured = capture(func, micro_examples, extract_weights=opts.extract_weights, fp32_cast=graph_cast)
+        captured = capture_for(func, micro_examples)
         chunk: int | None = batch_size_of(captured, flag=f"--neuroncore-pipeline-cores={stages}")
         captured = with_batch(captured, user_batch)
     else:
         if opts.dynamic_batch_size and accel.dynamic_shapes:
-            any_batch, why_chunks = _capture_any_batch(func, example_inputs, opts, graph_cast)
+            any_batch, why_chunks = _capture_any_batch(capture_for, func, example_inputs)
             if why_chunks:
                 backend_notes.append(why_chunks)
                 logger.warning("dynamic batch fallback: %s", why_chunks)
-        captured = any_batch or capture(
-            func, example_inputs, extract_weights=opts.extract_weights, fp32_cast=graph_cast
-        )
+        captured = any_batch or capture_for(func, example_inputs)
         chunk = batch_size_of(captured) if opts.dynamic_batch_size else None
     if opts.workdir:
         write_capture(opts.workdir, captured, opts)
@@ -338,7 +342,7 @@ def _executable(
 
 
 def _capture_any_batch(
-    func: Callable[..., Any], example_inputs: Any, opts: TraceOptions, graph_cast: str
+    capture_for: Callable[..., CapturedFunction], func: Callable[..., Any], example_inputs: Any
 ) -> tuple[CapturedFunction | None, str | None]:
     """Trace ``func`` once for any batch size (dim 0 unknown), for a backend that compiles dynamic dims.
 
@@ -347,13 +351,7 @@ def _capture_any_batch(
     batch sizes, so ``trace`` falls back to running chunks of the traced batch, and says so.
     """
     try:
-        captured = capture(
-            func,
-            example_inputs,
-            extract_weights=opts.extract_weights,
-            fp32_cast=graph_cast,
-            unknown_batch=True,
-        )
+        captured = capture_for(func, example_inputs, unknown_batch=True)
     except TraceError as err:
         return None, (
             f"--dynamic-batch-size: the model could not be traced for an unknown batch size ({err}); "

@@ -59,6 +59,9 @@ class Backend(Protocol):
 
     #: True when ``--fp32-cast`` is the compiler's job (then the captured graph is not rewritten)
     casts_in_compiler: bool
+    #: grappler passes (``RewriterConfig`` field names) to skip when capturing for this backend: a pass
+    #: whose rewrites the backend's frontend mishandles
+    grappler_off: frozenset[str]
     #: True when compiled subgraphs accept unknown dimensions (``--dynamic-batch-size`` then traces one
     #: graph with an unknown batch instead of running chunks of the traced batch)
     dynamic_shapes: bool

@@ -77,6 +77,9 @@ class OpenVinoBackend:
     name = "openvino"
     #: ``--fp32-cast`` is done by the compiler (OpenVINO's bf16 inference precision), not by a TF rewrite
     casts_in_compiler = True
+    #: grappler's arithmetic optimizer rewrites some broadcasts as Tile (seen in ConvNeXt's layer norms),
+    #: which OpenVINO's transpose-sinking pass then breaks on; OpenVINO simplifies arithmetic itself
+    grappler_off = frozenset({"arithmetic_optimization"})
     #: OpenVINO compiles dynamic dimensions (an output of unknown shape is copied out after inference)
     dynamic_shapes = True
 
@@ -215,7 +218,11 @@ def _frontend_verdict(graph_def: graph_pb2.GraphDef) -> dict[str, str]:
         try:
             model = frontend.convert_partially(frontend.load(str(path)))
         except Exception as err:  # the frontend's own failure classes
-            reason = f"OpenVINO's TensorFlow frontend could not read the graph: {_first_line(str(err))}"
+            reason = f"OpenVINO's TensorFlow frontend failed on the graph: {_first_line(str(err))}"
+            named = _named_nodes(str(err), {n.name for n in graph_def.node})
+            if named:  # keep the nodes it named on TF; the rest is checked subgraph by subgraph
+                logger.warning("%s; %s stay on TF", reason, ", ".join(sorted(named)))
+                return dict.fromkeys(named, reason)
             logger.warning("%s; every node stays on TF", reason)
             return {n.name: reason for n in graph_def.node}
     verdict: dict[str, str] = {}
@@ -301,11 +308,18 @@ def _compile_now(key: str, precision: str, xml: bytes, weights: bytes) -> None:
 
 
 def _culprit(message: str, subgraph: SubgraphDef) -> str | None:
-    """The cluster node the frontend named in its message (quoted), if any."""
-    for name in sorted(subgraph.cluster.nodes, key=len, reverse=True):
-        if f"'{name}'" in message or f'"{name}"' in message or f"{name}:" in message:
-            return name
-    return None
+    """The cluster node the frontend named in its message, if any (the longest name, when several)."""
+    named = _named_nodes(message, set(subgraph.cluster.nodes))
+    return max(named, key=len) if named else None
+
+
+_NAME_TOKEN = re.compile(r"[A-Za-z0-9_.\-/]+")
+
+
+def _named_nodes(message: str, names: set[str]) -> set[str]:
+    """The node names that appear in ``message`` as whole tokens (``:0`` suffixes allowed)."""
+    tokens = {token.split(":")[0] for token in _NAME_TOKEN.findall(message.replace(":", " :"))}
+    return tokens & names
 
 
 def _first_line(message: str) -> str:

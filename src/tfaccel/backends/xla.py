@@ -67,6 +67,7 @@ class XlaBackend:
     name = "xla"
     #: ``--fp32-cast`` is a rewrite of the captured graph (XLA has no precision knob)
     casts_in_compiler = False
+    grappler_off: frozenset[str] = frozenset()
     #: XLA compiles static shapes: unknown dims stay on TF, and dynamic batch runs chunks
     dynamic_shapes = False
 
