@@ -134,8 +134,13 @@ def build_tool(tool: str, model: Any, x: Any) -> Callable[[], list[np.ndarray]]:
         fn = tf.function(call, input_signature=_specs(x), autograph=False)
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=_specs(x), opset=17)
         session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-        names = [i.name for i in session.get_inputs()]
-        feeds = {n: np.asarray(t) for n, t in zip(names, flat, strict=True)}
+        # by name; tf2onnx leaves tensors the function captured (not variables) as extra graph inputs,
+        # so feed those their captured values (without that, tf2onnx fails on such models)
+        ours = {f"input_{i}": np.asarray(t) for i, t in enumerate(flat)}
+        for external, internal in fn.get_concrete_function().graph.captures:
+            if external.dtype != tf.resource:
+                ours[internal.name.split(":")[0]] = np.asarray(external)
+        feeds = {i.name: ours[i.name.split(":")[0]] for i in session.get_inputs()}
         return lambda: session.run(None, feeds)
     if tool.startswith("ov_own"):
         import openvino as ov
@@ -421,6 +426,10 @@ def main() -> None:
                     for t in TOOLS[1:]
                 ]
                 print(f"{name} b{batch}: TF {rows['tf'].get('ms', float('nan')):.2f} ms; " + " ".join(cells))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "benchmarks.json").write_text(
+        json.dumps({"peaks": peaks, "results": results}, indent=1)
+    )
     print(write_report(results, peaks, args.runs, Path(args.out)))
 
 
