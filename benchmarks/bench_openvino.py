@@ -27,10 +27,7 @@ import tensorflow as tf
 import tfaccel
 from tfaccel.examples import EXAMPLES, example_input
 from tfaccel.timing import interleaved
-
-
-def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.max(np.abs(got - expected)) / max(float(np.max(np.abs(expected))), 1e-30))
+from tfaccel.zoo import relative_error
 
 
 def fp32_speed(runs: int) -> None:
