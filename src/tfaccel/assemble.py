@@ -20,7 +20,7 @@ from tfaccel.errors import PartitionError
 from tfaccel.ir import Graph, TensorInfo, TensorRef
 from tfaccel.partition import Cluster
 
-__all__ = ["SubgraphDef", "assemble", "extract_subgraph", "input_placeholder"]
+__all__ = ["SubgraphDef", "assemble", "extract_subgraph", "input_placeholder", "resources_of"]
 
 
 def input_placeholder(index: int) -> str:
@@ -133,16 +133,13 @@ def assemble(
     calls = {item.cluster.name: item.call for item in compiled}
     out = graph_pb2.GraphDef()
     out.versions.CopyFrom(graph_def.versions)
-    resources: set[str] = set()
-    for item in compiled:  # a compiled model the call reads as a string input (fed from a variable)
-        for name, _ in item.resources:
-            if name not in resources:
-                resources.add(name)
-                ph = out.node.add()
-                ph.name = name
-                ph.op = "Placeholder"
-                ph.attr["dtype"].type = tf.string.as_datatype_enum
-                ph.attr["shape"].shape.CopyFrom(tf.TensorShape([]).as_proto())
+    resources = resources_of(compiled)
+    for name in resources:  # a compiled model the call reads as a string input (fed from a variable)
+        ph = out.node.add()
+        ph.name = name
+        ph.op = "Placeholder"
+        ph.attr["dtype"].type = tf.string.as_datatype_enum
+        ph.attr["shape"].shape.CopyFrom(tf.TensorShape([]).as_proto())
     placed_calls: set[str] = set()
     for node_def in graph_def.node:
         cluster_name = owner.get(node_def.name)
@@ -174,6 +171,15 @@ def assemble(
                 known.add(fdef.signature.name)
                 out.library.function.append(fdef)
     return _prune(out, [*graph.inputs, *sorted(resources)], outputs), tuple(outputs)
+
+
+def resources_of(compiled: Sequence[CompiledSubgraph]) -> dict[str, bytes]:
+    """Every resource the compiled calls read, once (a cached compilation may be used twice)."""
+    found: dict[str, bytes] = {}
+    for item in compiled:
+        for name, value in item.resources:
+            found.setdefault(name, value)
+    return found
 
 
 def _rewrite_inputs(

@@ -20,7 +20,7 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 
 from tfaccel import _tf_compat
-from tfaccel.assemble import assemble, extract_subgraph
+from tfaccel.assemble import assemble, extract_subgraph, resources_of
 from tfaccel.backends import Backend, CompiledSubgraph, SubgraphCompileError, get_backend, resolve_auto
 from tfaccel.batching import batch_size_of, micro_batch, run_in_chunks, same_batch, with_batch
 from tfaccel.capture import CapturedFunction, capture, feed_values, split_examples
@@ -112,7 +112,7 @@ def trace(
     _check_acyclic(captured.graph, compiled)
     outer, outputs = assemble(captured.graph, captured.graph_def, compiled)
     report = _report(accel.name, captured.graph, decisions, compiled, fallbacks, opts)
-    resources = _resources(compiled)
+    resources = resources_of(compiled)
     executable = _executable(
         captured,
         outer,
@@ -368,15 +368,6 @@ def _capture_any_batch(
             "for any batch size; the model runs chunks of the traced batch instead"
         )
     return captured, None
-
-
-def _resources(compiled: list[CompiledSubgraph]) -> dict[str, bytes]:
-    """Every resource the compiled calls read, once (a cached compilation may be used twice)."""
-    found: dict[str, bytes] = {}
-    for item in compiled:
-        for name, value in item.resources:
-            found.setdefault(name, value)
-    return found
 
 
 def _split_into_stages(
