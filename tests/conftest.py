@@ -11,6 +11,11 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+#: The suite checks placement node by node, so it traces with the deterministic support rules; profiled
+#: placement (the default for users) depends on timings and has its own tests, which ask for it by keyword.
+#: Subprocesses inherit this. A test that sets TFACCEL_CC_FLAGS itself must include it (see STATIC).
+STATIC = "--placement=static"
+os.environ.setdefault("TFACCEL_CC_FLAGS", STATIC)
 
 #: fp32 tolerance for a compiled graph vs the original: XLA and OpenVINO may reassociate sums and fuse ops.
 RTOL = 1e-5
@@ -67,7 +72,7 @@ def legacy_trace_then_reload(
     a fresh process reloads it with ``tf.keras.models.load_model`` and must give ``y`` for ``x``. For an
     xla model that process never imports tfaccel; for an openvino one it imports tfaccel first.
     """
-    trace_env = {**LEGACY_ENV, "TFACCEL_CC_FLAGS": f"--backend={backend}", **(env or {})}
+    trace_env = {**LEGACY_ENV, "TFACCEL_CC_FLAGS": f"--backend={backend} {STATIC}", **(env or {})}
     assert run_python(trace_code, cwd=tmp_path, env=trace_env).strip().endswith("traced")
     if exact:
         check = "np.testing.assert_array_equal(got, want)"

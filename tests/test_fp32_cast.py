@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tfaccel
-from conftest import legacy_trace_then_reload
+from conftest import STATIC, legacy_trace_then_reload
 
 #: bfloat16 keeps 8 bits of mantissa: one rounding of each matmul input is ~0.4% relative error, and a few
 #: layers compound it. This bound is what the tests accept for small models; the benchmark reports the rest.
@@ -38,7 +38,7 @@ def test_bfloat16_modes_are_close_to_fp32_and_not_exact(mode):
     traced = tfaccel.trace(model, x, fp32_cast=mode)
     err = _rel(traced(x), expected)
     assert 0 < err <= BF16_RELATIVE_ERROR
-    assert traced.placement_report.options == f"--fp32-cast={mode}"
+    assert traced.placement_report.options == f"--fp32-cast={mode} {STATIC}"
 
 
 def test_matmult_runs_matmuls_and_convolutions_in_bfloat16_only():

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import tfaccel
+from conftest import STATIC
 from tfaccel.options import TraceOptions, parse_flags, resolve_options
 
 W = tf.constant(np.random.default_rng(0).standard_normal((4, 4)), tf.float32)
@@ -64,12 +65,12 @@ def test_trace_reads_neuron_cc_flags_and_records_the_options(monkeypatch, tmp_pa
 
     model = tfaccel.trace(f, tf.ones([2, 4]))
     assert model.on_neuron_ratio == 0.0  # below the minimum size of 4
-    assert model.placement_report.options == "--min-segment-size=4"
+    assert model.placement_report.options == f"--min-segment-size=4 {STATIC}"
     lines: list[str] = []
     model.summary(print_fn=lines.append)
-    assert "  options: --min-segment-size=4" in lines
+    assert f"  options: --min-segment-size=4 {STATIC}" in lines
     model.save(str(tmp_path / "m"))
-    assert tfaccel.load(str(tmp_path / "m")).placement_report.options == "--min-segment-size=4"
+    assert tfaccel.load(str(tmp_path / "m")).placement_report.options == f"--min-segment-size=4 {STATIC}"
     # the keyword wins over the environment
     assert tfaccel.trace(f, tf.ones([2, 4]), min_segment_size=2).on_neuron_ratio == 1.0
 

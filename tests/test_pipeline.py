@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tfaccel
-from conftest import SRC, assert_close, legacy_trace_then_reload, run_python
+from conftest import SRC, STATIC, assert_close, legacy_trace_then_reload, run_python
 from tfaccel.ir import Graph, Node, TensorInfo, TensorRef
 from tfaccel.stages import split_balanced
 
@@ -48,7 +48,7 @@ def test_two_stages_give_the_unpipelined_answers(pipelined):
     names = [s.name for s in traced.placement_report.subgraphs]
     assert names == ["tfaccel_sg_0_stage0", "tfaccel_sg_0_stage1"]
     assert traced.on_neuron_ratio == 1.0
-    assert traced.placement_report.options == "--neuroncore-pipeline-cores=2"
+    assert traced.placement_report.options == f"--neuroncore-pipeline-cores=2 {STATIC}"
     with pytest.raises(ValueError, match=r"traced for \[8, 32\]"):
         traced(tf.ones([4, 32]))  # the model takes the traced batch; micro-batches are internal
 

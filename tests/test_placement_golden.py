@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import tfaccel
-from conftest import assert_close
+from conftest import STATIC, assert_close
 
 W = tf.constant(np.random.default_rng(0).standard_normal((4, 4)), tf.float32)
 
@@ -22,7 +22,7 @@ W = tf.constant(np.random.default_rng(0).standard_normal((4, 4)), tf.float32)
 def _xla_backend(monkeypatch):
     """These goldens state XLA's placement (its support table, its depthwise rule, its artifacts);
     the openvino backend's are in test_openvino.py."""
-    monkeypatch.setenv("TFACCEL_CC_FLAGS", "--backend=xla")
+    monkeypatch.setenv("TFACCEL_CC_FLAGS", f"--backend=xla {STATIC}")
 
 
 def _subgraphs(model):

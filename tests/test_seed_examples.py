@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from conftest import FRESH_IMPORT, SRC, run_python
+from conftest import FRESH_IMPORT, SRC, STATIC, run_python
 
 LEGACY = {"TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": SRC}
 
@@ -64,7 +64,9 @@ assert isinstance(model_neuron, tf.keras.Model)
 assert tf.keras.Model.__module__.startswith("tf_keras")
 print(json.dumps({"ratio": model_neuron.on_neuron_ratio, "type": type(model_neuron_reloaded).__module__}))
 """
-    out = run_python(SEED_1 + check, cwd=tmp_path, env={**LEGACY, "TFACCEL_CC_FLAGS": f"--backend={backend}"})
+    out = run_python(
+        SEED_1 + check, cwd=tmp_path, env={**LEGACY, "TFACCEL_CC_FLAGS": f"--backend={backend} {STATIC}"}
+    )
     result = json.loads(out.strip().splitlines()[-1])
     assert result["ratio"] == 1.0  # the Dense layer's MatMul is compiled
     assert result["type"].startswith("tf_keras")

@@ -16,7 +16,7 @@ from typing import Any
 
 from tfaccel.errors import OptionsError
 
-__all__ = ["ENV_VARS", "FLAGS", "TraceOptions", "resolve_options"]
+__all__ = ["ENV_VARS", "FLAGS", "PLACEMENT_MODES", "TraceOptions", "resolve_options"]
 
 #: Environment variables read, lowest precedence first.
 ENV_VARS = ("NEURON_CC_FLAGS", "TFACCEL_CC_FLAGS")
@@ -34,6 +34,7 @@ class TraceOptions:
     verbose: int = 0
     backend: str = "auto"
     fp32_cast: str = "none"
+    placement: str = "profile"
     #: where each non-default value came from, e.g. ``{"workdir": "NEURON_CC_FLAGS"}``
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -85,6 +86,15 @@ def _fp32_mode(value: str) -> str | None:
     return None if value in FP32_CAST_MODES else f"must be one of {', '.join(FP32_CAST_MODES)}"
 
 
+#: ``--placement`` values: ``profile`` times every candidate subgraph on each backend and on TF and keeps
+#: the fastest; ``static`` places by the support rules alone (no timing, deterministic)
+PLACEMENT_MODES = ("profile", "static")
+
+
+def _placement(value: str) -> str | None:
+    return None if value in PLACEMENT_MODES else f"must be one of {', '.join(PLACEMENT_MODES)}"
+
+
 def _backend(value: str) -> str | None:
     from tfaccel.backends import available_backends
 
@@ -114,11 +124,20 @@ FLAGS: dict[str, _Flag] = {
             "backend",
             "backend",
             str,
-            "accelerator backend: openvino (fast), xla (portable) or auto (openvino if available)",
+            "accelerator backend: openvino (fast), xla (portable) or auto (every available one)",
             "auto",
             _backend,
         ),
         _Flag("fp32-cast", "fp32_cast", str, "none | matmult | all", "none", _fp32_mode),
+        _Flag(
+            "placement",
+            "placement",
+            str,
+            "profile (time each subgraph on every backend and on TF, keep the fastest) | static "
+            "(support rules only, no timing)",
+            "profile",
+            _placement,
+        ),
     )
 }
 _BY_ATTR = {spec.attr: spec for spec in FLAGS.values()}

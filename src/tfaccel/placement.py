@@ -11,7 +11,7 @@ This module must not import TensorFlow: backends answer support questions throug
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -24,6 +24,7 @@ __all__ = [
     "Reason",
     "SupportQuery",
     "decide",
+    "decide_across",
     "STRUCTURAL_RUNTIME_OPS",
     "UNPLACEABLE_DTYPES",
 ]
@@ -70,6 +71,7 @@ class Reason(enum.Enum):
     UNKNOWN_SHAPE = "unknown shape"
     UNSUPPORTED = "not supported by the backend"
     SLOWER = "slower on the backend than on TensorFlow"
+    MEASURED = "measured faster on the backend than on TensorFlow"
     CALLBACK_TRUE = "subgraph_builder_function returned True"
     CALLBACK_FALSE = "subgraph_builder_function returned False"
     SMALL_SUBGRAPH = "subgraph below the minimum size"
@@ -121,6 +123,52 @@ def decide(graph: Graph, backend: SupportQuery, callback: Callback | None = None
         input_dtypes = {graph[ref.node].outputs[ref.port].dtype for ref in node.inputs if ref.node in graph}
         decisions[node.name] = _decide_one(node, backend, callback, input_dtypes)
     return decisions
+
+
+def decide_across(
+    graph: Graph, backends: Sequence[SupportQuery], callback: Callback | None = None
+) -> tuple[dict[str, Decision], dict[str, frozenset[str]]]:
+    """Decide every node for several backends at once: a node goes to the first backend, in the order
+    given (the order of preference), that takes it.
+
+    Returns the merged decisions and, per backend name, every node that backend would take (profiled
+    placement uses that to know on which backends a subgraph could run). A node no backend takes keeps
+    the first backend's reason, with the others' reasons added when they differ. ``callback`` is asked
+    once per node, however many backends there are.
+    """
+    if callback is not None:
+        answers: dict[str, bool] = {}
+        user_callback = callback
+
+        def once(node: Node) -> bool:
+            if node.name not in answers:
+                answers[node.name] = user_callback(node)
+            return answers[node.name]
+
+        callback = once
+    each = [decide(graph, backend, callback) for backend in backends]
+    takes = {
+        backend.name: frozenset(n for n, d in per.items() if d.accelerated)
+        for backend, per in zip(backends, each, strict=True)
+    }
+    merged: dict[str, Decision] = {}
+    for name, first in each[0].items():
+        options = [per[name] for per in each]
+        chosen = next((d for d in options if d.accelerated), None)
+        if chosen is None:
+            details = list(dict.fromkeys(d.detail for d in options))
+            if len(details) > 1:
+                named = [f"{b.name}: {d.detail}" for b, d in zip(backends, options, strict=True)]
+                chosen = replace(first, detail="; ".join(named))
+            else:
+                chosen = first
+        elif chosen is not options[0] and options[0].reason is not Reason.STRUCTURAL:
+            chosen = replace(
+                chosen,
+                detail=f"{chosen.detail} (on {chosen.backend}; {backends[0].name}: {options[0].detail})",
+            )
+        merged[name] = chosen
+    return merged, takes
 
 
 def _decide_one(

@@ -48,6 +48,11 @@ class PlacementReport:
     total_ops: int
     fallbacks: tuple[str, ...]  # human sentences: compile failures that were put back on the runtime
     options: str = ""  # the trace options as flags (defaults left out)
+    placement: str = "static"  # "profile" when subgraphs were placed by measurement
+    #: ``--placement=profile``: per candidate subgraph, the measured times and the choice
+    #: (:meth:`tfaccel.selection.Measurement.to_json` records)
+    measurements: tuple[dict[str, Any], ...] = ()
+    profile_seconds: float | None = None  # trace time the measurements added
 
     @property
     def ratio(self) -> float:
@@ -91,6 +96,9 @@ class PlacementReport:
             "nodes": list(self.decisions),
             "fallbacks": list(self.fallbacks),
             "options": self.options,
+            "placement": self.placement,
+            "measurements": list(self.measurements),
+            "profile_seconds": self.profile_seconds,
         }
 
     @classmethod
@@ -109,6 +117,9 @@ class PlacementReport:
             data["total_ops"],
             tuple(data.get("fallbacks", ())),
             data.get("options", ""),
+            data.get("placement", "static"),
+            tuple(data.get("measurements", ())),
+            data.get("profile_seconds"),
         )
 
     def why_low(self) -> str:
@@ -139,6 +150,8 @@ class PlacementReport:
                 print_fn(
                     f"  {s.name:<22} {s.backend:<8} {s.op_count:>5} {s.inputs:>6} {s.outputs:>7}  {shown}"
                 )
+        if self.measurements:
+            self._render_measurements(print_fn)
         kept = [r for r in self.decisions if r["counted"] and not r["subgraph"]]
         if kept:
             print_fn(f"  ops kept on the TensorFlow runtime: {len(kept)}")
@@ -153,3 +166,24 @@ class PlacementReport:
                 print_fn(f"    ... {len(ranked) - max_rows} more groups")
         for sentence in self.fallbacks:
             print_fn(f"  fallback: {sentence}")
+
+    def _render_measurements(self, print_fn: Callable[[str], Any]) -> None:
+        """The profiled placement: each candidate's median ms on TF and each backend, and the choice."""
+        from tfaccel.selection import ABS_MARGIN_MS, REL_MARGIN
+
+        columns = list(dict.fromkeys(k for m in self.measurements for k in m["times_ms"] if k != "tf"))
+        added = f"{self.profile_seconds:.1f} s" if self.profile_seconds is not None else "?"
+        print_fn(
+            f"  measured placement ({added} added to the trace; a backend must beat TF by "
+            f"{100 * REL_MARGIN:.0f}% and {ABS_MARGIN_MS} ms):"
+        )
+        header = "".join(f" {c + ' ms':>12}" for c in columns)
+        print_fn(f"  {'candidate':<22} {'ops':>5} {'TF ms':>10}{header}  chosen")
+        for m in self.measurements:
+            times = m["times_ms"]
+            cells = "".join(f" {times[c]:>12.3f}" if c in times else f" {'-':>12}" for c in columns)
+            tf_ms = f"{times['tf']:.3f}" if "tf" in times else "-"
+            chosen = m["chosen"] or "TF"
+            print_fn(f"  {m['subgraph']:<22} {m['ops']:>5} {tf_ms:>10}{cells}  {chosen}")
+            for backend, why in m["failed"].items():
+                print_fn(f"    {backend}: {why}")

@@ -66,6 +66,8 @@ class Executable:
         #: the partitioned GraphDef, in the tracing process only (not restored by ``load``)
         self.graph_def = graph_def
         self.layout = layout
+        #: per input: its dtype and the exact shape the fast path of ``_check`` accepts as is
+        self._expected = [(tf.as_dtype(s.dtype), tf.TensorShape(s.shape)) for s in layout.specs]
         self.output_names = tuple(output_names)
         self.report = report
 
@@ -138,8 +140,10 @@ class Executable:
 
     def _check(self, index: int, leaf: Any) -> tf.Tensor:
         spec = self.layout.specs[index]
+        want, expected = self._expected[index]
+        if isinstance(leaf, tf.Tensor) and leaf.dtype == want and leaf.shape == expected:
+            return leaf  # the common case, kept cheap: it is paid on every call of a small model
         where = f"input {spec.name!r} ({self.layout.where(index).replace('example_inputs', 'inputs')})"
-        want = tf.as_dtype(spec.dtype)
         if isinstance(leaf, np.ndarray) or np.isscalar(leaf):
             array = np.asarray(leaf)
             got = tf.as_dtype(array.dtype) if array.dtype.kind != "U" else tf.string
@@ -157,7 +161,6 @@ class Executable:
                 )
         else:
             raise InputTypeError(f"{where} must be a tf.Tensor or numpy array, got {type(leaf).__name__}")
-        expected = tf.TensorShape(spec.shape)
         if tensor.shape.rank is None or expected.is_compatible_with(tensor.shape):
             return tensor
         if self.batch is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -21,16 +22,18 @@ from tensorflow.core.framework import graph_pb2
 
 from tfaccel import _tf_compat
 from tfaccel.assemble import assemble, extract_subgraph, resources_of
-from tfaccel.backends import Backend, CompiledSubgraph, SubgraphCompileError, get_backend, resolve_auto
+from tfaccel.backends import Backend, CompiledSubgraph, SubgraphCompileError, candidate_backends
 from tfaccel.batching import batch_size_of, micro_batch, run_in_chunks, same_batch, with_batch
 from tfaccel.capture import CapturedFunction, capture, feed_values, split_examples
 from tfaccel.errors import CaptureTypeError, CompileError, PartitionError, TraceError
 from tfaccel.ir import Graph, Node
 from tfaccel.options import TraceOptions, resolve_options
 from tfaccel.partition import Cluster, contract, is_acyclic, partition
-from tfaccel.placement import COMPUTE_HEAVY_OPS, Decision, Reason, decide
+from tfaccel.placement import COMPUTE_HEAVY_OPS, Decision, Reason, decide_across
+from tfaccel.profiling import cluster_inputs, compiled_runner, tf_runner, time_variants
 from tfaccel.report import PlacementReport, SubgraphSummary
 from tfaccel.runtime import Executable, make_model
+from tfaccel.selection import Measurement, choose
 from tfaccel.stages import split_balanced
 from tfaccel.workdir import write_capture, write_workdir
 
@@ -65,29 +68,26 @@ def trace(
         model_neuron.summary()
     """
     opts = resolve_options(options)
-    backend_notes: list[str] = []
-    backend_name = opts.backend
-    if backend_name == "auto":
-        backend_name, why_not = resolve_auto()
-        if why_not:
-            backend_notes.append(why_not)
-            logger.warning("backend fallback: %s", why_not)
-    accel = get_backend(backend_name, opts.fp32_cast)
+    backends, backend_notes = candidate_backends(opts.backend, opts.fp32_cast)
+    for note in backend_notes:
+        logger.warning("backend: %s", note)
+    primary = backends[0]
     capture_for = functools.partial(
         capture,
         extract_weights=opts.extract_weights,
-        fp32_cast="none" if accel.casts_in_compiler else opts.fp32_cast,
-        grappler_off=accel.grappler_off,
+        fp32_cast="none" if primary.casts_in_compiler else opts.fp32_cast,
+        grappler_off=frozenset().union(*(b.grappler_off for b in backends)),
     )
     stages = opts.neuroncore_pipeline_cores
     any_batch: CapturedFunction | None = None
+    examples = example_inputs  # what the captured graph was traced on (profiling feeds these)
     if stages > 1:
-        user_batch, micro_examples = micro_batch(example_inputs, stages)
-        captured = capture_for(func, micro_examples)
+        user_batch, examples = micro_batch(example_inputs, stages)
+        captured = capture_for(func, examples)
         chunk: int | None = batch_size_of(captured, flag=f"--neuroncore-pipeline-cores={stages}")
         captured = with_batch(captured, user_batch)
     else:
-        if opts.dynamic_batch_size and accel.dynamic_shapes:
+        if opts.dynamic_batch_size and primary.dynamic_shapes:
             any_batch, why_chunks = _capture_any_batch(capture_for, func, example_inputs)
             if why_chunks:
                 backend_notes.append(why_chunks)
@@ -97,21 +97,36 @@ def trace(
     if opts.workdir:
         write_capture(opts.workdir, captured, opts)
     callback = _node_callback(subgraph_builder_function)
-    decisions = decide(captured.graph, accel.support_for(captured.graph, captured.graph_def), callback)
-    compiled, decisions, fallbacks = _partition_and_compile(
-        captured,
-        accel,
-        decisions,
-        opts.min_segment_size,
-        forced=callback is not None,
-        artifacts=bool(opts.workdir),
-    )
+    queries = [b.support_for(captured.graph, captured.graph_def) for b in backends]
+    decisions, takes = decide_across(captured.graph, queries, callback)
+    plan = _Plan(captured, {b.name: b for b in backends}, opts.min_segment_size, bool(opts.workdir))
+    compiled, decisions, fallbacks = plan.partition_and_compile(decisions, forced=callback is not None)
+    measurements: list[Measurement] = []
+    profile_seconds: float | None = None
+    placement = opts.placement
+    if placement == "profile" and callback is not None:
+        placement = "static"
+        backend_notes.append(
+            "--placement=profile: subgraph_builder_function decides the placement; not profiled"
+        )
+    elif placement == "profile" and compiled:
+        start = time.perf_counter()
+        compiled, decisions, measurements, more = _profile(plan, examples, takes, compiled, decisions)
+        profile_seconds = time.perf_counter() - start
+        fallbacks.extend(more)
     fallbacks = [*backend_notes, *captured.notes, *fallbacks]
     if stages > 1:
-        compiled = _split_into_stages(captured, accel, compiled, stages, bool(opts.workdir), fallbacks)
+        compiled = _split_into_stages(plan, compiled, stages, fallbacks)
     _check_acyclic(captured.graph, compiled)
     outer, outputs = assemble(captured.graph, captured.graph_def, compiled)
-    report = _report(accel.name, captured.graph, decisions, compiled, fallbacks, opts)
+    label = "+".join(dict.fromkeys(c.cluster.group for c in compiled)) or "+".join(b.name for b in backends)
+    report = _report(label, captured.graph, decisions, compiled, fallbacks, opts)
+    report = replace(
+        report,
+        placement=placement,
+        measurements=tuple(m.to_json() for m in measurements),
+        profile_seconds=profile_seconds,
+    )
     resources = resources_of(compiled)
     executable = _executable(
         captured,
@@ -128,10 +143,10 @@ def trace(
     args, kwargs = captured.layout.pack(split_examples(example_inputs)[2])  # called as func would be
     model(*args, **kwargs)  # compiles XLA now, not on the user's first call
     if opts.workdir:
-        examples = executable.flatten(args, kwargs)
+        flat_examples = executable.flatten(args, kwargs)
         if stages > 1:  # the captured graph is the micro-batch graph
-            examples = [e[:chunk] for e in examples]
-        write_workdir(opts.workdir, captured, outer, compiled, report, examples)
+            flat_examples = [e[:chunk] for e in flat_examples]
+        write_workdir(opts.workdir, captured, outer, compiled, report, flat_examples)
     if report.total_ops and report.ratio < 0.5:
         logger.warning(
             "only %.0f%% of the ops (%d of %d) run on the %s backend: %s. Call model.summary() for the "
@@ -139,7 +154,7 @@ def trace(
             100 * report.ratio,
             report.accelerated_ops,
             report.total_ops,
-            accel.name,
+            label,
             report.why_low(),
         )
     if opts.verbose >= 1:
@@ -174,50 +189,129 @@ def _node_callback(user_fn: Callable[[Any], bool] | None) -> Callable[[Node], bo
     return callback
 
 
-def _partition_and_compile(
-    captured: CapturedFunction,
-    accel: Backend,
-    decisions: dict[str, Decision],
-    min_size: int,
-    forced: bool,
-    artifacts: bool,
-) -> tuple[list[CompiledSubgraph], dict[str, Decision], list[str]]:
-    graph = captured.graph
-    cache: dict[Cluster, CompiledSubgraph] = {}
-    fallbacks: list[str] = []
-    # every failing round moves at least one node to the runtime, so this ends within len(graph) rounds
-    for _ in range(len(graph) + 1):
-        assignment = {n: d.backend for n, d in decisions.items() if d.accelerated and d.backend}
-        result = partition(graph, assignment, min_size=min_size, forced=forced, anchor_ops=COMPUTE_HEAVY_OPS)
-        for name, why in result.rejected.items():
-            decisions[name] = decisions[name].to_runtime(Reason.SMALL_SUBGRAPH, why)
-        compiled: list[CompiledSubgraph] = []
-        failed = False
-        for cluster in result.clusters:
-            key = replace(cluster, name="")  # a fallback renumbers clusters; their contents decide reuse
-            if key not in cache:
+class _Plan:
+    """Partitioning and compiling for one captured graph, with a cache of compiled clusters.
+
+    The cache is keyed by a cluster's contents and backend (not its name): a fallback round or the
+    profiled re-partition renumbers clusters, and an unchanged one must not be compiled again.
+    """
+
+    def __init__(
+        self, captured: CapturedFunction, backends: dict[str, Backend], min_size: int, artifacts: bool
+    ) -> None:
+        self.captured = captured
+        self.backends = backends
+        self.min_size = min_size
+        self.artifacts = artifacts
+        self.cache: dict[Cluster, CompiledSubgraph] = {}
+
+    def compile(self, cluster: Cluster) -> CompiledSubgraph:
+        """``cluster`` compiled on the backend named by its group (cached); raises SubgraphCompileError."""
+        key = replace(cluster, name="")
+        if key not in self.cache:
+            graph, library = self.captured.graph, self.captured.graph_def.library
+            subgraph = extract_subgraph(cluster, graph, library)
+            self.cache[key] = self.backends[cluster.group].compile(subgraph, artifacts=self.artifacts)
+        return _renamed(self.cache[key], cluster)
+
+    def partition_and_compile(
+        self, decisions: dict[str, Decision], forced: bool
+    ) -> tuple[list[CompiledSubgraph], dict[str, Decision], list[str]]:
+        """Partition by the decisions' backends and compile every cluster; a cluster the compiler
+        refuses gives its culprit (or all its nodes) back to TF, and the graph is partitioned again.
+        """
+        graph = self.captured.graph
+        fallbacks: list[str] = []
+        decisions = dict(decisions)
+        # every failing round moves at least one node to the runtime, so this ends within len(graph) rounds
+        for _ in range(len(graph) + 1):
+            assignment = {n: d.backend for n, d in decisions.items() if d.accelerated and d.backend}
+            result = partition(
+                graph, assignment, min_size=self.min_size, forced=forced, anchor_ops=COMPUTE_HEAVY_OPS
+            )
+            for name, why in result.rejected.items():
+                decisions[name] = decisions[name].to_runtime(Reason.SMALL_SUBGRAPH, why)
+            compiled: list[CompiledSubgraph] = []
+            failed = False
+            for cluster in result.clusters:
                 try:
-                    subgraph = extract_subgraph(cluster, graph, captured.graph_def.library)
-                    cache[key] = accel.compile(subgraph, artifacts=artifacts)
+                    compiled.append(self.compile(cluster))
                 except SubgraphCompileError as err:
                     failed = True
+                    backend = cluster.group
                     blamed = [err.node] if err.node in cluster.nodes else list(cluster.nodes)
                     for name in blamed:
                         decisions[name] = decisions[name].to_runtime(
-                            Reason.COMPILE_FAILURE, f"{accel.name} could not compile it: {err.message}"
+                            Reason.COMPILE_FAILURE, f"{backend} could not compile it: {err.message}"
                         )
                     what = f"node {err.node!r}" if err.node in cluster.nodes else f"all {len(blamed)} nodes"
-                    sentence = f"{cluster.name}: {accel.name} failed ({err.message}); {what} moved to TF"
+                    sentence = f"{cluster.name}: {backend} failed ({err.message}); {what} moved to TF"
                     fallbacks.append(sentence)
                     logger.warning("compile fallback: %s", sentence)
-                    continue
-            compiled.append(_renamed(cache[key], cluster))
-        if not failed:
-            return compiled, decisions, fallbacks
-    raise CompileError(
-        f"compilation kept failing after {len(graph) + 1} fallback rounds (a tfaccel bug: please report it "
-        f"with the --workdir artifacts); last: {fallbacks[-1]}"
-    )
+            if not failed:
+                return compiled, decisions, fallbacks
+        raise CompileError(
+            f"compilation kept failing after {len(graph) + 1} fallback rounds (a tfaccel bug: please report "
+            f"it with the --workdir artifacts); last: {fallbacks[-1]}"
+        )
+
+
+def _profile(
+    plan: _Plan,
+    examples: Any,
+    takes: dict[str, frozenset[str]],
+    compiled: list[CompiledSubgraph],
+    decisions: dict[str, Decision],
+) -> tuple[list[CompiledSubgraph], dict[str, Decision], list[Measurement], list[str]]:
+    """``--placement=profile``: time each statically placed subgraph on TF and on every backend that
+    takes all its nodes, move it to the fastest by :func:`tfaccel.selection.choose` (TF included), then
+    partition again so that neighbours now on the same backend merge into one call.
+    """
+    captured = plan.captured
+    graph = captured.graph
+    order = list(plan.backends)
+    values = cluster_inputs(captured, examples, [item.cluster for item in compiled])
+    decisions = dict(decisions)
+    measurements: list[Measurement] = []
+    for item in compiled:
+        cluster = item.cluster
+        subgraph = extract_subgraph(cluster, graph, captured.graph_def.library)
+        inputs = [values[ref] for ref in cluster.inputs]
+        variants = {"tf": tf_runner(subgraph, inputs)}
+        failed: dict[str, str] = {}
+        for name in order:
+            missing = [n for n in cluster.nodes if n not in takes[name]]
+            if missing:
+                failed[name] = f"does not take node {missing[0]!r} ({graph[missing[0]].op})"
+                continue
+            try:
+                candidate = item if name == cluster.group else plan.compile(replace(cluster, group=name))
+            except SubgraphCompileError as err:
+                failed[name] = f"compile failed: {err.message}"
+                continue
+            variants[name] = compiled_runner(subgraph, candidate, inputs)
+        times, runs, broken = time_variants(variants)
+        failed.update(broken)
+        if "tf" in times:
+            chosen, why = choose(times["tf"], {k: v for k, v in times.items() if k != "tf"}, order)
+        else:  # TF could not run the subgraph alone (never seen): keep the static choice, and say so
+            chosen, why = (
+                cluster.group,
+                f"TF could not run it alone ({failed['tf']}); kept on {cluster.group}",
+            )
+        record = Measurement(cluster.name, cluster.effective_size, times, failed, chosen, why, runs)
+        measurements.append(record)
+        logger.info("profile %s: %s", cluster.name, why)
+        for node in cluster.nodes:
+            detail = f"{cluster.name}: {why}"
+            if chosen is None:
+                decisions[node] = decisions[node].to_runtime(Reason.SLOWER, detail)
+            else:
+                decisions[node] = replace(
+                    decisions[node], backend=chosen, reason=Reason.MEASURED, detail=detail
+                )
+    final, decisions, fallbacks = plan.partition_and_compile(decisions, forced=False)
+    return final, decisions, measurements, fallbacks
 
 
 def _check_acyclic(graph: Graph, compiled: list[CompiledSubgraph]) -> None:
@@ -239,7 +333,7 @@ def _renamed(item: CompiledSubgraph, cluster: Cluster) -> CompiledSubgraph:
 
 
 def _report(
-    backend: str,
+    label: str,
     graph: Graph,
     decisions: dict[str, Decision],
     compiled: list[CompiledSubgraph],
@@ -249,7 +343,7 @@ def _report(
     subs = [
         SubgraphSummary(
             c.cluster.name,
-            backend,
+            c.cluster.group,
             c.cluster.nodes,
             c.cluster.effective_size,
             len(c.cluster.inputs),
@@ -258,7 +352,7 @@ def _report(
         for c in compiled
     ]
     counted = {n.name: n.counted for n in graph}
-    return PlacementReport.build(backend, decisions, subs, counted, fallbacks, options.flag_text())
+    return PlacementReport.build(label, decisions, subs, counted, fallbacks, options.flag_text())
 
 
 def _executable(
@@ -371,18 +465,14 @@ def _capture_any_batch(
 
 
 def _split_into_stages(
-    captured: CapturedFunction,
-    accel: Backend,
-    compiled: list[CompiledSubgraph],
-    stages: int,
-    artifacts: bool,
-    fallbacks: list[str],
+    plan: _Plan, compiled: list[CompiledSubgraph], stages: int, fallbacks: list[str]
 ) -> list[CompiledSubgraph]:
     """Replace each compiled subgraph by up to ``stages`` compiled stages of balanced estimated cost.
 
     A subgraph whose stages do not all compile (a stage may need a compile-time constant that another
     stage computes) stays whole, and the fallback is logged and reported.
     """
+    captured = plan.captured
     graph = captured.graph
     assignment = {}
     for item in compiled:
@@ -397,8 +487,11 @@ def _split_into_stages(
     result: list[CompiledSubgraph] = []
     for item in compiled:
         try:
+            backend = plan.backends[item.cluster.group]
             result.extend(
-                accel.compile(extract_subgraph(c, graph, captured.graph_def.library), artifacts=artifacts)
+                backend.compile(
+                    extract_subgraph(c, graph, captured.graph_def.library), artifacts=plan.artifacts
+                )
                 for c in pieces[item.cluster.name]
             )
         except SubgraphCompileError as err:

@@ -19,7 +19,14 @@ from tfaccel.partition import Cluster
 if TYPE_CHECKING:
     from tfaccel.assemble import SubgraphDef
 
-__all__ = ["Backend", "CompiledSubgraph", "SubgraphCompileError", "available_backends", "get_backend"]
+__all__ = [
+    "Backend",
+    "CompiledSubgraph",
+    "SubgraphCompileError",
+    "available_backends",
+    "candidate_backends",
+    "get_backend",
+]
 
 
 @dataclass(frozen=True)
@@ -127,3 +134,29 @@ def get_backend(name: str, fp32_cast: str = "none") -> Backend:
             f"unknown backend {name!r}; available backends: auto, {', '.join(available_backends())}"
         )
     return _FACTORIES[name](fp32_cast)
+
+
+def candidate_backends(name: str, fp32_cast: str = "none") -> tuple[list[Backend], list[str]]:
+    """The backends one trace may use, in order of preference, and sentences on what was left out.
+
+    ``auto`` means every available backend (openvino first, then xla): static placement gives each node
+    to the first one that takes it, profiled placement times each subgraph on each. A named backend is
+    the only candidate. With ``--fp32-cast`` only the first available backend is a candidate: openvino
+    casts inside its compiler while xla needs the captured graph rewritten, and one capture cannot serve
+    both.
+    """
+    if name != "auto":
+        return [get_backend(name, fp32_cast)], []
+    names = list(AUTO_ORDER)
+    notes: list[str] = []
+    first, why_not = resolve_auto()
+    if why_not:
+        notes.append(why_not)
+        names = [first]
+    elif fp32_cast != "none" and len(names) > 1:
+        notes.append(
+            f"--fp32-cast={fp32_cast}: only {names[0]} is a candidate backend ({names[0]} casts in its "
+            f"compiler, {', '.join(names[1:])} would need a differently captured graph)"
+        )
+        names = names[:1]
+    return [get_backend(n, fp32_cast) for n in names], notes

@@ -1,0 +1,130 @@
+"""Measuring candidate subgraphs for ``--placement=profile``: each one on TF and on every backend.
+
+Why per subgraph, in isolation: timing whole-model variants would cost one full model run per choice;
+a subgraph run alone on the values it sees in the traced model (computed once from the example inputs)
+costs only itself. Each variant is a graph function over the subgraph's inputs, so every variant pays
+the same function-call overhead and the differences are the subgraph's own. Variants run interleaved
+(:func:`tfaccel.timing.interleaved`) so that they share the machine's noise; the decision itself is
+:func:`tfaccel.selection.choose`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+from tensorflow.core.framework import graph_pb2
+
+from tfaccel import _tf_compat
+from tfaccel.assemble import SubgraphDef, input_placeholder
+from tfaccel.backends import CompiledSubgraph
+from tfaccel.capture import CapturedFunction, feed_values, split_examples
+from tfaccel.ir import TensorRef
+from tfaccel.partition import Cluster
+from tfaccel.timing import interleaved
+
+__all__ = ["cluster_inputs", "time_variants"]
+
+logger = logging.getLogger(__name__)
+
+#: wall time spent timing one subgraph's variants (besides their first, compiling, call), in seconds
+BUDGET_S = 0.6
+#: timed runs per variant: at least (for a usable median) and at most (beyond this it is wasted time)
+MIN_RUNS, MAX_RUNS = 5, 25
+
+
+def cluster_inputs(
+    captured: CapturedFunction, examples: Any, clusters: Sequence[Cluster]
+) -> dict[TensorRef, tf.Tensor]:
+    """The value of every cluster input when the captured graph runs on ``examples`` (one TF run)."""
+    specs = captured.layout.specs
+    leaves = split_examples(examples)[2]
+    flat = [
+        tf.convert_to_tensor(leaf, dtype=tf.as_dtype(s.dtype)) for leaf, s in zip(leaves, specs, strict=True)
+    ]
+    feeds = [*flat, *feed_values(captured.weights)]
+    graph = captured.graph
+    by_input = {TensorRef(name, 0): value for name, value in zip(graph.inputs, feeds, strict=True)}
+    wanted = sorted({ref for c in clusters for ref in c.inputs if ref not in by_input}, key=str)
+    values = dict(by_input)
+    if wanted:
+        function = _tf_compat.function_from_graph_def(
+            captured.graph_def, [f"{name}:0" for name in graph.inputs], [str(ref) for ref in wanted]
+        )
+        values.update(zip(wanted, function(*feeds), strict=True))
+    return values
+
+
+def tf_runner(subgraph: SubgraphDef, values: Sequence[tf.Tensor]) -> Callable[[], Any]:
+    """The subgraph as TF runs it (its original ops), called on ``values``."""
+    names = [f"{input_placeholder(i)}:0" for i in range(len(values))]
+    function = _tf_compat.function_from_graph_def(subgraph.graph_def, names, list(subgraph.outputs))
+    run = tf.function(lambda *args: function(*args), autograph=False)  # wrapped as compiled_runner is
+    return lambda: run(*values)
+
+
+def compiled_runner(
+    subgraph: SubgraphDef, item: CompiledSubgraph, values: Sequence[tf.Tensor]
+) -> Callable[[], Any]:
+    """The compiled call alone (as it sits in the traced graph), fed ``values`` and its resources."""
+    graph_def = graph_pb2.GraphDef()
+    graph_def.versions.CopyFrom(subgraph.graph_def.versions)
+    for i in range(len(values)):
+        placeholder = next(n for n in subgraph.graph_def.node if n.name == input_placeholder(i))
+        graph_def.node.append(copy.deepcopy(placeholder))
+    for name, _ in item.resources:
+        node = graph_def.node.add()
+        node.name = name
+        node.op = "Placeholder"
+        node.attr["dtype"].type = tf.string.as_datatype_enum
+        node.attr["shape"].shape.CopyFrom(tf.TensorShape([]).as_proto())
+    call = copy.deepcopy(item.call)
+    index = {ref: i for i, ref in enumerate(item.cluster.inputs)}
+    texts = [text for text in call.input if not text.startswith("^")]  # no control edges: run alone
+    del call.input[:]
+    for text in texts:  # a cluster input reads its Placeholder; anything else is a resource Placeholder
+        ref = TensorRef.parse(text)
+        call.input.append(f"{input_placeholder(index[ref])}:0" if ref in index else text)
+    graph_def.node.append(call)
+    graph_def.library.CopyFrom(subgraph.graph_def.library)
+    known = {f.signature.name for f in graph_def.library.function}
+    graph_def.library.function.extend(f for f in item.functions if f.signature.name not in known)
+    inputs = [f"{input_placeholder(i)}:0" for i in range(len(values))] + [f"{n}:0" for n, _ in item.resources]
+    outputs = [f"{call.name}:{k}" for k in range(len(subgraph.outputs))]
+    function = _tf_compat.function_from_graph_def(graph_def, inputs, outputs)
+    # fed from variables inside a tf.function, as in the traced model: an eager string argument of the
+    # model's size costs a copy per call (measured: 150 ms instead of 5 for MobileNetV2)
+    resources = [tf.Variable(value, dtype=tf.string, trainable=False) for _, value in item.resources]
+    run = tf.function(lambda *args: function(*args, *resources), autograph=False)
+    return lambda: run(*values)
+
+
+def time_variants(variants: Mapping[str, Callable[[], Any]]) -> tuple[dict[str, float], int, dict[str, str]]:
+    """Median ms per call of each variant, the number of timed runs, and the variants that failed to run.
+
+    Each variant's first call (where XLA compiles) is made and timed once to size the run count to
+    :data:`BUDGET_S`. A variant whose call raises is left out, with the error as its reason.
+    """
+    failed: dict[str, str] = {}
+    first: dict[str, float] = {}
+    working: dict[str, Callable[[], Any]] = {}
+    for name, fn in variants.items():
+        try:
+            fn()
+            start = time.perf_counter()
+            fn()
+            first[name] = time.perf_counter() - start
+        except (tf.errors.OpError, ValueError, TypeError) as err:
+            failed[name] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
+            logger.warning("profile: variant %s failed to run: %s", name, failed[name])
+            continue
+        working[name] = fn
+    per_round = 2 * sum(first.values())  # interleaved() runs each variant twice per round
+    runs = int(BUDGET_S / per_round) if per_round > 0 else MAX_RUNS
+    runs = max(MIN_RUNS, min(MAX_RUNS, runs))
+    timings = interleaved(working, runs=runs, warmup=1)
+    return {name: t.median_ms for name, t in timings.items()}, runs, failed
