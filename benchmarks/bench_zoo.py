@@ -4,11 +4,13 @@ For every zoo model (``tfaccel.zoo``) at batch 1 and 8, in one process per model
 warm-up, medians:
 
 * ``tf``           the original, ``tf.function`` graph mode (the baseline of every ratio)
+* ``tf_copy``      the same again, built separately: its distance from 1.00x is the measured noise
 * ``xla_jit``      the whole model under ``tf.function(jit_compile=True)``
 * ``ort``          ONNX Runtime (CPU) on the model converted by tf2onnx
 * ``ov_own``       OpenVINO's own path: ``openvino.convert_model(model)`` + compile (fp32; ``_bf16``: bf16)
 * ``tfaccel_xla``  ``tfaccel.trace(backend="xla")`` (``_bf16``: ``--fp32-cast=matmult``)
 * ``tfaccel_ov``   ``tfaccel.trace(backend="openvino")`` (``_bf16``: ``--fp32-cast=matmult``)
+* ``tfaccel``      ``tfaccel.trace`` with the default options (``--backend=auto --placement=profile``)
 
 plus, per tool, convert/trace time, peak RSS growth while converting, max relative error against the
 original, and the fraction of this machine's measured peak GEMM rate achieved (model FLOPs from
@@ -17,6 +19,7 @@ reported with its error. Writes ``docs/benchmarks.md`` and ``docs/benchmarks.png
 
     python benchmarks/bench_zoo.py                         # the whole zoo, 20 timed runs (~40 min)
     python benchmarks/bench_zoo.py --models gpt recommender --runs 10
+    python benchmarks/bench_zoo.py --tools tf_copy xla_jit ort ov_own tfaccel --out docs/default
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import numpy as np
 
 TOOLS = [
     "tf",
+    "tf_copy",
     "xla_jit",
     "ort",
     "ov_own",
@@ -51,7 +55,10 @@ TOOLS = [
     "tfaccel_xla_bf16",
     "tfaccel_ov",
     "tfaccel_ov_bf16",
+    "tfaccel",
 ]
+#: the peers the default trace is compared with (issue 6): fp32, each a whole-model tool
+PEERS = ("xla_jit", "ort", "ov_own")
 BF16_TOOLS = {"ov_own_bf16", "tfaccel_xla_bf16", "tfaccel_ov_bf16"}
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,7 +130,7 @@ def build_tool(tool: str, model: Any, x: Any) -> Callable[[], list[np.ndarray]]:
 
     flat = _flat(x)
     call = _caller(model, x)
-    if tool in ("tf", "xla_jit"):
+    if tool in ("tf", "tf_copy", "xla_jit"):
         fn = tf.function(call, input_signature=_specs(x), jit_compile=tool == "xla_jit", autograph=False)
         fn.get_concrete_function()
         return lambda: _to_numpy(fn(*flat))
@@ -170,9 +177,12 @@ def build_tool(tool: str, model: Any, x: Any) -> Callable[[], list[np.ndarray]]:
     if tool.startswith("tfaccel"):
         import tfaccel
 
-        backend = "xla" if tool.startswith("tfaccel_xla") else "openvino"
-        cast = "matmult" if tool.endswith("bf16") else "none"
-        traced = tfaccel.trace(model, x, backend=backend, fp32_cast=cast)
+        if tool == "tfaccel":  # what a user gets without options
+            traced = tfaccel.trace(model, x)
+        else:
+            backend = "xla" if tool.startswith("tfaccel_xla") else "openvino"
+            cast = "matmult" if tool.endswith("bf16") else "none"
+            traced = tfaccel.trace(model, x, backend=backend, fp32_cast=cast)
         ratio = traced.on_neuron_ratio
         run_traced = lambda: _to_numpy(traced(x))  # noqa: E731
         run_traced.ratio = ratio  # type: ignore[attr-defined]
@@ -200,7 +210,7 @@ def count_flops(model: Any, x: Any) -> float | None:
         return None
 
 
-def bench_model(name: str, batches: list[int], runs: int) -> dict[str, Any]:
+def bench_model(name: str, batches: list[int], runs: int, tools: list[str]) -> dict[str, Any]:
     from tfaccel.timing import interleaved
     from tfaccel.zoo import ZOO, relative_error
 
@@ -213,7 +223,7 @@ def bench_model(name: str, batches: list[int], runs: int) -> dict[str, Any]:
         expected = _to_numpy(_caller(model, x)(*_flat(x)))
         runners: dict[str, Callable[[], Any]] = {}
         rows: dict[str, dict[str, Any]] = {}
-        for tool in TOOLS:
+        for tool in tools:
             row: dict[str, Any] = {}
             try:
                 with PeakRss() as memory:
@@ -263,8 +273,16 @@ def geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
 
 
+def tools_in(results: list[dict[str, Any]]) -> list[str]:
+    """The tools the results hold, in :data:`TOOLS` order (``tf`` first)."""
+    present = {t for r in results for rows in r["batches"].values() for t in rows}
+    return [t for t in TOOLS if t in present]
+
+
 def write_report(results: list[dict[str, Any]], peaks: dict[str, float], runs: int, out: Path) -> str:
     import tfaccel
+
+    TOOLS = tools_in(results)
 
     out.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -311,6 +329,10 @@ def write_report(results: list[dict[str, Any]], peaks: dict[str, float], runs: i
             lines.append(text)
             summary.append(f"batch {batch} {text[2:]}")
         lines.append("")
+        if "tfaccel" in TOOLS:
+            verdict = _default_trace_verdict(results, batch, TOOLS)
+            lines += verdict
+            summary += [f"batch {batch} {line[2:]}" for line in verdict if line.startswith("- ")]
     lines += ["## Details per model", ""]
     lines += [
         "Convert = conversion or trace time including the first (compiling) call; RSS = peak resident "
@@ -358,6 +380,46 @@ def write_report(results: list[dict[str, Any]], peaks: dict[str, float], runs: i
     return "\n".join(summary)
 
 
+def _default_trace_verdict(results: list[dict[str, Any]], batch: str, tools: list[str]) -> list[str]:
+    """Issue 6's two numbers for the default trace at one batch: is any model slower than TF by more than
+    the measured noise (the largest distance of ``tf_copy`` from 1.00x), and its geo-mean next to each
+    peer's, counted three ways (over the models each ran; a failure as 1.00x, the user staying on TF;
+    over the models both ran).
+    """
+    ratios: dict[str, dict[str, float | None]] = {t: {} for t in tools[1:]}
+    for r in results:
+        rows = r["batches"].get(batch)
+        if not rows or "ms" not in rows["tf"]:
+            continue
+        for tool in tools[1:]:
+            ratios[tool][r["model"]] = rows["tf"]["ms"] / rows[tool]["ms"] if "ms" in rows[tool] else None
+    copies = [v for v in ratios.get("tf_copy", {}).values() if v]
+    noise = max((abs(1 - v) for v in copies), default=0.05)
+    ours = ratios["tfaccel"]
+    slower = [f"{m} {v:.2f}x" for m, v in ours.items() if v is not None and v < 1 - noise]
+    lines = [
+        f"Default trace (`tfaccel`), batch {batch}: measured noise (largest |1 - tf_copy|) "
+        f"{100 * noise:.1f}%.",
+        "",
+        f"- slower than TF by more than the noise: {', '.join(slower) if slower else 'none'}",
+    ]
+    for peer in (p for p in PEERS if p in ratios):
+        theirs = ratios[peer]
+        ran = [v for v in theirs.values() if v]
+        both = {m: (o, t) for m in theirs if (t := theirs[m]) and (o := ours.get(m))}
+        as_tf = [v or 1.0 for v in theirs.values()]
+        ours_both, theirs_both = [o for o, _ in both.values()], [t for _, t in both.values()]
+        ours_all = [v for v in ours.values() if v]
+        lines.append(
+            f"- vs `{peer}`: {geomean(ours_all):.2f}x vs {geomean(ran):.2f}x over the models each ran; "
+            f"{geomean([ours[m] or 1.0 for m in theirs]):.2f}x vs {geomean(as_tf):.2f}x with a failure as "
+            f"1.00x; {geomean(ours_both):.2f}x vs {geomean(theirs_both):.2f}x "
+            f"over the {len(both)} models both ran"
+        )
+    lines.append("")
+    return lines
+
+
 def _versions() -> str:
     import importlib.metadata as md
 
@@ -371,7 +433,7 @@ def _chart(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tools = TOOLS[1:]
+    tools = tools_in(results)[1:]
     models = [r["model"] for r in results if "1" in r["batches"]]
     width = 0.8 / len(tools)
     fig, ax = plt.subplots(figsize=(max(10, 1.3 * len(models)), 5))
@@ -403,6 +465,9 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--out", default=str(ROOT / "docs"))
+    parser.add_argument(
+        "--tools", nargs="+", default=TOOLS[1:], choices=TOOLS[1:], help="tools next to tf (default: all)"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: benchmark one model, print JSON
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite the report from OUT/benchmarks.json, no runs"
@@ -413,7 +478,7 @@ def main() -> None:
         print(write_report(saved["results"], saved["peaks"], saved.get("runs", args.runs), Path(args.out)))
         return
     if args.one:
-        print(json.dumps(bench_model(args.one, args.batches, args.runs)))
+        print(json.dumps(bench_model(args.one, args.batches, args.runs, ["tf", *args.tools])))
         return
     peaks = {d: peak_gemm(d) for d in ("float32", "bfloat16")}
     print(f"peak GEMM: fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s", flush=True)
@@ -422,6 +487,7 @@ def main() -> None:
         for name in args.models:
             command = [sys.executable, __file__, "--one", name, "--runs", str(args.runs), "--batches"]
             command += [str(b) for b in args.batches]
+            command += ["--tools", *args.tools]
             log = Path(tmp) / f"{name}.log"
             with open(log, "w") as stderr:
                 proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
@@ -434,7 +500,7 @@ def main() -> None:
             for batch, rows in result["batches"].items():
                 cells = [
                     f"{t}={rows['tf']['ms'] / rows[t]['ms']:.2f}x" if "ms" in rows[t] else f"{t}=failed"
-                    for t in TOOLS[1:]
+                    for t in args.tools
                 ]
                 print(f"{name} b{batch}: TF {rows['tf'].get('ms', float('nan')):.2f} ms; " + " ".join(cells))
     Path(args.out).mkdir(parents=True, exist_ok=True)
