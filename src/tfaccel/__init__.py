@@ -42,6 +42,7 @@ def _register_op_library() -> None:
 _register_op_library()
 
 if TYPE_CHECKING:
+    from tfaccel.analyze import analyze_model
     from tfaccel.export import load
     from tfaccel.tracing import trace
 
@@ -52,6 +53,10 @@ def __getattr__(name: str) -> Any:
         from tfaccel.tracing import trace
 
         return trace
+    if name == "analyze_model":
+        from tfaccel.analyze import analyze_model
+
+        return analyze_model
     if name == "load":
         from tfaccel.export import load
 
@@ -71,6 +76,7 @@ __all__ = [
     "PartitionError",
     "TraceError",
     "__version__",
+    "analyze_model",
     "load",
     "trace",
 ]

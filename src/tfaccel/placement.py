@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from tfaccel.ir import Graph, Node
+from tfaccel.partition import Cluster
 
 __all__ = [
     "COMPUTE_HEAVY_OPS",
@@ -27,6 +28,7 @@ __all__ = [
     "decide_across",
     "STRUCTURAL_RUNTIME_OPS",
     "UNPLACEABLE_DTYPES",
+    "boundary_violations",
 ]
 
 #: Tensors of these dtypes cannot live inside a compiled subgraph (the design's rule for every backend).
@@ -105,6 +107,10 @@ class SupportQuery(Protocol):
 
     #: True when the backend compiles tensors of unknown dimensions (then such nodes are not refused)
     dynamic_shapes: bool
+    #: dtypes of :data:`UNPLACEABLE_DTYPES` the backend can hold *inside* a subgraph (e.g. XLA compiles a
+    #: TensorList loop whole); they still never cross a subgraph's boundary (the partitioner's caller
+    #: enforces that with :func:`boundary_violations`)
+    internal_dtypes: frozenset[str]
 
     def supports(self, node: Node) -> tuple[bool, str]: ...
 
@@ -189,12 +195,13 @@ def _decide_one(
             )
         chosen_by_user = True
     prefix = "subgraph_builder_function returned True, but " if chosen_by_user else ""
-    bad_dtypes = sorted({t.dtype for t in node.outputs if t.dtype in UNPLACEABLE_DTYPES})
+    unplaceable = UNPLACEABLE_DTYPES - backend.internal_dtypes
+    bad_dtypes = sorted({t.dtype for t in node.outputs if t.dtype in unplaceable})
     if bad_dtypes:
         detail = f"{prefix}its output dtype {', '.join(bad_dtypes)} cannot be held by a compiled subgraph"
         return Decision(node.name, node.op, runtime, Reason.DTYPE, detail)
     # such a tensor comes from a node that stays on the runtime, so it would have to enter the subgraph
-    bad_inputs = sorted(input_dtypes & UNPLACEABLE_DTYPES)
+    bad_inputs = sorted(input_dtypes & unplaceable)
     if bad_inputs:
         detail = f"{prefix}its input dtype {', '.join(bad_inputs)} cannot enter a compiled subgraph"
         return Decision(node.name, node.op, runtime, Reason.DTYPE, detail)
@@ -238,3 +245,27 @@ def reasons_summary(decisions: Mapping[str, Decision], limit: int = 3) -> str:
         shown = ", ".join(ops[:4]) + (", ..." if len(ops) > 4 else "")
         parts.append(f"{len(items)} x {reason.value} ({shown})")
     return "; ".join(parts) if parts else "no op was refused"
+
+
+def boundary_violations(graph: Graph, clusters: Sequence[Cluster]) -> dict[str, str]:
+    """Nodes that would pass a string, resource or variant tensor across a subgraph's boundary, each with
+    the sentence saying so: the consumer inside when such a tensor comes in, the producer inside when one
+    goes out. A backend may hold such a tensor inside a subgraph (``internal_dtypes``), never at its edge.
+    """
+    moved: dict[str, str] = {}
+    for cluster in clusters:
+        members = set(cluster.nodes)
+        for name in cluster.nodes:
+            for ref in graph[name].inputs:
+                dtype = graph[ref.node].outputs[ref.port].dtype
+                if ref.node not in members and dtype in UNPLACEABLE_DTYPES:
+                    moved.setdefault(
+                        name, f"it reads the {dtype} tensor {ref} from outside its subgraph ({cluster.name})"
+                    )
+        for ref in cluster.outputs:
+            dtype = graph[ref.node].outputs[ref.port].dtype
+            if dtype in UNPLACEABLE_DTYPES:
+                moved.setdefault(
+                    ref.node, f"its {dtype} output {ref} is read outside its subgraph ({cluster.name})"
+                )
+    return moved

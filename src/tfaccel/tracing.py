@@ -29,7 +29,7 @@ from tfaccel.errors import CaptureTypeError, CompileError, PartitionError, Trace
 from tfaccel.ir import Graph, Node
 from tfaccel.options import TraceOptions, resolve_options
 from tfaccel.partition import Cluster, contract, is_acyclic, partition
-from tfaccel.placement import COMPUTE_HEAVY_OPS, Decision, Reason, decide_across
+from tfaccel.placement import COMPUTE_HEAVY_OPS, Decision, Reason, boundary_violations, decide_across
 from tfaccel.profiling import cluster_inputs, compiled_runner, tf_runner, time_variants
 from tfaccel.report import PlacementReport, SubgraphSummary
 from tfaccel.runtime import Executable, make_model
@@ -57,8 +57,10 @@ def trace(
 
     Options come from ``NEURON_CC_FLAGS``, then ``TFACCEL_CC_FLAGS``, then keywords (each overriding the
     one before): ``workdir``, ``dynamic_batch_size``, ``extract_weights``, ``neuroncore_pipeline_cores``,
-    ``min_segment_size``, ``verbose``, ``backend`` and ``fp32_cast`` (flags spelled
-    ``--dynamic-batch-size`` and so on; see the README).
+    ``min_segment_size``, ``verbose``, ``backend``, ``fp32_cast`` and ``placement`` (flags spelled
+    ``--dynamic-batch-size`` and so on; see the README). By default (``--placement=profile``) each
+    candidate subgraph is timed on every available backend and on TF and goes to the fastest
+    (:mod:`tfaccel.selection`); ``--placement=static`` places by the support rules alone.
 
     Example::
 
@@ -231,6 +233,11 @@ class _Plan:
             )
             for name, why in result.rejected.items():
                 decisions[name] = decisions[name].to_runtime(Reason.SMALL_SUBGRAPH, why)
+            crossing = boundary_violations(graph, result.clusters)
+            if crossing:  # a list or handle would leave a subgraph: keep its end on TF, partition again
+                for name, why in crossing.items():
+                    decisions[name] = decisions[name].to_runtime(Reason.DTYPE, why)
+                continue
             compiled: list[CompiledSubgraph] = []
             failed = False
             for cluster in result.clusters:
@@ -252,7 +259,7 @@ class _Plan:
                 return compiled, decisions, fallbacks
         raise CompileError(
             f"compilation kept failing after {len(graph) + 1} fallback rounds (a tfaccel bug: please report "
-            f"it with the --workdir artifacts); last: {fallbacks[-1]}"
+            f"it with the --workdir artifacts); last: {fallbacks[-1] if fallbacks else None}"
         )
 
 

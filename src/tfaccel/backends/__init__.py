@@ -72,6 +72,8 @@ class Backend(Protocol):
     #: True when compiled subgraphs accept unknown dimensions (``--dynamic-batch-size`` then traces one
     #: graph with an unknown batch instead of running chunks of the traced batch)
     dynamic_shapes: bool
+    #: string/resource/variant dtypes a subgraph may hold inside (never at its boundary)
+    internal_dtypes: frozenset[str]
 
     def support_for(self, graph: Graph, graph_def: graph_pb2.GraphDef) -> Backend:
         """The backend ready to answer ``supports`` for nodes of this graph (a backend whose support

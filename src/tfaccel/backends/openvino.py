@@ -82,6 +82,7 @@ class OpenVinoBackend:
     grappler_off = frozenset({"arithmetic_optimization"})
     #: OpenVINO compiles dynamic dimensions (an output of unknown shape is copied out after inference)
     dynamic_shapes = True
+    internal_dtypes: frozenset[str] = frozenset()
 
     def __init__(self, fp32_cast: str = "none") -> None:
         library = native.load()

@@ -70,6 +70,8 @@ class XlaBackend:
     grappler_off: frozenset[str] = frozenset()
     #: XLA compiles static shapes: unknown dims stay on TF, and dynamic batch runs chunks
     dynamic_shapes = False
+    #: XLA compiles a TensorList loop (a Keras LSTM/GRU) whole, when the list never leaves the subgraph
+    internal_dtypes: frozenset[str] = frozenset({"variant"})
 
     def __init__(self) -> None:
         self._table = _kernel_table()
