@@ -21,7 +21,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--runs", type=int, default=30, help="timed calls per variant (interleaved)")
     parser.add_argument(
-        "--backend", default="auto", help="openvino (fast), xla (portable) or auto (openvino if available)"
+        "--backend", default="auto", help="openvino (fast), xla (portable) or auto (every available one)"
+    )
+    parser.add_argument(
+        "--placement", default="profile", help="profile (measure, keep the fastest) or static (rules only)"
     )
     args = parser.parse_args(argv)
 
@@ -35,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = EXAMPLES[args.model]()
     x = example_input(args.model, args.batch)
     start = time.perf_counter()
-    traced = tfaccel.trace(model, x, backend=args.backend)
+    traced = tfaccel.trace(model, x, backend=args.backend, placement=args.placement)
     trace_s = time.perf_counter() - start
     print(f"traced {args.model} (batch {args.batch}) in {trace_s:.1f} s")
     traced.summary()

@@ -113,7 +113,17 @@ def trace(
         )
     elif placement == "profile" and compiled:
         start = time.perf_counter()
-        compiled, decisions, measurements, more = _profile(plan, examples, takes, compiled, decisions)
+        try:
+            compiled, decisions, measurements, more = _profile(plan, examples, takes, compiled, decisions)
+        except (tf.errors.OpError, ValueError) as err:  # the static placement stands, and says so
+            placement = "static"
+            sentence = (
+                f"--placement=profile could not measure the subgraphs ({type(err).__name__}: "
+                f"{str(err).strip().splitlines()[0][:300]}); the static placement is kept"
+            )
+            logger.warning("placement fallback: %s", sentence)
+            backend_notes.append(sentence)
+            more = []
         profile_seconds = time.perf_counter() - start
         fallbacks.extend(more)
     fallbacks = [*backend_notes, *captured.notes, *fallbacks]
