@@ -13,7 +13,14 @@ import pytest
 
 from conftest import SRC
 
-TF_FREE = ("tfaccel.ir", "tfaccel.partition", "tfaccel.placement", "tfaccel.stages", "tfaccel.errors")
+TF_FREE = (
+    "tfaccel.ir",
+    "tfaccel.partition",
+    "tfaccel.placement",
+    "tfaccel.selection",
+    "tfaccel.stages",
+    "tfaccel.errors",
+)
 FORBIDDEN = ("tensorflow", "keras", "tf_keras", "openvino")
 
 
