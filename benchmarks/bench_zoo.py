@@ -6,7 +6,8 @@ warm-up, medians:
 * ``tf``           the original, ``tf.function`` graph mode (the baseline of every ratio)
 * ``tf_copy``      the same again, built separately: its distance from 1.00x is the measured noise
 * ``xla_jit``      the whole model under ``tf.function(jit_compile=True)``
-* ``ort``          ONNX Runtime (CPU) on the model converted by tf2onnx
+* ``ort``          ONNX Runtime (CPU) on the model converted by tf2onnx (thread spinning off: spinning
+                   threads would slow whichever tool runs after it in the interleaved order)
 * ``ov_own``       OpenVINO's own path: ``openvino.convert_model(model)`` + compile (fp32; ``_bf16``: bf16)
 * ``tfaccel_xla``  ``tfaccel.trace(backend="xla")`` (``_bf16``: ``--fp32-cast=matmult``)
 * ``tfaccel_ov``   ``tfaccel.trace(backend="openvino")`` (``_bf16``: ``--fp32-cast=matmult``)
@@ -140,7 +141,13 @@ def build_tool(tool: str, model: Any, x: Any) -> Callable[[], list[np.ndarray]]:
 
         fn = tf.function(call, input_signature=_specs(x), autograph=False)
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=_specs(x), opset=17)
-        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        # ORT's pool threads spin for a while after each run by default: in this one-process, interleaved
+        # harness they take the 2 cores from whichever tool runs next (measured: OpenVINO on MobileNetV2
+        # drops from 3.6x to 2.1x behind a spinning ORT), so spinning is off, for a fair comparison
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         # by name; tf2onnx leaves tensors the function captured (not variables) as extra graph inputs,
         # so feed those their captured values (without that, tf2onnx fails on such models)
         ours = {f"input_{i}": np.asarray(t) for i, t in enumerate(flat)}

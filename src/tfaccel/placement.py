@@ -133,14 +133,14 @@ def decide(graph: Graph, backend: SupportQuery, callback: Callback | None = None
 
 def decide_across(
     graph: Graph, backends: Sequence[SupportQuery], callback: Callback | None = None
-) -> tuple[dict[str, Decision], dict[str, frozenset[str]]]:
+) -> tuple[dict[str, Decision], dict[str, dict[str, Decision]]]:
     """Decide every node for several backends at once: a node goes to the first backend, in the order
     given (the order of preference), that takes it.
 
-    Returns the merged decisions and, per backend name, every node that backend would take (profiled
-    placement uses that to know on which backends a subgraph could run). A node no backend takes keeps
-    the first backend's reason, with the others' reasons added when they differ. ``callback`` is asked
-    once per node, however many backends there are.
+    Returns the merged decisions and, per backend name, that backend's own decision for every node
+    (profiled placement uses them to know on which backends a subgraph could run, or why not). A node
+    no backend takes keeps the first backend's reason, with the others' reasons added when they differ.
+    ``callback`` is asked once per node, however many backends there are.
     """
     if callback is not None:
         answers: dict[str, bool] = {}
@@ -153,10 +153,7 @@ def decide_across(
 
         callback = once
     each = [decide(graph, backend, callback) for backend in backends]
-    takes = {
-        backend.name: frozenset(n for n, d in per.items() if d.accelerated)
-        for backend, per in zip(backends, each, strict=True)
-    }
+    by_backend = {backend.name: per for backend, per in zip(backends, each, strict=True)}
     merged: dict[str, Decision] = {}
     for name, first in each[0].items():
         options = [per[name] for per in each]
@@ -174,7 +171,7 @@ def decide_across(
                 detail=f"{chosen.detail} (on {chosen.backend}; {backends[0].name}: {options[0].detail})",
             )
         merged[name] = chosen
-    return merged, takes
+    return merged, by_backend
 
 
 def _decide_one(

@@ -276,7 +276,7 @@ class _Plan:
 def _profile(
     plan: _Plan,
     examples: Any,
-    takes: dict[str, frozenset[str]],
+    takes: dict[str, dict[str, Decision]],
     compiled: list[CompiledSubgraph],
     decisions: dict[str, Decision],
 ) -> tuple[list[CompiledSubgraph], dict[str, Decision], list[Measurement], list[str]]:
@@ -297,9 +297,10 @@ def _profile(
         variants = {"tf": tf_runner(subgraph, inputs)}
         failed: dict[str, str] = {}
         for name in order:
-            missing = [n for n in cluster.nodes if n not in takes[name]]
-            if missing:
-                failed[name] = f"does not take node {missing[0]!r} ({graph[missing[0]].op})"
+            refused = [takes[name][n] for n in cluster.nodes if not takes[name][n].accelerated]
+            if refused:
+                first = refused[0]
+                failed[name] = f"does not take node {first.node!r} ({first.op}): {first.detail}"
                 continue
             try:
                 candidate = item if name == cluster.group else plan.compile(replace(cluster, group=name))
