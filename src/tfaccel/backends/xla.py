@@ -33,6 +33,7 @@ __all__ = ["XlaBackend", "SLOW_ON_CPU"]
 logger = logging.getLogger(__name__)
 
 _DEVICE = "XLA_CPU_JIT"
+_MUST_COMPILE = "_XlaMustCompile"
 _IMPORT_SCOPE = "sg"
 _NODE_IN_MESSAGE = re.compile(r"\{\{node ([^}]+)\}\}|node `([^`]+)`")
 
@@ -157,9 +158,15 @@ class XlaBackend:
                     "XLA:CPU compiles the executable on the first call of each input shape.\n"
                 ),
             }
+        call = call_node(subgraph, fname)
+        # TF's runtime hands a call to XLA only when the *call node* says so: the function's own
+        # _XlaMustCompile attribute is not enough (measured: without this the function ran op by op on
+        # TF, 1.35 ms instead of 0.47 ms for the LSTM/GRU model). tf.function(jit_compile=True) marks
+        # its call nodes the same way.
+        call.attr[_MUST_COMPILE].b = True
         return CompiledSubgraph(
             cluster=subgraph.cluster,
-            call=call_node(subgraph, fname),
+            call=call,
             functions=tuple(functions),
             artifacts=kept,
         )
