@@ -123,8 +123,8 @@ def time_variants(variants: Mapping[str, Callable[[], Any]]) -> tuple[dict[str, 
             logger.warning("profile: variant %s failed to run: %s", name, failed[name])
             continue
         working[name] = fn
-    per_round = 2 * sum(first.values())  # interleaved() runs each variant twice per round
+    per_round = sum(first.values())
     runs = int(BUDGET_S / per_round) if per_round > 0 else MAX_RUNS
     runs = max(MIN_RUNS, min(MAX_RUNS, runs))
-    timings = interleaved(working, runs=runs, warmup=1)
+    timings = interleaved(working, runs=runs, warmup=0, discard=False)  # warm: each ran twice above
     return {name: t.median_ms for name, t in timings.items()}, runs, failed

@@ -27,11 +27,13 @@ class Timing:
 
 
 def interleaved(
-    variants: Mapping[str, Callable[[], Any]], runs: int = 20, warmup: int = 3
+    variants: Mapping[str, Callable[[], Any]], runs: int = 20, warmup: int = 3, discard: bool = True
 ) -> dict[str, Timing]:
     """Time each zero-argument callable ``runs`` times, interleaving the variants, after ``warmup`` calls.
 
-    Each callable must block until its work is done (e.g. call ``.numpy()`` on a result).
+    Each callable must block until its work is done (e.g. call ``.numpy()`` on a result). With
+    ``discard`` each timed call follows an untimed one of the same variant (benchmarks: no cache effects
+    of the switch); without, every call is timed (profiled placement: half the cost).
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
@@ -41,7 +43,8 @@ def interleaved(
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(runs):
         for name, fn in variants.items():
-            fn()  # discard: the first call after switching variants pays cache effects
+            if discard:
+                fn()  # the first call after switching variants pays cache effects
             start = time.perf_counter()
             fn()
             samples[name].append((time.perf_counter() - start) * 1000.0)
