@@ -34,12 +34,13 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--placement", default="profile", choices=["profile", "static"])
     args = parser.parse_args()
 
     print(
         f"# tfaccel {tfaccel.__version__}, TensorFlow {tf.__version__}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"backend {args.backend}, {args.runs} interleaved runs, medians"
+        f"backend {args.backend}, placement {args.placement}, {args.runs} interleaved runs, medians"
     )
     header = (
         f"{'model':<12} {'batch':>5} {'trace s':>8} {'ratio':>6} {'max rel err':>11} {'TF ms':>8} "
@@ -53,7 +54,7 @@ def main() -> None:
         for batch in args.batches:
             x = example_input(name, batch)
             start = time.perf_counter()
-            traced = tfaccel.trace(model, x, backend=args.backend)
+            traced = tfaccel.trace(model, x, backend=args.backend, placement=args.placement)
             trace_s = time.perf_counter() - start
             expected = original(x).numpy()
             got = traced(x).numpy()
