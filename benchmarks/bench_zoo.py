@@ -289,7 +289,7 @@ def tools_in(results: list[dict[str, Any]]) -> list[str]:
 def write_report(results: list[dict[str, Any]], peaks: dict[str, float], runs: int, out: Path) -> str:
     import tfaccel
 
-    TOOLS = tools_in(results)
+    tools = tools_in(results)
 
     out.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -311,16 +311,16 @@ def write_report(results: list[dict[str, Any]], peaks: dict[str, float], runs: i
     for batch in sorted({b for r in results for b in r["batches"]}, key=int):
         lines += [f"## Speed-up vs TF, batch {batch}", ""]
         lines += [
-            "| model | TF ms | " + " | ".join(TOOLS[1:]) + " |",
-            "|---|---:|" + "---:|" * (len(TOOLS) - 1),
+            "| model | TF ms | " + " | ".join(tools[1:]) + " |",
+            "|---|---:|" + "---:|" * (len(tools) - 1),
         ]
-        speedups: dict[str, list[float]] = {t: [] for t in TOOLS[1:]}
+        speedups: dict[str, list[float]] = {t: [] for t in tools[1:]}
         for r in results:
             rows = r["batches"].get(batch)
             if not rows or "ms" not in rows["tf"]:
                 continue
             cells = []
-            for tool in TOOLS[1:]:
+            for tool in tools[1:]:
                 row = rows[tool]
                 if "ms" in row:
                     speedup = rows["tf"]["ms"] / row["ms"]
@@ -336,8 +336,8 @@ def write_report(results: list[dict[str, Any]], peaks: dict[str, float], runs: i
             lines.append(text)
             summary.append(f"batch {batch} {text[2:]}")
         lines.append("")
-        if "tfaccel" in TOOLS:
-            verdict = _default_trace_verdict(results, batch, TOOLS)
+        if "tfaccel" in tools:
+            verdict = _default_trace_verdict(results, batch, tools)
             lines += verdict
             summary += [f"batch {batch} {line[2:]}" for line in verdict if line.startswith("- ")]
     lines += ["## Details per model", ""]
@@ -361,7 +361,7 @@ def write_report(results: list[dict[str, Any]], peaks: dict[str, float], runs: i
         ]
         lines += ["|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
         for batch, rows in sorted(r["batches"].items(), key=lambda kv: int(kv[0])):
-            for tool in TOOLS:
+            for tool in tools:
                 row = rows[tool]
                 if "error" in row:
                     lines.append(f"| {batch} | {tool} | failed | | | | | | |")

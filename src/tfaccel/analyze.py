@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tfaccel.backends import candidate_backends
-from tfaccel.capture import capture
 from tfaccel.options import resolve_options
 from tfaccel.placement import decide_across
+from tfaccel.tracing import capture_for_backends
 
 __all__ = ["analyze_model", "render"]
 
@@ -44,13 +44,7 @@ def analyze_model(
     """
     opts = resolve_options(options)
     backends, notes = candidate_backends(opts.backend, opts.fp32_cast)
-    captured = capture(
-        func,
-        example_inputs,
-        extract_weights=opts.extract_weights,
-        fp32_cast="none" if backends[0].casts_in_compiler else opts.fp32_cast,
-        grappler_off=frozenset().union(*(b.grappler_off for b in backends)),
-    )
+    captured = capture_for_backends(backends, opts)(func, example_inputs)
     graph = captured.graph
     queries = [b.support_for(graph, captured.graph_def) for b in backends]
     decisions, _ = decide_across(graph, queries)

@@ -20,11 +20,28 @@ from tfaccel.errors import PartitionError
 from tfaccel.ir import Graph, TensorInfo, TensorRef
 from tfaccel.partition import Cluster
 
-__all__ = ["SubgraphDef", "assemble", "extract_subgraph", "input_placeholder", "resources_of"]
+__all__ = [
+    "SubgraphDef",
+    "assemble",
+    "extract_subgraph",
+    "input_placeholder",
+    "resource_placeholder",
+    "resources_of",
+]
 
 
 def input_placeholder(index: int) -> str:
     return f"tfaccel_in_{index}"
+
+
+def resource_placeholder(name: str) -> node_def_pb2.NodeDef:
+    """The scalar string Placeholder through which a call reads one of its compiled resources."""
+    node = node_def_pb2.NodeDef()
+    node.name = name
+    node.op = "Placeholder"
+    node.attr["dtype"].type = tf.string.as_datatype_enum
+    node.attr["shape"].shape.CopyFrom(tf.TensorShape([]).as_proto())
+    return node
 
 
 @dataclass(frozen=True)
@@ -135,11 +152,7 @@ def assemble(
     out.versions.CopyFrom(graph_def.versions)
     resources = resources_of(compiled)
     for name in resources:  # a compiled model the call reads as a string input (fed from a variable)
-        ph = out.node.add()
-        ph.name = name
-        ph.op = "Placeholder"
-        ph.attr["dtype"].type = tf.string.as_datatype_enum
-        ph.attr["shape"].shape.CopyFrom(tf.TensorShape([]).as_proto())
+        out.node.append(resource_placeholder(name))
     placed_calls: set[str] = set()
     for node_def in graph_def.node:
         cluster_name = owner.get(node_def.name)

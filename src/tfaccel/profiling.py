@@ -20,7 +20,7 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 
 from tfaccel import _tf_compat
-from tfaccel.assemble import SubgraphDef, input_placeholder
+from tfaccel.assemble import SubgraphDef, input_placeholder, resource_placeholder
 from tfaccel.backends import CompiledSubgraph
 from tfaccel.capture import CapturedFunction, feed_values, split_examples
 from tfaccel.ir import TensorRef
@@ -76,12 +76,7 @@ def compiled_runner(
     for i in range(len(values)):
         placeholder = next(n for n in subgraph.graph_def.node if n.name == input_placeholder(i))
         graph_def.node.append(copy.deepcopy(placeholder))
-    for name, _ in item.resources:
-        node = graph_def.node.add()
-        node.name = name
-        node.op = "Placeholder"
-        node.attr["dtype"].type = tf.string.as_datatype_enum
-        node.attr["shape"].shape.CopyFrom(tf.TensorShape([]).as_proto())
+    graph_def.node.extend(resource_placeholder(name) for name, _ in item.resources)
     call = copy.deepcopy(item.call)
     index = {ref: i for i, ref in enumerate(item.cluster.inputs)}
     texts = [text for text in call.input if not text.startswith("^")]  # no control edges: run alone

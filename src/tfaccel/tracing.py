@@ -12,7 +12,7 @@ import copy
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -37,7 +37,7 @@ from tfaccel.selection import Measurement, choose
 from tfaccel.stages import split_balanced
 from tfaccel.workdir import write_capture, write_workdir
 
-__all__ = ["trace"]
+__all__ = ["capture_for_backends", "trace"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +74,7 @@ def trace(
     for note in backend_notes:
         logger.warning("backend: %s", note)
     primary = backends[0]
-    capture_for = functools.partial(
-        capture,
-        extract_weights=opts.extract_weights,
-        fp32_cast="none" if primary.casts_in_compiler else opts.fp32_cast,
-        grappler_off=frozenset().union(*(b.grappler_off for b in backends)),
-    )
+    capture_for = capture_for_backends(backends, opts)
     stages = opts.neuroncore_pipeline_cores
     any_batch: CapturedFunction | None = None
     examples = example_inputs  # what the captured graph was traced on (profiling feeds these)
@@ -172,6 +167,21 @@ def trace(
     if opts.verbose >= 1:
         model.summary()
     return model
+
+
+def capture_for_backends(backends: Sequence[Backend], opts: TraceOptions) -> Callable[..., CapturedFunction]:
+    """``capture`` set up for these candidate backends: ``capture_for(func, example_inputs, ...)``.
+
+    One captured graph serves every candidate, so grappler skips the passes any of them mishandles, and
+    ``--fp32-cast`` rewrites the graph only when the first backend does not cast in its compiler
+    (:func:`tfaccel.backends.candidate_backends` keeps one backend when the cast is on).
+    """
+    return functools.partial(
+        capture,
+        extract_weights=opts.extract_weights,
+        fp32_cast="none" if backends[0].casts_in_compiler else opts.fp32_cast,
+        grappler_off=frozenset().union(*(b.grappler_off for b in backends)),
+    )
 
 
 def _node_callback(user_fn: Callable[[Any], bool] | None) -> Callable[[Node], bool] | None:
@@ -320,8 +330,8 @@ def _profile(
         record = Measurement(cluster.name, cluster.effective_size, times, failed, chosen, why, runs)
         measurements.append(record)
         logger.info("profile %s: %s", cluster.name, why)
+        detail = f"{cluster.name}: {why}"
         for node in cluster.nodes:
-            detail = f"{cluster.name}: {why}"
             if chosen is None:
                 decisions[node] = decisions[node].to_runtime(Reason.SLOWER, detail)
             else:
