@@ -112,6 +112,29 @@ def test_two_groups_side_by_side() -> None:
     assert by_name(result)["tfaccel_sg_0"].inputs == refs("x", "b2")
 
 
+def test_const_ordered_after_a_graph_input_is_still_copied() -> None:
+    """Inlining a SavedModel signature gives its constants a control edge from the inputs (``^features``);
+    a fed input orders nothing, so the constant is still copied (XLA needs ArgMax's axis as a constant),
+    while a constant ordered after real work stays a boundary input.
+    """
+    g = build(
+        [
+            node("x", "Placeholder"),
+            node("axis", "Const", controls=["x"]),
+            node("w", "Relu", inputs=["x"]),
+            node("late", "Const", controls=["w"]),
+            node("a", "MatMul", inputs=["x", "x"]),
+            node("m", "ArgMax", inputs=["a", "axis"]),
+            node("s", "Add", inputs=["m", "late"]),
+        ],
+        outputs=["s"],
+    )
+    result = partition(g, dict.fromkeys(["a", "m", "s"], "xla"))
+    (c,) = result.clusters
+    assert c.consts == ("axis",)
+    assert c.inputs == refs("x", "late")
+
+
 def test_consts_are_copied_into_every_reader() -> None:
     g = build(
         [
@@ -442,7 +465,13 @@ def test_random_dags(case: tuple[Graph, dict[str, str], int, bool], seed: int) -
         assert set(c.consts).isdisjoint(c.nodes)
         assert all(graph[k].op == "Const" for k in c.consts)
         assert all(ref.node not in c.nodes and ref.node not in c.consts for ref in c.inputs)
-        copyable = {n.name for n in graph if n.op == "Const" and not n.inputs and not n.control_inputs}
+        copyable = {
+            n.name
+            for n in graph
+            if n.op == "Const"
+            and not n.inputs
+            and all(graph[k].op == "Placeholder" for k in n.control_inputs)
+        }
         read = {ref.node for m in c.nodes for ref in graph[m].inputs}
         assert set(c.consts) == read & copyable
         assert all(ref.node in c.nodes for ref in c.outputs)

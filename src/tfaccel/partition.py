@@ -49,11 +49,19 @@ class PartitionResult:
     rejected: Mapping[str, str]
 
 
-def _is_copyable_const(node: Node) -> bool:
-    """A Const without any input can be duplicated freely: it costs nothing to rebuild and never orders
-    anything, so every cluster gets its own copy instead of a tensor crossing the boundary.
+def _is_copyable_const(node: Node, graph: Graph) -> bool:
+    """A Const without data inputs can be duplicated freely: it costs nothing to rebuild, so every cluster
+    gets its own copy instead of a tensor crossing the boundary (and XLA sees a compile-time constant).
+
+    Control inputs from graph inputs do not stop the copy: inlining a function (e.g. a SavedModel
+    signature) gives its constants a control edge from the Placeholders, which orders nothing, since a
+    fed input is always available. Any other control input may order real work, so such a Const stays.
     """
-    return node.op == "Const" and not node.inputs and not node.control_inputs
+    return (
+        node.op == "Const"
+        and not node.inputs
+        and all(c in graph and graph[c].op == "Placeholder" for c in node.control_inputs)
+    )
 
 
 class _DynamicOrder:
@@ -267,7 +275,7 @@ def _describe(
             for ref in graph[m].inputs:
                 if ref.node in member_set:
                     continue
-                if _is_copyable_const(graph[ref.node]):
+                if _is_copyable_const(graph[ref.node], graph):
                     consts.setdefault(ref.node)
                 else:
                     inputs.setdefault(ref)
