@@ -23,6 +23,7 @@ from tfaccel.errors import (
     InputValueError,
     OptionsError,
     PartitionError,
+    SourceError,
     TraceError,
 )
 
@@ -43,7 +44,7 @@ _register_op_library()
 
 if TYPE_CHECKING:
     from tfaccel.analyze import analyze_model
-    from tfaccel.export import load
+    from tfaccel.export import load, load_report
     from tfaccel.tracing import trace
 
 
@@ -61,6 +62,14 @@ def __getattr__(name: str) -> Any:
         from tfaccel.export import load
 
         return load
+    if name == "load_report":
+        from tfaccel.export import load_report
+
+        return load_report
+    if name == "saved_model":
+        import tfaccel.saved_model
+
+        return tfaccel.saved_model
     raise AttributeError(f"module 'tfaccel' has no attribute {name!r}")
 
 
@@ -74,9 +83,12 @@ __all__ = [
     "InputValueError",
     "OptionsError",
     "PartitionError",
+    "SourceError",
     "TraceError",
     "__version__",
     "analyze_model",
     "load",
+    "load_report",
+    "saved_model",
     "trace",
 ]

@@ -17,6 +17,7 @@ __all__ = [
     "InputValueError",
     "OptionsError",
     "PartitionError",
+    "SourceError",
     "TraceError",
 ]
 
@@ -51,6 +52,12 @@ class OptionsError(TraceError, ValueError):
 
 class ExportError(TraceError):
     """Saving or loading a traced model failed."""
+
+
+class SourceError(TraceError):
+    """A SavedModel to trace cannot be used: a bad path, not a SavedModel, corrupted, an unknown
+    signature, or example inputs that do not fit its signature.
+    """
 
 
 class InputTypeError(TraceError, TypeError):

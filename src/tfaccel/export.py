@@ -21,7 +21,7 @@ from tfaccel.errors import ExportError
 from tfaccel.report import PlacementReport
 from tfaccel.runtime import Executable, make_model
 
-__all__ = ["METADATA_FILE", "load", "save", "write_metadata"]
+__all__ = ["METADATA_FILE", "load", "load_report", "read_metadata", "save", "write_metadata"]
 
 METADATA_FILE = os.path.join("assets.extra", "tfaccel.json")
 _FORMAT = 1
@@ -69,20 +69,7 @@ def load(path: str | os.PathLike[str]) -> Any:
         again(x)
     """
     path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise ExportError(f"{path!r} is not a directory; tfaccel.load expects a SavedModel directory")
-    meta_path = os.path.join(path, METADATA_FILE)
-    if not os.path.exists(meta_path):
-        raise ExportError(
-            f"{path!r} has no {METADATA_FILE}: it was not saved by tfaccel. Load a plain SavedModel with "
-            "tf.saved_model.load(path)"
-        )
-    with open(meta_path, encoding="utf-8") as handle:
-        meta = json.load(handle)
-    if meta.get("format") != _FORMAT:
-        raise ExportError(
-            f"{meta_path} has format {meta.get('format')!r}; this tfaccel reads format {_FORMAT}"
-        )
+    meta = read_metadata(path)
     try:
         restored = tf.saved_model.load(path)
     except Exception as err:
@@ -105,3 +92,36 @@ def load(path: str | os.PathLike[str]) -> Any:
     )
     executable.restored = restored  # type: ignore[attr-defined]  # keep the loaded object alive
     return make_model(executable)
+
+
+def read_metadata(path: str) -> dict[str, Any]:
+    """The ``assets.extra/tfaccel.json`` of the traced SavedModel at ``path``; :class:`ExportError` when
+    ``path`` is not a directory, was not saved by tfaccel, or was saved in another metadata format.
+    """
+    if not os.path.isdir(path):
+        raise ExportError(f"{path!r} is not a directory; a traced model is a SavedModel directory")
+    meta_path = os.path.join(path, METADATA_FILE)
+    if not os.path.exists(meta_path):
+        raise ExportError(
+            f"{path!r} has no {METADATA_FILE}: it was not saved by tfaccel. Load a plain SavedModel with "
+            "tf.saved_model.load(path)"
+        )
+    try:
+        with open(meta_path, encoding="utf-8") as handle:
+            meta: dict[str, Any] = json.load(handle)
+    except (OSError, ValueError) as err:
+        raise ExportError(f"{meta_path} cannot be read ({err}); save the traced model again") from err
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ExportError(f"{meta_path} has format {found!r}; this tfaccel reads format {_FORMAT}")
+    return meta
+
+
+def load_report(path: str | os.PathLike[str]) -> PlacementReport:
+    """The placement report saved with a traced model, without loading the model.
+
+    Example::
+
+        tfaccel.load_report("traced").render(print)
+    """
+    return PlacementReport.from_json(read_metadata(os.fspath(path))["report"])
