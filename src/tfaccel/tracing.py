@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 
-from tfaccel import _tf_compat
+from tfaccel import _tf_compat, progress
 from tfaccel.assemble import assemble, extract_subgraph, resources_of
 from tfaccel.backends import Backend, CompiledSubgraph, SubgraphCompileError, candidate_backends
 from tfaccel.batching import batch_size_of, micro_batch, run_in_chunks, same_batch, with_batch
@@ -260,7 +260,10 @@ class _Plan:
                 continue
             compiled: list[CompiledSubgraph] = []
             failed = False
-            for cluster in result.clusters:
+            for index, cluster in enumerate(result.clusters, 1):
+                progress.emit(
+                    "compiling", index, len(result.clusters), cluster.name, cluster.group, len(cluster.nodes)
+                )
                 try:
                     compiled.append(self.compile(cluster))
                 except SubgraphCompileError as err:
@@ -300,8 +303,9 @@ def _profile(
     values = cluster_inputs(captured, examples, [item.cluster for item in compiled])
     decisions = dict(decisions)
     measurements: list[Measurement] = []
-    for item in compiled:
+    for index, item in enumerate(compiled, 1):
         cluster = item.cluster
+        progress.emit("measuring", index, len(compiled), cluster.name, "+".join(order), len(cluster.nodes))
         subgraph = extract_subgraph(cluster, graph, captured.graph_def.library)
         inputs = [values[ref] for ref in cluster.inputs]
         variants = {"tf": tf_runner(subgraph, inputs)}

@@ -1,0 +1,97 @@
+"""Progress of a trace (which subgraph is compiling or being measured), for a person at a terminal.
+
+Why a hook and not prints: the library never prints on its own (design §9); ``trace`` only announces
+its steps to whatever sink the caller installed with :func:`reporting`, and the CLI installs a
+:class:`TerminalProgress`, which draws one self-overwriting line and only when its stream is a terminal
+(a build log or a pipe gets nothing). A library user can do the same::
+
+    from tfaccel.progress import TerminalProgress, reporting
+
+    with reporting(TerminalProgress()):
+        traced = tfaccel.trace(model, x)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Protocol, TextIO
+
+__all__ = ["Event", "ProgressSink", "TerminalProgress", "emit", "reporting"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One step of a trace: ``phase`` ("compiling" or "measuring") item ``index`` (1-based) of ``total``."""
+
+    phase: str
+    index: int
+    total: int
+    subgraph: str
+    backend: str
+    nodes: int
+
+
+class ProgressSink(Protocol):
+    def update(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+_sink: ContextVar[ProgressSink | None] = ContextVar("tfaccel_progress", default=None)
+
+
+def emit(phase: str, index: int, total: int, subgraph: str, backend: str, nodes: int) -> None:
+    """Announce a step to the installed sink (nothing happens without one)."""
+    sink = _sink.get()
+    if sink is not None:
+        sink.update(Event(phase, index, total, subgraph, backend, nodes))
+
+
+@contextlib.contextmanager
+def reporting(sink: ProgressSink) -> Iterator[ProgressSink]:
+    """Send the progress of every ``trace`` inside the block to ``sink``; close it on the way out."""
+    token = _sink.set(sink)
+    try:
+        yield sink
+    finally:
+        _sink.reset(token)
+        sink.close()
+
+
+class TerminalProgress:
+    """One line, rewritten in place: ``[12.3 s] compiling subgraph 2/5: tfaccel_subgraph_1 on openvino
+    (140 nodes)``. Draws nothing unless ``stream`` is a terminal; erases itself when closed.
+    """
+
+    def __init__(self, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.clock = clock
+        self.start = clock()
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._width = 0
+
+    def line(self, event: Event) -> str:
+        elapsed = self.clock() - self.start
+        return (
+            f"[{elapsed:6.1f} s] {event.phase} subgraph {event.index}/{event.total}: {event.subgraph} "
+            f"on {event.backend} ({event.nodes} nodes)"
+        )
+
+    def update(self, event: Event) -> None:
+        if not self.enabled:
+            return
+        text = self.line(event)
+        self.stream.write("\r" + text.ljust(self._width))
+        self.stream.flush()
+        self._width = max(self._width, len(text))
+
+    def close(self) -> None:
+        if self.enabled and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
