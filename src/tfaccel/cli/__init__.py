@@ -1,0 +1,255 @@
+"""The ``tfaccel`` command: trace, analyze, report and bench SavedModel directories.
+
+Exit codes: 0 success; 2 bad usage (a missing or malformed argument, an unknown flag in ``--flags``);
+1 failure, with a one-line reason on stderr (the Python traceback only with ``--verbose``). The command
+calls tfaccel's public API (``trace``, ``analyze_model``, ``load_report``), so it can do nothing a
+script could not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+from tfaccel.errors import OptionsError, TraceError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+_TRACE_EXAMPLES = """examples:
+  tfaccel trace resnet_savedmodel resnet_traced
+  tfaccel trace bert_savedmodel bert_traced --batch-size 8 --flags "--dynamic-batch-size"
+  tfaccel trace model model_traced --signature serving_default --inputs examples.npz \\
+      --flags "--backend=xla --workdir=/tmp/tfaccel_work"
+
+Example inputs come from the signature: an unknown first dimension becomes --batch-size (default 1);
+floats are uniform in [0, 1), integers zeros. For other unknown dimensions, string inputs or real data,
+give an .npz file whose array names are the signature's input names (numpy.savez(path, name=array)).
+--flags takes the flags of NEURON_CC_FLAGS / TFACCEL_CC_FLAGS and overrides them."""
+
+_ANALYZE_EXAMPLES = """examples:
+  tfaccel analyze resnet_savedmodel
+  tfaccel analyze bert_savedmodel --batch-size 8 --flags "--backend=openvino" --json"""
+
+_REPORT_EXAMPLES = """examples:
+  tfaccel report resnet_traced
+  tfaccel report resnet_traced --json > placement.json"""
+
+_BENCH_EXAMPLES = """examples:
+  tfaccel bench resnet_traced
+  tfaccel bench resnet_traced --baseline resnet_savedmodel --concurrency 4 --duration 20
+  tfaccel bench bert_traced --batch-size 8   (a model traced with --dynamic-batch-size)
+
+Each worker thread calls the signature in a loop; latency is per call, throughput counts inferences
+(calls x batch). With --baseline the two models run in alternating slices of the duration, so both see
+the same machine load, and the ratios are printed."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with bad usage exiting 2 after a one-line reason (and the usage)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tfaccel import __version__
+
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="show TensorFlow's logs and tracebacks of failures"
+    )
+    source = _Parser(add_help=False)
+    source.add_argument("--signature", metavar="NAME", help="signature to use (default: serving_default)")
+    source.add_argument(
+        "--tag", action="append", dest="tags", metavar="TAG", help="MetaGraph tag to load (repeatable)"
+    )
+    source.add_argument(
+        "--batch-size", type=_positive_int, metavar="N", help="fills an unknown first dimension (default 1)"
+    )
+    source.add_argument("--inputs", metavar="FILE.npz", help="example inputs by input name")
+    flags = _Parser(add_help=False)
+    flags.add_argument(
+        "--flags", default="", metavar='"--flag ..."', help='trace flags, e.g. "--backend=xla --workdir=w"'
+    )
+
+    parser = _Parser(
+        prog="tfaccel",
+        description="Trace TensorFlow SavedModels: run what an accelerator backend compiles, keep the "
+        "rest on TensorFlow.",
+        epilog="exit codes: 0 success, 1 failure (one-line reason on stderr), 2 bad usage. "
+        "Run 'tfaccel COMMAND --help' for a command's options and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"tfaccel {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    trace = commands.add_parser(
+        "trace",
+        parents=[common, source, flags],
+        help="trace a SavedModel's signature, write the traced SavedModel, print the placement",
+        description="Trace a SavedModel's signature and write the traced SavedModel to DST_DIR.",
+        epilog=_TRACE_EXAMPLES,
+        formatter_class=fmt,
+    )
+    trace.add_argument("src", metavar="SRC_SAVEDMODEL")
+    trace.add_argument("dst", metavar="DST_DIR")
+    trace.add_argument("--overwrite", action="store_true", help="replace DST_DIR if it exists")
+    trace.add_argument("--json", action="store_true", help="print the placement report as JSON")
+
+    analyze = commands.add_parser(
+        "analyze",
+        parents=[common, source, flags],
+        help="which ops the backends can take, and why not (no compilation)",
+        description="Analyze a SavedModel's signature: which ops each backend would take, and why not.",
+        epilog=_ANALYZE_EXAMPLES,
+        formatter_class=fmt,
+    )
+    analyze.add_argument("src", metavar="SRC_SAVEDMODEL")
+    analyze.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    report = commands.add_parser(
+        "report",
+        parents=[common],
+        help="the placement table of a traced SavedModel",
+        description="Print the placement report saved with a traced SavedModel (without loading it).",
+        epilog=_REPORT_EXAMPLES,
+        formatter_class=fmt,
+    )
+    report.add_argument("dir", metavar="DIR")
+    report.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    bench = commands.add_parser(
+        "bench",
+        parents=[common],
+        help="latency (p50/p90/p99) and throughput of a SavedModel, optionally next to the original",
+        description="Load-test a (traced) SavedModel's signature from concurrent threads.",
+        epilog=_BENCH_EXAMPLES,
+        formatter_class=fmt,
+    )
+    bench.add_argument("dir", metavar="DIR")
+    bench.add_argument("--baseline", metavar="SRC", help="the original SavedModel, run alongside")
+    bench.add_argument("--signature", metavar="NAME", help="signature to call (default: serving_default)")
+    bench.add_argument(
+        "--batch-size", type=_positive_int, metavar="N", help="batch of each call (when the model allows)"
+    )
+    bench.add_argument("--inputs", metavar="FILE.npz", help="inputs by input name")
+    bench.add_argument("--concurrency", type=_positive_int, default=1, metavar="N", help="client threads")
+    bench.add_argument(
+        "--duration", type=_positive_float, default=10.0, metavar="S", help="seconds per model (default 10)"
+    )
+    bench.add_argument("--warmup", type=_positive_int, default=5, metavar="N", help="untimed calls first")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tfaccel`` command; returns the exit code."""
+    args_list = _join_flags_value(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as done:  # --help, --version (0) or bad usage (2)
+        return int(done.code or 0)
+    _configure_logging(args.verbose)
+    from tfaccel.cli import commands
+
+    handler = {
+        "trace": commands.trace,
+        "analyze": commands.analyze,
+        "report": commands.report,
+        "bench": commands.bench,
+    }[args.command]
+    prog = f"tfaccel {args.command}"
+    try:
+        return handler(args)
+    except OptionsError as err:
+        return _fail(prog, err, args.verbose, EXIT_USAGE)
+    except (TraceError, OSError) as err:
+        return _fail(prog, err, args.verbose, EXIT_FAILURE)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return 130
+    except Exception as err:  # a bug: still one line, and the way to see more
+        return _fail(prog, err, args.verbose, EXIT_FAILURE, internal=True)
+
+
+def _join_flags_value(argv: list[str]) -> list[str]:
+    """``--flags "--backend=xla"`` as ``--flags=--backend=xla``: argparse would take a value that starts
+    with ``--`` for an option of its own.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--flags" and i + 1 < len(argv):
+            out.append(f"--flags={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def _fail(prog: str, err: BaseException, verbose: bool, code: int, internal: bool = False) -> int:
+    if verbose:
+        traceback.print_exception(err, file=sys.stderr)
+    message = " ".join(str(err).split()) or type(err).__name__
+    if internal:
+        message = f"internal error ({type(err).__name__}: {message}); please report it" + (
+            "" if verbose else " (run with --verbose for the traceback)"
+        )
+    sys.stderr.write(f"{prog}: error: {message}\n")
+    return code
+
+
+class _LowerLevelFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord(record.__dict__)
+        record.levelname = record.levelname.lower()
+        return super().format(record)
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Tfaccel's warnings (fallbacks, low ratios) as ``tfaccel: warning: ...`` lines on stderr; other
+    libraries' Python logs only with ``--verbose``.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LowerLevelFormatter("tfaccel: %(levelname)s: %(message)s"))
+    ours = logging.getLogger("tfaccel")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO if verbose else logging.WARNING)
+    ours.propagate = False
+    if not verbose:
+        for name in ("tensorflow", "absl", "openvino"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        import warnings
+
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="tf_keras")

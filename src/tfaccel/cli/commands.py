@@ -1,0 +1,181 @@
+"""The ``tfaccel`` sub-commands. Each takes the parsed arguments and returns an exit code; failures are
+raised as tfaccel errors (one line each) and turned into exit codes by :func:`tfaccel.cli.main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from typing import Any
+
+import numpy as np
+
+import tfaccel
+from tfaccel.cli import loadtest
+from tfaccel.errors import SourceError
+from tfaccel.options import parse_flags
+from tfaccel.progress import TerminalProgress, reporting
+from tfaccel.sources import Signature, check_savedmodel_dir, example_inputs, open_signature, read_npz
+
+__all__ = ["analyze", "bench", "report", "trace"]
+
+
+def _source(args: argparse.Namespace, path: str) -> tuple[Signature, dict[str, np.ndarray]]:
+    sig = open_signature(path, args.signature, args.tags)
+    arrays = read_npz(args.inputs) if args.inputs else None
+    return sig, example_inputs(sig, batch_size=args.batch_size, arrays=arrays)
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return parse_flags(args.flags, "--flags")
+
+
+def trace(args: argparse.Namespace) -> int:
+    src, dst = os.path.abspath(args.src), os.path.abspath(args.dst)
+    if src == dst or dst.startswith(src + os.sep):
+        raise SourceError(f"DST_DIR {args.dst!r} is inside SRC_SAVEDMODEL {args.src!r}; write elsewhere")
+    if os.path.exists(dst) and not os.path.isdir(dst):
+        raise SourceError(f"DST_DIR {args.dst!r} is a file; give a directory path")
+    if os.path.isdir(dst) and os.listdir(dst) and not args.overwrite:
+        raise SourceError(f"DST_DIR {args.dst!r} exists and is not empty; pass --overwrite to replace it")
+    options = _options(args)
+    check_savedmodel_dir(src)
+    sig, examples = _source(args, src)
+    with reporting(TerminalProgress(sys.stderr)):
+        traced = tfaccel.trace(sig.function, examples, **options)
+    _save_replacing(traced, dst)
+    expected = sig.function(**examples)
+    got = traced(**examples)
+    report = traced.placement_report
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1, sort_keys=True))
+        return 0
+    traced.summary()
+    print(f"traced signature {sig.describe()}")
+    print(f"on_neuron_ratio: {traced.on_neuron_ratio:.3f}")
+    for name in sorted(expected):
+        diff = _max_abs_diff(expected[name], got[name])
+        print(f"output {name!r}: max |traced - original| = {diff:.3g} on the example inputs")
+    fixed = [k for k, s in sig.inputs.items() if s.shape.rank and s.shape[0] is None]
+    if fixed and not report.options.count("--dynamic-batch-size"):
+        batch = examples[fixed[0]].shape[0]
+        print(
+            f"note: the source accepts any batch size; the traced model accepts batch {batch} only "
+            '(trace with --flags "--dynamic-batch-size" to keep any batch)'
+        )
+    print(f"wrote {args.dst}")
+    return 0
+
+
+def _max_abs_diff(a: Any, b: Any) -> float:
+    x, y = np.asarray(a), np.asarray(b)
+    if x.dtype.kind in "SUOb" or x.size == 0:
+        return 0.0 if np.array_equal(x, y) else float("inf")
+    return float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))))
+
+
+def _save_replacing(traced: Any, dst: str) -> None:
+    """Save to a sibling directory, then move it into place: DST is never left half-written."""
+    parent = os.path.dirname(dst) or "."
+    os.makedirs(parent, exist_ok=True)
+    staging = os.path.join(parent, f".{os.path.basename(dst)}.tfaccel-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        traced.save(staging)
+        if os.path.isdir(dst):
+            shutil.rmtree(dst)
+        os.replace(staging, dst)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def analyze(args: argparse.Namespace) -> int:
+    options = _options(args)
+    sig, examples = _source(args, args.src)
+    results = tfaccel.analyze_model(sig.function, examples, print_fn=None if args.json else print, **options)
+    if args.json:
+        print(json.dumps(results, indent=1, sort_keys=True))
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    placement = tfaccel.load_report(args.dir)
+    if args.json:
+        print(json.dumps(placement.to_json(), indent=1, sort_keys=True))
+    else:
+        placement.render(print)
+    return 0
+
+
+def bench(args: argparse.Namespace) -> int:
+    sig = open_signature(args.dir, args.signature)
+    arrays = read_npz(args.inputs) if args.inputs else None
+    examples = example_inputs(sig, batch_size=args.batch_size, arrays=arrays)
+    models = {"model": _caller(sig, examples)}
+    label = {"model": args.dir}
+    if args.baseline:
+        base = open_signature(args.baseline, args.signature)
+        for name, value in examples.items():
+            spec = base.inputs.get(name)
+            if spec is None or not spec.shape.is_compatible_with(value.shape):
+                raise SourceError(
+                    f"--baseline {args.baseline!r} signature {base.describe()} does not accept the inputs of "
+                    f"{sig.describe()}"
+                )
+        models["baseline"] = _caller(base, examples)
+        label["baseline"] = args.baseline
+    batch = next(iter(examples.values())).shape[0] if examples and next(iter(examples.values())).ndim else 1
+    results = loadtest.run(models, batch, args.concurrency, args.duration, warmup=args.warmup)
+    rows = {key: result.summary() for key, result in results.items()}
+    for key, row in rows.items():
+        row["path"] = label[key]
+    ratios = {}
+    if "baseline" in rows and rows["model"]["calls"] and rows["baseline"]["calls"]:
+        ratios = {
+            "throughput": rows["model"]["inferences_per_s"] / rows["baseline"]["inferences_per_s"],
+            "p50": rows["baseline"]["p50_ms"] / rows["model"]["p50_ms"],
+            "p99": rows["baseline"]["p99_ms"] / rows["model"]["p99_ms"],
+        }
+    if args.json:
+        print(json.dumps({"results": list(rows.values()), "speedup": ratios}, indent=1))
+    else:
+        print(
+            f"signature {sig.describe()}: batch {batch}, concurrency {args.concurrency}, "
+            f"{args.duration:g} s per model"
+        )
+        print(f"  {'model':<40} {'calls':>7} {'infer/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
+        for row in rows.values():
+            name = row["path"] if len(row["path"]) <= 40 else "..." + row["path"][-37:]
+            if not row["calls"]:
+                print(f"  {name:<40} no successful call")
+                continue
+            print(
+                f"  {name:<40} {row['calls']:>7} {row['inferences_per_s']:>9.1f} {row['p50_ms']:>8.2f} "
+                f"{row['p90_ms']:>8.2f} {row['p99_ms']:>8.2f}"
+            )
+        if ratios:
+            print(
+                f"  speed-up vs baseline: throughput {ratios['throughput']:.2f}x, "
+                f"p50 latency {ratios['p50']:.2f}x, p99 latency {ratios['p99']:.2f}x"
+            )
+    failed = {key: r for key, r in results.items() if r.errors}
+    if failed:
+        key, result = next(iter(failed.items()))
+        raise SourceError(f"{result.errors} calls of {label[key]} failed; the first: {result.first_error}")
+    return 0
+
+
+def _caller(sig: Signature, examples: dict[str, np.ndarray]) -> Any:
+    import tensorflow as tf
+
+    tensors = {name: tf.constant(value) for name, value in examples.items()}
+    function = sig.function
+
+    def call() -> None:
+        for value in function(**tensors).values():
+            value.numpy()
+
+    return call

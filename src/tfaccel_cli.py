@@ -1,0 +1,52 @@
+"""Entry point of the ``tfaccel`` command; the command itself is :mod:`tfaccel.cli`.
+
+Why this module lives outside the ``tfaccel`` package: importing ``tfaccel`` imports TensorFlow (its op
+library must be registered before any SavedModel loads), and TensorFlow writes several lines of start-up
+chatter to stderr before its log level can be set. A command whose failures are one line on stderr has
+to quiet that before the package is imported, which only a module outside the package can do. With
+``--verbose`` nothing is hidden; if the import itself fails, what TensorFlow wrote is shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def _stderr_held() -> Iterator[None]:
+    """Send file descriptor 2 to a temporary file; replay the file if the block raises."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def main() -> int:
+    verbose = any(arg in ("-v", "--verbose") for arg in sys.argv[1:])
+    if not verbose:
+        # 3: TensorFlow's C++ errors too (e.g. "failed call to cuInit" on a machine without a GPU); a real
+        # failure reaches the command as a Python exception and is reported as one line
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        with _stderr_held():
+            import tfaccel  # noqa: F401  (TensorFlow's start-up lines go to the held file)
+    from tfaccel.cli import main as run
+
+    return run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

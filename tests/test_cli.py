@@ -1,0 +1,256 @@
+"""The ``tfaccel`` command, driven as a user drives it: the installed script in a subprocess, on real
+SavedModels, checking exit codes, stdout/stderr and the files it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfaccel  # noqa: F401  (registers the op an openvino-traced model holds)
+from conftest import STATIC, assert_close, run_python
+
+#: the installed console script (pip install -e . puts it next to the interpreter)
+TFACCEL = str(Path(sys.executable).with_name("tfaccel"))
+
+
+class _Model(tf.Module):
+    """Two signatures; serving_default has a float and an integer output."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(7)
+        self.w1 = tf.Variable(rng.normal(size=(8, 16)).astype("float32"))
+        self.w2 = tf.Variable(rng.normal(size=(16, 3)).astype("float32"))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 8], tf.float32, name="features")])
+    def serve(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
+        hidden = tf.nn.relu(tf.matmul(features, self.w1))
+        logits = tf.matmul(hidden, self.w2)
+        return {"logits": logits, "best": tf.argmax(logits, axis=1, output_type=tf.int32)}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, 8], tf.float32, name="a"),
+            tf.TensorSpec([None, 8], tf.float32, name="b"),
+        ]
+    )
+    def pair(self, a: tf.Tensor, b: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"sum": tf.nn.relu(tf.matmul(a + b, self.w1))}
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "src_model"
+    model = _Model()
+    tf.saved_model.save(model, str(path), signatures={"serving_default": model.serve, "pair": model.pair})
+    return path
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_USE_LEGACY_KERAS")}
+    env["TFACCEL_CC_FLAGS"] = STATIC
+    env.update(extra)
+    return env
+
+
+def cli(*args: str | os.PathLike[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TFACCEL, *map(str, args)], capture_output=True, text=True, timeout=600, env=_env(), cwd=cwd
+    )
+
+
+def assert_fails(proc: subprocess.CompletedProcess[str], code: int, command: str, *words: str) -> None:
+    """Exit ``code`` and, for failures (1), exactly one line on stderr naming the problem."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    if code == 1:
+        assert len(lines) == 1, proc.stderr
+    assert lines[-1].startswith(f"tfaccel {command}: error: "), proc.stderr
+    for word in words:
+        assert word in lines[-1], (word, proc.stderr)
+
+
+def _reference(src: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    sig = tf.saved_model.load(str(src)).signatures["serving_default"]
+    return {k: v.numpy() for k, v in sig(features=tf.constant(x)).items()}
+
+
+def test_trace_xla_writes_a_savedmodel_that_plain_tensorflow_serves(src: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "traced_xla"
+    proc = cli("trace", src, dst, "--batch-size", "4", "--flags", "--backend=xla")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr  # no progress line (not a terminal), no TensorFlow chatter
+    assert "tfaccel placement (xla)" in proc.stdout
+    assert "traced signature serving_default(features: float32[?,8])" in proc.stdout
+    assert "accepts batch 4 only" in proc.stdout  # the source took any batch: say what changed
+    assert (dst / "saved_model.pb").is_file() and (dst / "assets.extra" / "tfaccel.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging directory left
+    # a process that never imports tfaccel serves it with the original names, and the same answers
+    x = np.random.default_rng(1).random((4, 8), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = run_python(
+        f"""
+        import sys, json, numpy as np, tensorflow as tf
+        sig = tf.saved_model.load({str(dst)!r}).signatures["serving_default"]
+        got = sig(features=tf.constant(np.load("x.npy")))
+        assert "tfaccel" not in sys.modules
+        np.save("logits.npy", got["logits"].numpy()); np.save("best.npy", got["best"].numpy())
+        print(json.dumps(sorted(got)))
+        """,
+        cwd=tmp_path,
+    )
+    assert json.loads(out.strip().splitlines()[-1]) == ["best", "logits"]
+    want = _reference(src, x)
+    assert_close(np.load(tmp_path / "logits.npy"), want["logits"])
+    np.testing.assert_array_equal(np.load(tmp_path / "best.npy"), want["best"])
+
+
+def test_trace_openvino_then_report_and_bench(src: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "traced_ov"
+    proc = cli("trace", src, dst, "--flags", "--backend=openvino")
+    assert proc.returncode == 0, proc.stderr
+    loaded = tf.saved_model.load(str(dst)).signatures["serving_default"]
+    x = np.random.default_rng(2).random((1, 8), dtype=np.float32)
+    got = loaded(features=tf.constant(x))
+    want = _reference(src, x)
+    assert_close(got["logits"], want["logits"])
+    np.testing.assert_array_equal(got["best"].numpy(), want["best"])
+
+    report = cli("report", dst)
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.startswith("tfaccel placement (openvino)")
+    as_json = cli("report", dst, "--json")
+    data = json.loads(as_json.stdout)
+    placed = {d["op"]: d["placement"] for d in data["nodes"]}
+    assert placed["MatMul"] == placed["Relu"] == "accelerator", placed
+    assert data["backend"] == "openvino" and len(data["subgraphs"]) == 1
+    assert data["options"] == "--backend=openvino --placement=static"
+
+    bench = cli("bench", dst, "--baseline", src, "--duration", "1", "--concurrency", "2", "--json")
+    assert bench.returncode == 0, bench.stderr
+    result = json.loads(bench.stdout)
+    rows = {r["model"]: r for r in result["results"]}
+    assert set(rows) == {"model", "baseline"}
+    for row in rows.values():
+        assert row["calls"] > 0 and row["errors"] == 0 and row["concurrency"] == 2 and row["batch"] == 1
+        assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+    assert set(result["speedup"]) == {"throughput", "p50", "p99"}
+    table = cli("bench", dst, "--duration", "0.5")
+    assert table.returncode == 0, table.stderr
+    assert "p50 ms" in table.stdout and "p99 ms" in table.stdout
+
+
+def test_trace_with_npz_inputs_and_another_signature(src: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    arrays = {"a": rng.random((3, 8), dtype=np.float32), "b": rng.random((3, 8), dtype=np.float32)}
+    np.savez(tmp_path / "pair.npz", **arrays)
+    dst = tmp_path / "pair_traced"
+    proc = cli("trace", src, dst, "--signature", "pair", "--inputs", tmp_path / "pair.npz", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["total_ops"] > 0
+    sig = tf.saved_model.load(str(dst)).signatures["serving_default"]
+    assert sorted(sig.structured_input_signature[1]) == ["a", "b"]
+    assert sig.structured_input_signature[1]["a"].shape.as_list() == [3, 8]  # the .npz batch
+    want = tf.saved_model.load(str(src)).signatures["pair"](**arrays)["sum"]
+    assert_close(sig(**arrays)["sum"], want)
+
+
+def test_analyze(src: Path) -> None:
+    proc = cli("analyze", src, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["percent_supported"] == 100.0
+    assert {"MatMul", "Relu", "ArgMax"} <= set(result["supported_operators"])
+    text = cli("analyze", src, "--signature", "pair")
+    assert text.returncode == 0 and "ops supported" in text.stdout
+
+
+@pytest.mark.parametrize("command", ["trace", "analyze", "report", "bench"])
+def test_help_has_examples(command: str) -> None:
+    proc = cli(command, "--help")
+    assert proc.returncode == 0
+    assert "examples:" in proc.stdout and f"tfaccel {command} " in proc.stdout
+
+
+def test_bad_sources_fail_with_one_line(src: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "out"
+    assert_fails(cli("trace", tmp_path / "missing", dst), 1, "trace", "does not exist")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("not a model")
+    assert_fails(cli("trace", tmp_path / "plain", dst), 1, "trace", "not a SavedModel directory")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(src, corrupt)
+    data = (corrupt / "saved_model.pb").read_bytes()
+    (corrupt / "saved_model.pb").write_bytes(data[: len(data) // 3])
+    assert_fails(cli("analyze", corrupt), 1, "analyze", "could not be loaded as a SavedModel")
+    assert_fails(cli("trace", src, dst, "--signature", "nope"), 1, "trace", "'nope'", "pair")
+    assert not dst.exists()  # nothing written on failure
+    assert_fails(cli("report", src), 1, "report", "was not saved by tfaccel")
+    assert_fails(cli("bench", tmp_path / "plain"), 1, "bench", "not a SavedModel directory")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    assert_fails(cli("trace", src, tmp_path / "busy"), 1, "trace", "--overwrite")
+    assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
+
+
+def test_bad_usage_exits_2(src: Path, tmp_path: Path) -> None:
+    assert_fails(cli("trace", src), 2, "trace", "DST_DIR")
+    assert_fails(cli("trace", src, tmp_path / "o", "--batch-size", "0"), 2, "trace", "--batch-size")
+    assert_fails(cli("trace", src, tmp_path / "o", "--flags", "--bogus"), 2, "trace", "--bogus")
+    assert_fails(cli("bench", src, "--concurrency", "x"), 2, "bench", "--concurrency")
+    proc = cli("frobnicate")
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    proc = cli("analyze", tmp_path / "plain", "--verbose")
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "SourceError" in proc.stderr
+
+
+def test_progress_is_drawn_on_a_terminal_only(src: Path, tmp_path: Path) -> None:
+    """On a pseudo-terminal the trace shows which subgraph compiles; in a pipe (every test above) not."""
+    main, worker = pty.openpty()
+    proc = subprocess.Popen(
+        [TFACCEL, "trace", str(src), str(tmp_path / "tty_out"), "--flags", "--backend=xla"],
+        stdin=worker,
+        stdout=worker,
+        stderr=worker,
+        env=_env(),
+        close_fds=True,
+    )
+    os.close(worker)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main], [], [], 1.0)
+        if ready:
+            try:
+                data = os.read(main, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=60)
+    os.close(main)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "compiling subgraph 1/1: tfaccel_sg_0 on xla (" in text, text
+    assert "s] compiling" in text  # the elapsed time leads the line
+    assert "tfaccel placement (xla)" in text
