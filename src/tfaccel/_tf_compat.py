@@ -117,6 +117,16 @@ def registered_kernels(device_type: str) -> list[kernel_def_pb2.KernelDef]:
     return [k for k in kernels.get_all_registered_kernels().kernel if k.device_type == device_type]
 
 
+def op_def(op_type: str) -> Any:
+    """The registered ``OpDef`` of ``op_type``, or None."""
+    return op_def_registry.get(op_type)
+
+
+def registered_op_types() -> list[str]:
+    """Every op type this TensorFlow registers that has a Python wrapper (``tf.raw_ops``), sorted."""
+    return sorted(n for n in dir(tf.raw_ops) if not n.startswith("_") and op_def_registry.get(n) is not None)
+
+
 def is_stateful_op(op_type: str) -> bool:
     """True when the op is registered as stateful (it must then run under ``StatefulPartitionedCall``)."""
     op_def = op_def_registry.get(op_type)

@@ -31,7 +31,7 @@ from tfaccel.assemble import SubgraphDef, input_placeholder
 from tfaccel.backends import CompiledSubgraph, SubgraphCompileError
 from tfaccel.ir import Graph, Node, TensorInfo
 
-__all__ = ["OpenVinoBackend", "PRECISIONS"]
+__all__ = ["OV_DTYPES", "OpenVinoBackend", "PRECISIONS", "UNSUPPORTED_DTYPES", "conversion_rules"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +40,10 @@ PRECISIONS = {"none": "f32", "matmult": "bf16", "all": "bf16"}
 
 #: dtypes OpenVINO's CPU plugin does not compute exactly (float64 runs as float32); strings, resources and
 #: variants never enter any backend's subgraph (placement's own rule)
-_UNSUPPORTED_DTYPES = frozenset({"float64", "complex64", "complex128"})
+UNSUPPORTED_DTYPES = frozenset({"float64", "complex64", "complex128"})
 
 #: TensorFlow dtype name -> ``openvino.Type`` attribute (the dtypes that may enter a subgraph)
-_OV_TYPES = {
+OV_DTYPES = {
     "float32": "f32",
     "float16": "f16",
     "bfloat16": "bf16",
@@ -106,13 +106,13 @@ class OpenVinoBackend:
         return None
 
     def supports(self, node: Node) -> tuple[bool, str]:
-        bad = sorted({t.dtype for t in node.outputs if t.dtype in _UNSUPPORTED_DTYPES})
+        bad = sorted({t.dtype for t in node.outputs if t.dtype in UNSUPPORTED_DTYPES})
         graph = self._support.graph
         if graph is not None:
             for ref in node.inputs:
                 if ref.node in graph:
                     dtype = graph[ref.node].outputs[ref.port].dtype
-                    if dtype in _UNSUPPORTED_DTYPES:
+                    if dtype in UNSUPPORTED_DTYPES:
                         bad.append(dtype)
         if bad:
             kinds = ", ".join(sorted(set(bad)))
@@ -236,6 +236,81 @@ def _frontend_verdict(graph_def: graph_pb2.GraphDef) -> dict[str, str]:
     return verdict
 
 
+_NO_RULE = re.compile(r"No conversion rule found for operations?: (.*)")
+_PROBE_PREFIX = "tfaccel_probe_"
+
+
+def conversion_rules(op_types: list[str]) -> dict[str, str | None]:
+    """Op type -> None when OpenVINO's TensorFlow frontend has a conversion rule for it, else why not.
+
+    The frontend is asked directly: one graph with a node of every op type (inputs from Placeholders,
+    type attributes set to an allowed dtype) is converted, and the frontend's own summary names the op
+    types it has no rule for. A rule that fails on the probe's made-up attributes still counts as a rule
+    (real graphs carry real attributes); a batch the frontend rejects as a whole is split in halves until
+    the op that upset it is alone. This is the table behind ``docs/supported-ops.md``; placement itself
+    asks the frontend about the user's actual graph (:func:`_frontend_verdict`).
+    """
+    from openvino.frontend import FrontEndManager
+
+    frontend = FrontEndManager().load_by_framework("tf")
+    verdict: dict[str, str | None] = {}
+
+    def probe(batch: list[str]) -> None:
+        message = ""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "probe.pb"
+            path.write_bytes(_probe_graph(batch).SerializeToString())
+            try:
+                frontend.convert(frontend.load(str(path)))
+            except Exception as err:  # the frontend reports unconvertible ops by raising; parsed below
+                message = str(err)
+        found = _NO_RULE.search(message)
+        if message and found is None and "Conversion is failed for" not in message:
+            if len(batch) == 1:  # the op cannot be converted on its own (e.g. loop plumbing)
+                lines = [ln for ln in message.splitlines() if "TensorFlow Frontend]" in ln] or [message]
+                why = _first_line(lines[0]).split("] ", 1)[-1]
+                verdict[batch[0]] = f"the frontend converts it only in context ({why})"
+                return
+            half = len(batch) // 2
+            probe(batch[:half])
+            probe(batch[half:])
+            return
+        no_rule = {name.strip() for name in found.group(1).split(",")} if found else set()
+        for op in batch:
+            verdict[op] = "no conversion rule" if op in no_rule else None
+
+    probe(list(op_types))
+    return verdict
+
+
+def _probe_graph(op_types: list[str]) -> graph_pb2.GraphDef:
+    """One node per op type, each input fed by its own Placeholder of the argument's dtype."""
+    from tfaccel import _tf_compat
+
+    float_enum = tf.float32.as_datatype_enum
+    graph_def = graph_pb2.GraphDef()
+    for op in op_types:
+        op_def = _tf_compat.op_def(op)
+        node = graph_def.node.add()
+        node.name = f"{_PROBE_PREFIX}{op}"
+        node.op = op
+        counts = {arg.number_attr for arg in op_def.input_arg if arg.number_attr}
+        for attr in op_def.attr:
+            if attr.type == "type":
+                allowed = list(attr.allowed_values.list.type)
+                node.attr[attr.name].type = allowed[0] if allowed else float_enum
+            elif attr.type == "int" and attr.name in counts:
+                node.attr[attr.name].i = 1
+        for i, arg in enumerate(op_def.input_arg):
+            feed = graph_def.node.add()
+            feed.name = f"{_PROBE_PREFIX}{op}_in{i}"
+            feed.op = "Placeholder"
+            dtype = arg.type or (node.attr[arg.type_attr].type if arg.type_attr else 0)
+            feed.attr["dtype"].type = dtype or float_enum
+            node.input.append(feed.name)
+    return graph_def
+
+
 def _unconverted_inside(op: Any) -> str | None:
     """The first unconverted op inside a loop or branch body of ``op`` (recursively), or None."""
     bodies = []
@@ -286,7 +361,7 @@ def _in_call_order(ov: Any, model: Any, inputs: tuple[TensorInfo, ...], outputs:
         name = f"{input_placeholder(i)}:0"
         if name not in params:
             shape = ov.PartialShape([-1 if d is None else d for d in info.shape or ()])
-            element = getattr(ov.Type, _OV_TYPES[info.dtype])
+            element = getattr(ov.Type, OV_DTYPES[info.dtype])
             params[name] = ov.opset13.parameter(shape, element, name=name)
         ordered_params.append(params[name])
     results: dict[str, Any] = {r.get_friendly_name(): r for r in model.get_results()}

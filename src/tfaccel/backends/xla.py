@@ -62,6 +62,21 @@ def _kernel_table() -> dict[str, list[kernel_def_pb2.KernelDef]]:
         return _kernels
 
 
+def kernel_dtypes() -> dict[str, set[str]]:
+    """Op type -> the dtypes XLA's ``XLA_CPU_JIT`` kernels accept for it (the union over the kernels' type
+    constraints; an empty set when a kernel has no type constraint, i.e. takes any dtype). This is the
+    table :meth:`XlaBackend.supports` answers from, as data (for ``docs/supported-ops.md``).
+    """
+    table: dict[str, set[str]] = {}
+    for op, kernels in _kernel_table().items():
+        dtypes: set[str] = set()
+        for kernel in kernels:
+            for constraint in kernel.constraint:
+                dtypes.update(tf.as_dtype(t).name for t in constraint.allowed_values.list.type)
+        table[op] = dtypes
+    return table
+
+
 class XlaBackend:
     """Compile subgraphs with XLA (portable: the saved model needs only TensorFlow)."""
 
