@@ -11,7 +11,9 @@ import select
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +23,21 @@ import tensorflow as tf
 import tfaccel  # noqa: F401  (registers the op an openvino-traced model holds)
 from conftest import STATIC, assert_close, run_python
 
-#: the installed console script (pip install -e . puts it next to the interpreter)
-TFACCEL = str(Path(sys.executable).with_name("tfaccel"))
+
+def _command() -> list[str]:
+    """The installed ``tfaccel`` script: next to the interpreter (a venv), in the user scripts directory
+    (pip install --user) or on PATH; else the same entry point run as a module.
+    """
+    candidates = [
+        Path(sys.executable).with_name("tfaccel"),
+        Path(sysconfig.get_path("scripts")) / "tfaccel",
+        Path(sysconfig.get_path("scripts", f"{os.name}_user")) / "tfaccel",
+    ]
+    found = [str(p) for p in candidates if p.is_file()] or [shutil.which("tfaccel") or ""]
+    return [found[0]] if found[0] else [sys.executable, "-m", "tfaccel_cli"]
+
+
+TFACCEL = _command()
 
 
 class _Model(tf.Module):
@@ -66,7 +81,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def cli(*args: str | os.PathLike[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [TFACCEL, *map(str, args)], capture_output=True, text=True, timeout=600, env=_env(), cwd=cwd
+        [*TFACCEL, *map(str, args)], capture_output=True, text=True, timeout=600, env=_env(), cwd=cwd
     )
 
 
@@ -177,6 +192,11 @@ def test_analyze(src: Path) -> None:
     assert text.returncode == 0 and "ops supported" in text.stdout
 
 
+def test_the_console_script_is_registered() -> None:
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
+    assert scripts["tfaccel"] == "tfaccel_cli:main"
+
+
 @pytest.mark.parametrize("command", ["trace", "analyze", "report", "bench"])
 def test_help_has_examples(command: str) -> None:
     proc = cli(command, "--help")
@@ -225,7 +245,7 @@ def test_progress_is_drawn_on_a_terminal_only(src: Path, tmp_path: Path) -> None
     """On a pseudo-terminal the trace shows which subgraph compiles; in a pipe (every test above) not."""
     main, worker = pty.openpty()
     proc = subprocess.Popen(
-        [TFACCEL, "trace", str(src), str(tmp_path / "tty_out"), "--flags", "--backend=xla"],
+        [*TFACCEL, "trace", str(src), str(tmp_path / "tty_out"), "--flags", "--backend=xla"],
         stdin=worker,
         stdout=worker,
         stderr=worker,
