@@ -64,6 +64,13 @@ class _Model(tf.Module):
         return {"sum": tf.nn.relu(tf.matmul(a + b, self.w1))}
 
 
+class _Checked(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+    def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        tf.debugging.assert_non_negative(x, message="x must be >= 0")
+        return {"y": tf.sqrt(x)}
+
+
 @pytest.fixture(scope="module")
 def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cli") / "src_model"
@@ -79,9 +86,16 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def cli(*args: str | os.PathLike[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str | os.PathLike[str], cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*TFACCEL, *map(str, args)], capture_output=True, text=True, timeout=600, env=_env(), cwd=cwd
+        [*TFACCEL, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(**(env or {})),
+        cwd=cwd,
     )
 
 
@@ -201,7 +215,8 @@ def test_the_console_script_is_registered() -> None:
 def test_help_has_examples(command: str) -> None:
     proc = cli(command, "--help")
     assert proc.returncode == 0
-    assert "examples:" in proc.stdout and f"tfaccel {command} " in proc.stdout
+    examples = proc.stdout.split("examples:\n", 1)[1]
+    assert examples.startswith(f"  tfaccel {command} "), proc.stdout
 
 
 def test_bad_sources_fail_with_one_line(src: Path, tmp_path: Path) -> None:
@@ -223,6 +238,35 @@ def test_bad_sources_fail_with_one_line(src: Path, tmp_path: Path) -> None:
     (tmp_path / "busy" / "keep.txt").write_text("mine")
     assert_fails(cli("trace", src, tmp_path / "busy"), 1, "trace", "--overwrite")
     assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
+    assert_fails(cli("report", tmp_path / "missing"), 1, "report", "does not exist")
+
+
+def test_overwrite_never_deletes_the_source(src: Path, tmp_path: Path) -> None:
+    """--overwrite deletes DST_DIR: it must refuse a DST_DIR that is, holds or lies inside the source."""
+    holder = tmp_path / "holder"
+    shutil.copytree(src, holder / "model")
+    (tmp_path / "alias").symlink_to(holder / "model")
+    for dst in (holder, holder / "model", tmp_path / "alias", holder / "model" / "sub"):
+        model = holder / "model"
+        assert_fails(cli("trace", model, dst, "--overwrite"), 1, "trace", "overlap")
+        assert (model / "saved_model.pb").is_file()
+
+
+def test_bench_refuses_a_baseline_with_other_inputs(src: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    module = _Model()
+    tf.saved_model.save(module, str(other), signatures={"serving_default": module.pair})
+    assert_fails(cli("bench", src, "--baseline", other, "--duration", "0.2"), 1, "bench", "cannot take")
+
+
+def test_a_model_failing_on_the_inputs_is_reported_as_such(tmp_path: Path) -> None:
+    """A TensorFlow error while running the user's model is the user's to fix, not an internal error."""
+    module = _Checked()
+    tf.saved_model.save(module, str(tmp_path / "checked"), signatures={"serving_default": module.serve})
+    np.savez(tmp_path / "bad.npz", x=np.full((1, 4), -1.0, np.float32))
+    proc = cli("trace", tmp_path / "checked", tmp_path / "out", "--inputs", tmp_path / "bad.npz")
+    assert_fails(proc, 1, "trace", "TensorFlow failed running the model", "x must be >= 0")
+    assert "internal error" not in proc.stderr
 
 
 def test_bad_usage_exits_2(src: Path, tmp_path: Path) -> None:
@@ -234,11 +278,22 @@ def test_bad_usage_exits_2(src: Path, tmp_path: Path) -> None:
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 
+def test_an_unavailable_backend_is_said_at_start_up(src: Path, tmp_path: Path) -> None:
+    """The op library's cache is unusable: the import warning reaches stderr, and xla does the work."""
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    proc = cli("analyze", src, "--json", env={"TFACCEL_CACHE_DIR": str(blocker / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    assert "tfaccel: the openvino backend is unavailable: the op library's cache folder" in proc.stderr
+    assert json.loads(proc.stdout)["candidate_backends"] == ["xla"]
+
+
 def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
     (tmp_path / "plain").mkdir()
-    proc = cli("analyze", tmp_path / "plain", "--verbose")
-    assert proc.returncode == 1
-    assert "Traceback" in proc.stderr and "SourceError" in proc.stderr
+    for verbose in (["--verbose", "analyze"], ["analyze", "-v"]):  # before or after the command
+        proc = cli(*verbose, tmp_path / "plain")
+        assert proc.returncode == 1
+        assert "Traceback" in proc.stderr and "SourceError" in proc.stderr
 
 
 def test_progress_is_drawn_on_a_terminal_only(src: Path, tmp_path: Path) -> None:
@@ -267,6 +322,8 @@ def test_progress_is_drawn_on_a_terminal_only(src: Path, tmp_path: Path) -> None
             chunks.append(data)
         elif proc.poll() is not None:
             break
+    if proc.poll() is None:
+        proc.kill()
     proc.wait(timeout=60)
     os.close(main)
     text = b"".join(chunks).decode(errors="replace")

@@ -134,8 +134,11 @@ def test_load_rejects_what_tfaccel_did_not_save(tmp_path):
     tf.saved_model.save(module, str(tmp_path / "plain"))
     with pytest.raises(tfaccel.ExportError, match=r"was not saved by tfaccel.*tf\.saved_model\.load"):
         tfaccel.load(tmp_path / "plain")
-    with pytest.raises(tfaccel.ExportError, match="is not a directory"):
+    with pytest.raises(tfaccel.ExportError, match="does not exist"):
         tfaccel.load(tmp_path / "missing")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(tfaccel.ExportError, match="is not a directory"):
+        tfaccel.load(tmp_path / "file")
 
 
 def test_saving_to_a_keras_file_is_refused_with_the_remedy(saved, tmp_path):

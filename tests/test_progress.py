@@ -19,6 +19,9 @@ class _Recorder:
     def update(self, event: Event) -> None:
         self.events.append(event)
 
+    def clear(self) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
 

@@ -53,7 +53,7 @@ def test_example_inputs_from_the_signature(sig_dir: Path) -> None:
         example_inputs(sig, shapes={"ragged": [3, 7]})
     assert example_inputs(sig, batch_size=3, shapes={"ragged": [2, 1]})["ragged"].shape == (2, 1)
     fixed = open_signature(sig_dir.parent / "fixed")
-    with pytest.raises(SourceError, match=r"--batch-size 3 cannot apply.*x: float32\[2,4\]"):
+    with pytest.raises(SourceError, match=r"batch size 3 cannot apply.*x: float32\[2,4\]"):
         example_inputs(fixed, batch_size=3)
 
 
@@ -73,6 +73,11 @@ def test_npz_inputs_are_checked_against_the_signature(sig_dir: Path, tmp_path: P
         example_inputs(sig, arrays={**good, "ids": good["ids"].astype(np.int64)})
     with pytest.raises(SourceError, match=r"'dense' has shape \[1, 3\]"):
         example_inputs(sig, arrays={**good, "dense": np.ones((1, 3), np.float32)})
+    with pytest.raises(SourceError, match="a batch size or shapes cannot apply"):
+        example_inputs(sig, batch_size=2, arrays=good)
+    np.save(tmp_path / "one.npy", good["dense"])
+    with pytest.raises(SourceError, match=r"holds one array \(an \.npy\)"):
+        read_npz(tmp_path / "one.npy")
     (tmp_path / "bad.npz").write_text("not an npz")
     with pytest.raises(SourceError, match=r"could not be read as an \.npz"):
         read_npz(tmp_path / "bad.npz")

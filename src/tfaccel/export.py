@@ -98,6 +98,8 @@ def read_metadata(path: str) -> dict[str, Any]:
     """The ``assets.extra/tfaccel.json`` of the traced SavedModel at ``path``; :class:`ExportError` when
     ``path`` is not a directory, was not saved by tfaccel, or was saved in another metadata format.
     """
+    if not os.path.exists(path):
+        raise ExportError(f"{path!r} does not exist; give the directory of a traced SavedModel")
     if not os.path.isdir(path):
         raise ExportError(f"{path!r} is not a directory; a traced model is a SavedModel directory")
     meta_path = os.path.join(path, METADATA_FILE)
@@ -114,6 +116,9 @@ def read_metadata(path: str) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise ExportError(f"{meta_path} has format {found!r}; this tfaccel reads format {_FORMAT}")
+    missing = [key for key in ("layout", "output_names", "report") if key not in meta]
+    if missing:
+        raise ExportError(f"{meta_path} lacks {', '.join(missing)}; save the traced model again")
     return meta
 
 
@@ -124,4 +129,11 @@ def load_report(path: str | os.PathLike[str]) -> PlacementReport:
 
         tfaccel.load_report("traced").render(print)
     """
-    return PlacementReport.from_json(read_metadata(os.fspath(path))["report"])
+    path = os.fspath(path)
+    try:
+        return PlacementReport.from_json(read_metadata(path)["report"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ExportError(
+            f"the placement report in {os.path.join(path, METADATA_FILE)} is malformed "
+            f"({type(err).__name__}: {err}); save the traced model again"
+        ) from err

@@ -14,6 +14,7 @@ its steps to whatever sink the caller installed with :func:`reporting`, and the 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
-__all__ = ["Event", "ProgressSink", "TerminalProgress", "emit", "reporting"]
+__all__ = ["Event", "ProgressSink", "TerminalProgress", "clear", "emit", "reporting"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class Event:
 class ProgressSink(Protocol):
     def update(self, event: Event) -> None: ...
 
+    def clear(self) -> None:
+        """Erase what is on screen (a log line is about to be written)."""
+
     def close(self) -> None: ...
 
 
@@ -50,6 +54,13 @@ def emit(phase: str, index: int, total: int, subgraph: str, backend: str, nodes:
     sink = _sink.get()
     if sink is not None:
         sink.update(Event(phase, index, total, subgraph, backend, nodes))
+
+
+def clear() -> None:
+    """Ask the installed sink to erase its line (before someone else writes to the terminal)."""
+    sink = _sink.get()
+    if sink is not None:
+        sink.clear()
 
 
 @contextlib.contextmanager
@@ -85,13 +96,18 @@ class TerminalProgress:
     def update(self, event: Event) -> None:
         if not self.enabled:
             return
-        text = self.line(event)
+        # never wider than the terminal: a wrapped line could not be rewritten in place
+        columns = shutil.get_terminal_size((100, 24)).columns
+        text = self.line(event)[: max(columns - 1, 20)]
         self.stream.write("\r" + text.ljust(self._width))
         self.stream.flush()
         self._width = max(self._width, len(text))
 
-    def close(self) -> None:
+    def clear(self) -> None:
         if self.enabled and self._width:
             self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()
             self._width = 0
+
+    def close(self) -> None:
+        self.clear()

@@ -11,6 +11,7 @@ the original signature's input and output names.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,8 @@ from tfaccel.errors import SourceError
 __all__ = ["Signature", "example_inputs", "open_signature", "read_npz"]
 
 DEFAULT_SIGNATURE = "serving_default"
+#: how a user gives real example values, from the command line or the legacy Python API
+_GIVE_VALUES = "tfaccel --inputs FILE.npz; model_feed_dict= or model_shape_feed_dict= in saved_model.compile"
 _PROTO_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 
@@ -92,7 +95,8 @@ def open_signature(path: str | os.PathLike[str], signature: str | None = None, t
             signature = next(iter(signatures))
         if signature is None:
             raise SourceError(
-                f"{path!r} has no {DEFAULT_SIGNATURE!r} signature; pick one with --signature "
+                f"{path!r} has no {DEFAULT_SIGNATURE!r} signature; pick one (tfaccel --signature, "
+                "signature_def_key= in saved_model.compile) "
                 f"(it has: {', '.join(sorted(signatures))})"
             )
     if signature not in signatures:
@@ -109,14 +113,18 @@ def open_signature(path: str | os.PathLike[str], signature: str | None = None, t
 def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file, by name (``numpy.savez(path, input_name=array, ...)``)."""
     path = os.fspath(path)
+    advice = "write one with numpy.savez(path, input_name=array, ...)"
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise SourceError(f"{path!r} could not be read as an .npz file ({err}); {advice}") from err
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise SourceError(f"{path!r} holds one array (an .npy), not named arrays; {advice}")
+    try:
+        with data:
             return {name: data[name] for name in data.files}
-    except (OSError, ValueError) as err:
-        raise SourceError(
-            f"{path!r} could not be read as an .npz file ({err}); write one with "
-            "numpy.savez(path, input_name=array, ...)"
-        ) from err
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise SourceError(f"{path!r} could not be read as an .npz file ({err}); {advice}") from err
 
 
 def example_inputs(
@@ -134,6 +142,11 @@ def example_inputs(
     integers are zeros (a safe index into any embedding) and booleans False.
     """
     if arrays is not None:
+        if batch_size is not None or shapes is not None:
+            raise SourceError(
+                "example arrays were given, so a batch size or shapes cannot apply: the arrays' own shapes "
+                "are traced (drop one of the two)"
+            )
         return _checked_arrays(sig, arrays)
     if batch_size is not None and batch_size < 1:
         raise SourceError(f"batch size must be >= 1, got {batch_size}")
@@ -141,7 +154,7 @@ def example_inputs(
     if batch_size is not None and sig.inputs and not fillable:
         fixed = ", ".join(f"{n}: {_spec_text(s)}" for n, s in sig.inputs.items())
         raise SourceError(
-            f"--batch-size {batch_size} cannot apply: no input of signature {sig.name!r} has an unknown "
+            f"batch size {batch_size} cannot apply: no input of signature {sig.name!r} has an unknown "
             f"first dimension ({fixed}); leave it out"
         )
     rng = np.random.default_rng(seed)
@@ -151,8 +164,8 @@ def example_inputs(
         dtype = spec.dtype
         if dtype == tf.string:
             raise SourceError(
-                f"input {name!r} of signature {sig.name!r} is a string tensor; give example values in an "
-                ".npz file (--inputs)"
+                f"input {name!r} of signature {sig.name!r} is a string tensor; give example values "
+                f"({_GIVE_VALUES})"
             )
         if dtype.is_floating:
             made[name] = rng.random(shape).astype(dtype.as_numpy_dtype)
@@ -160,8 +173,8 @@ def example_inputs(
             made[name] = np.zeros(shape, dtype=dtype.as_numpy_dtype)
         else:
             raise SourceError(
-                f"input {name!r} of signature {sig.name!r} has dtype {dtype.name}; give example values in "
-                "an .npz file (--inputs)"
+                f"input {name!r} of signature {sig.name!r} has dtype {dtype.name}; give example values "
+                f"({_GIVE_VALUES})"
             )
     return made
 
@@ -176,8 +189,8 @@ def _concrete_shape(
         return shape
     if spec.shape.rank is None:
         raise SourceError(
-            f"input {name!r} of signature {sig.name!r} has an unknown rank; give example values in an .npz "
-            "file (--inputs)"
+            f"input {name!r} of signature {sig.name!r} has an unknown rank; give example values "
+            f"({_GIVE_VALUES})"
         )
     dims = list(spec.shape.as_list())
     if dims and dims[0] is None:
@@ -186,8 +199,8 @@ def _concrete_shape(
     if unknown:
         raise SourceError(
             f"input {name!r} of signature {sig.name!r} is {_spec_text(spec)}: dimension {unknown[0]} is "
-            "unknown and only the first (batch) dimension can be filled in; give example values in an "
-            ".npz file (--inputs)"
+            "unknown and only the first (batch) dimension can be filled in; give a "
+            f"shape or example values ({_GIVE_VALUES})"
         )
     return tuple(int(d) for d in dims)
 

@@ -22,7 +22,8 @@ from tfaccel.placement import STRUCTURAL_RUNTIME_OPS, UNPLACEABLE_DTYPES
 
 __all__ = ["DOC_PATH", "generate", "main"]
 
-DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "supported-ops.md"
+#: where the document lives in the repository (the commands run from its root)
+DOC_PATH = Path("docs") / "supported-ops.md"
 
 _SHORT = {
     "float16": "f16",
@@ -158,18 +159,19 @@ def generate() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfaccel.support_docs", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help=f"write {DOC_PATH}")
-    mode.add_argument("--check", action="store_true", help="exit 1 when the file is stale")
+    mode.add_argument("--write", action="store_true", help="write the document")
+    mode.add_argument("--check", action="store_true", help="exit 1 when the document is stale")
+    parser.add_argument("--out", type=Path, default=DOC_PATH, help=f"the document (default {DOC_PATH})")
     args = parser.parse_args(argv)
     text = generate()
     if args.write:
-        DOC_PATH.write_text(text, encoding="utf-8")
-        print(f"wrote {DOC_PATH}")
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
         return 0
     if args.check:
-        current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.exists() else ""
+        current = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
         if current != text:
-            print(f"{DOC_PATH} is stale: run python -m tfaccel.support_docs --write", file=sys.stderr)
+            print(f"{args.out} is stale: run python -m tfaccel.support_docs --write", file=sys.stderr)
             return 1
         return 0
     sys.stdout.write(text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Run 'tfaccel COMMAND --help' for a command's options and examples.",
     )
     parser.add_argument("--version", action="version", version=f"tfaccel {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", dest="verbose_all", help="as --verbose on the command"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     fmt = argparse.RawDescriptionHelpFormatter
@@ -178,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_list)
     except SystemExit as done:  # --help, --version (0) or bad usage (2)
         return int(done.code or 0)
+    args.verbose = args.verbose or args.verbose_all
     _configure_logging(args.verbose)
     from tfaccel.cli import commands
 
@@ -197,8 +202,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return 130
-    except Exception as err:  # a bug: still one line, and the way to see more
-        return _fail(prog, err, args.verbose, EXIT_FAILURE, internal=True)
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as err:
+        if _is_tensorflow_error(err):  # the model itself failed on the inputs: the user's to fix
+            return _fail(
+                prog, err, args.verbose, EXIT_FAILURE, prefix="TensorFlow failed running the model: "
+            )
+        return _fail(prog, err, args.verbose, EXIT_FAILURE, internal=True)  # a bug: still one line
 
 
 def _join_flags_value(argv: list[str]) -> list[str]:
@@ -217,16 +229,35 @@ def _join_flags_value(argv: list[str]) -> list[str]:
     return out
 
 
-def _fail(prog: str, err: BaseException, verbose: bool, code: int, internal: bool = False) -> int:
+def _is_tensorflow_error(err: BaseException) -> bool:
+    import tensorflow as tf
+
+    return isinstance(err, tf.errors.OpError)
+
+
+def _fail(
+    prog: str, err: BaseException, verbose: bool, code: int, internal: bool = False, prefix: str = ""
+) -> int:
     if verbose:
         traceback.print_exception(err, file=sys.stderr)
-    message = " ".join(str(err).split()) or type(err).__name__
+    text = err.message if hasattr(err, "message") and isinstance(err.message, str) else str(err)
+    message = prefix + (" ".join(text.split()) or type(err).__name__)
     if internal:
         message = f"internal error ({type(err).__name__}: {message}); please report it" + (
             "" if verbose else " (run with --verbose for the traceback)"
         )
     sys.stderr.write(f"{prog}: error: {message}\n")
     return code
+
+
+class _ClearingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Erases a progress line before writing a record, so the two never share a line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tfaccel import progress
+
+        progress.clear()
+        super().emit(record)
 
 
 class _LowerLevelFormatter(logging.Formatter):
@@ -240,7 +271,7 @@ def _configure_logging(verbose: bool) -> None:
     """Tfaccel's warnings (fallbacks, low ratios) as ``tfaccel: warning: ...`` lines on stderr; other
     libraries' Python logs only with ``--verbose``.
     """
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _ClearingHandler(sys.stderr)
     handler.setFormatter(_LowerLevelFormatter("tfaccel: %(levelname)s: %(message)s"))
     ours = logging.getLogger("tfaccel")
     ours.addHandler(handler)

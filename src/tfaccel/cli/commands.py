@@ -33,10 +33,18 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return parse_flags(args.flags, "--flags")
 
 
+def _contains(outer: str, inner: str) -> bool:
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
 def trace(args: argparse.Namespace) -> int:
-    src, dst = os.path.abspath(args.src), os.path.abspath(args.dst)
-    if src == dst or dst.startswith(src + os.sep):
-        raise SourceError(f"DST_DIR {args.dst!r} is inside SRC_SAVEDMODEL {args.src!r}; write elsewhere")
+    # real paths: a symlink must not make DST_DIR (which --overwrite deletes) the source in disguise
+    src, dst = os.path.realpath(args.src), os.path.realpath(args.dst)
+    if _contains(src, dst) or _contains(dst, src):
+        raise SourceError(
+            f"DST_DIR {args.dst!r} and SRC_SAVEDMODEL {args.src!r} overlap (one is, or holds, the other); "
+            "write the traced model to a separate directory"
+        )
     if os.path.exists(dst) and not os.path.isdir(dst):
         raise SourceError(f"DST_DIR {args.dst!r} is a file; give a directory path")
     if os.path.isdir(dst) and os.listdir(dst) and not args.overwrite:
@@ -78,16 +86,26 @@ def _max_abs_diff(a: Any, b: Any) -> float:
 
 
 def _save_replacing(traced: Any, dst: str) -> None:
-    """Save to a sibling directory, then move it into place: DST is never left half-written."""
+    """Save to a sibling directory, then swap it into place: DST is never half-written, and an old DST
+    is only deleted once the new one is in place (it is put back if the swap fails).
+    """
     parent = os.path.dirname(dst) or "."
     os.makedirs(parent, exist_ok=True)
     staging = os.path.join(parent, f".{os.path.basename(dst)}.tfaccel-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    old = staging + ".old"
+    for leftover in (staging, old):
+        shutil.rmtree(leftover, ignore_errors=True)  # our own names, from an interrupted run
     try:
         traced.save(staging)
         if os.path.isdir(dst):
-            shutil.rmtree(dst)
-        os.replace(staging, dst)
+            os.replace(dst, old)
+        try:
+            os.replace(staging, dst)
+        except OSError:
+            if os.path.isdir(old):
+                os.replace(old, dst)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -118,16 +136,10 @@ def bench(args: argparse.Namespace) -> int:
     label = {"model": args.dir}
     if args.baseline:
         base = open_signature(args.baseline, args.signature)
-        for name, value in examples.items():
-            spec = base.inputs.get(name)
-            if spec is None or not spec.shape.is_compatible_with(value.shape):
-                raise SourceError(
-                    f"--baseline {args.baseline!r} signature {base.describe()} does not accept the inputs of "
-                    f"{sig.describe()}"
-                )
+        _check_same_inputs(base, sig, examples, args.baseline)
         models["baseline"] = _caller(base, examples)
         label["baseline"] = args.baseline
-    batch = next(iter(examples.values())).shape[0] if examples and next(iter(examples.values())).ndim else 1
+    batch = _batch_of(examples)
     results = loadtest.run(models, batch, args.concurrency, args.duration, warmup=args.warmup)
     rows = {key: result.summary() for key, result in results.items()}
     for key, row in rows.items():
@@ -166,6 +178,32 @@ def bench(args: argparse.Namespace) -> int:
         key, result = next(iter(failed.items()))
         raise SourceError(f"{result.errors} calls of {label[key]} failed; the first: {result.first_error}")
     return 0
+
+
+def _check_same_inputs(base: Signature, sig: Signature, examples: dict[str, np.ndarray], path: str) -> None:
+    """The baseline must take exactly the inputs the model is called with (names, dtypes, shapes)."""
+    problems = []
+    if set(base.inputs) != set(examples):
+        problems.append(f"inputs {sorted(base.inputs)} vs {sorted(examples)}")
+    for name, value in examples.items():
+        spec = base.inputs.get(name)
+        if spec is None:
+            continue
+        if spec.dtype.as_numpy_dtype != value.dtype:
+            problems.append(f"{name!r} is {spec.dtype.name} there, {value.dtype} here")
+        elif not spec.shape.is_compatible_with(value.shape):
+            problems.append(f"{name!r} takes {spec.shape} there, not {list(value.shape)}")
+    if problems:
+        raise SourceError(
+            f"--baseline {path!r} cannot take the inputs of {sig.describe()}: {'; '.join(problems)}; give "
+            "the SavedModel the traced model came from"
+        )
+
+
+def _batch_of(examples: dict[str, np.ndarray]) -> int:
+    """The batch of a call: the first dimension the inputs share (1 when they share none)."""
+    firsts = {value.shape[0] for value in examples.values() if value.ndim}
+    return firsts.pop() if len(firsts) == 1 else 1
 
 
 def _caller(sig: Signature, examples: dict[str, np.ndarray]) -> Any:

@@ -97,6 +97,13 @@ def _load_once(retry: bool) -> OpLibrary:
     except BuildError as err:
         logger.warning("the openvino backend is unavailable: %s", err)
         return OpLibrary(None, str(err))
+    except OSError as err:  # the cache folder cannot be created or written (read-only home, bad path)
+        message = (
+            f"the op library's cache folder is not writable ({err}); set TFACCEL_CACHE_DIR to a writable "
+            "folder"
+        )
+        logger.warning("the openvino backend is unavailable: %s", message)
+        return OpLibrary(None, message)
     global _module
     try:
         _module = tf.load_op_library(str(path))
