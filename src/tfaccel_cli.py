@@ -45,8 +45,8 @@ def _stderr_held() -> Iterator[None]:
         os.close(saved)
 
 
-def main() -> int:
-    verbose = any(arg in ("-v", "--verbose") for arg in sys.argv[1:])
+def _quiet_import(verbose: bool) -> int:
+    """Import tfaccel with TensorFlow's start-up chatter held back (unless ``verbose``); 1 on failure."""
     if not verbose:
         # 3: TensorFlow's C++ errors too (e.g. "failed call to cuInit" on a machine without a GPU); a real
         # failure reaches the command as a Python exception and is reported as one line
@@ -61,9 +61,25 @@ def main() -> int:
                 "with --verbose to see TensorFlow's output and the traceback\n"
             )
             return 1
+    return 0
+
+
+def main() -> int:
+    """``tfaccel ...``."""
+    if _quiet_import(any(arg in ("-v", "--verbose") for arg in sys.argv[1:])):
+        return 1
     from tfaccel.cli import main as run
 
     return run()
+
+
+def serve_main() -> int:
+    """``tfaccel-model-server ...`` (the same as ``tfaccel serve ...``)."""
+    if _quiet_import(False):
+        return 1
+    from tfaccel.serving.server import main as serve
+
+    return serve()
 
 
 if __name__ == "__main__":

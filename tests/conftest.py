@@ -89,3 +89,19 @@ print('ok')
 """
     legacy_only = {"TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": FRESH_PATH[backend]}
     assert run_python(reload, cwd=tmp_path, env=legacy_only).strip().endswith("ok")
+
+
+def installed_script(name: str, module_args: list[str]) -> list[str]:
+    """The command line of an installed console script: next to the interpreter (a venv), in the user
+    scripts directory (pip install --user) or on PATH; else ``python <module_args>`` (the same entry point).
+    """
+    import shutil
+    import sysconfig
+
+    candidates = [
+        Path(sys.executable).with_name(name),
+        Path(sysconfig.get_path("scripts")) / name,
+        Path(sysconfig.get_path("scripts", f"{os.name}_user")) / name,
+    ]
+    found = [str(p) for p in candidates if p.is_file()] or [shutil.which(name) or ""]
+    return [found[0]] if found[0] else [sys.executable, *module_args]

@@ -10,8 +10,6 @@ import pty
 import select
 import shutil
 import subprocess
-import sys
-import sysconfig
 import time
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -21,23 +19,9 @@ import pytest
 import tensorflow as tf
 
 import tfaccel  # noqa: F401  (registers the op an openvino-traced model holds)
-from conftest import STATIC, assert_close, run_python
+from conftest import STATIC, assert_close, installed_script, run_python
 
-
-def _command() -> list[str]:
-    """The installed ``tfaccel`` script: next to the interpreter (a venv), in the user scripts directory
-    (pip install --user) or on PATH; else the same entry point run as a module.
-    """
-    candidates = [
-        Path(sys.executable).with_name("tfaccel"),
-        Path(sysconfig.get_path("scripts")) / "tfaccel",
-        Path(sysconfig.get_path("scripts", f"{os.name}_user")) / "tfaccel",
-    ]
-    found = [str(p) for p in candidates if p.is_file()] or [shutil.which("tfaccel") or ""]
-    return [found[0]] if found[0] else [sys.executable, "-m", "tfaccel_cli"]
-
-
-TFACCEL = _command()
+TFACCEL = installed_script("tfaccel", ["-m", "tfaccel_cli"])
 
 
 class _Model(tf.Module):

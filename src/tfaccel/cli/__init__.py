@@ -171,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--warmup", type=_positive_int, default=5, metavar="N", help="untimed calls first")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    serve = commands.add_parser(
+        "serve",
+        add_help=False,
+        help="the model server (tensorflow_model_server's flags; see 'tfaccel serve --help')",
+        description="Same as tfaccel-model-server.",
+    )
+    serve.add_argument("server_flags", nargs=argparse.REMAINDER)
+    serve.set_defaults(verbose=False)
     return parser
 
 
@@ -184,6 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(done.code or 0)
     args.verbose = args.verbose or args.verbose_all
     _configure_logging(args.verbose)
+    if args.command == "serve":
+        from tfaccel.serving.server import main as serve
+
+        return serve(args.server_flags, prog="tfaccel serve")
     from tfaccel.cli import commands
 
     handler = {

@@ -1,0 +1,172 @@
+"""TF Serving's gRPC API on the ``tensorflow-serving-api`` package's service stubs:
+``PredictionService.Predict`` and ``GetModelMetadata``, ``ModelService.GetModelStatus``.
+
+Outputs are written to typed TensorProto fields; the response names the version that served it; the
+client's deadline is honoured (a request whose deadline passes in a batching queue is never run); there
+is no message size cap (TF Serving has none either). Classify, Regress, MultiInference and
+HandleReloadConfigRequest answer UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent import futures
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from tfaccel.serving.errors import ServingError
+from tfaccel.serving.manager import VersionRecord
+from tfaccel.serving.servable import Servable
+from tfaccel.serving.service import Service
+from tfaccel.serving.tensors import from_tensor_proto, to_tensor_proto
+
+__all__ = ["GrpcServer", "metadata_response", "signature_map", "status_response"]
+
+#: no cap on message sizes (gRPC's default receive cap is 4 MB)
+_UNLIMITED = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+
+
+def status_response(records: list[VersionRecord]) -> get_model_status_pb2.GetModelStatusResponse:
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for record in records:
+        status = response.model_version_status.add()
+        status.version = record.version
+        status.state = int(record.state)
+        status.status.error_code = record.error_code.value[0]
+        status.status.error_message = record.error_message
+    return response
+
+
+def signature_map(servable: Servable) -> get_model_metadata_pb2.SignatureDefMap:
+    """The servable's SignatureDefs as saved, in TF Serving's metadata message."""
+    found = get_model_metadata_pb2.SignatureDefMap()
+    for key, value in servable.signature_defs.items():
+        found.signature_def[key].CopyFrom(value)
+    return found
+
+
+def metadata_response(servable: Servable) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    packed = any_pb2.Any()
+    packed.Pack(signature_map(servable))
+    response.metadata["signature_def"].CopyFrom(packed)
+    return response
+
+
+def _spec(request: Any) -> tuple[str, int | None, str | None]:
+    spec = request.model_spec
+    version = spec.version.value if spec.HasField("version") else None
+    label = spec.version_label if spec.WhichOneof("version_choice") == "version_label" else None
+    return spec.name, version, label
+
+
+def _deadline(context: grpc.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+        name, version, label = _spec(request)
+        try:
+            inputs = {key: from_tensor_proto(value, key) for key, value in request.inputs.items()}
+            servable, signature, outputs = self.service.predict(
+                name,
+                version,
+                label,
+                request.model_spec.signature_name,
+                lambda _signature: inputs,
+                _deadline(context),
+                "Predict",
+                "GRPC",
+            )
+            wanted = list(request.output_filter)
+            unknown = [o for o in wanted if o not in outputs]
+            if unknown:
+                raise ServingError.invalid(
+                    f"output tensor alias not found in signature: {unknown[0]} Outputs expected to be in the "
+                    f"set {{{','.join(sorted(outputs))}}}."
+                )
+        except ServingError as err:
+            context.abort(err.code, err.message)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = servable.name
+        response.model_spec.version.value = servable.version
+        response.model_spec.signature_name = signature.name
+        for key in wanted or outputs:
+            response.outputs[key].CopyFrom(to_tensor_proto(outputs[key], signature.outputs[key].dtype))
+        return response
+
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        name, version, label = _spec(request)
+        try:
+            fields = list(request.metadata_field)
+            if fields != ["signature_def"]:
+                raise ServingError.invalid(
+                    f"Metadata field(s) {fields} are not supported; request metadata_field: 'signature_def'"
+                )
+            servable = self.service.metadata(name, version, label, "GRPC")
+        except ServingError as err:
+            context.abort(err.code, err.message)
+        return metadata_response(servable)
+
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "Classify is not implemented by this server; use Predict"
+        )
+
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Regress is not implemented by this server; use Predict")
+
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not implemented by this server")
+
+
+class _Models(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+        name, version, label = _spec(request)
+        try:
+            records = self.service.status(name, version, label, "GRPC")
+        except ServingError as err:
+            context.abort(err.code, err.message)
+        return status_response(records)
+
+    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "reloading the model config over gRPC is not implemented; restart with the new "
+            "--model_config_file",
+        )
+
+
+class GrpcServer:
+    def __init__(self, service: Service, port: int, threads: int) -> None:
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=_UNLIMITED)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_Prediction(service), self.server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(_Models(service), self.server)
+        self.port = self.server.add_insecure_port(f"0.0.0.0:{port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen for gRPC on port {port} (in use?)")
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.server.stop(grace).wait()

@@ -1,0 +1,253 @@
+"""Model lifecycle: numeric version directories under each base path, polled, loaded, warmed, swapped.
+
+The rules (TF Serving's, plus one of ours):
+- The version policy picks the versions to serve: the latest N (default 1), all, or specific ones.
+- A new version is loaded and warmed before an old one it replaces is unloaded; requests in flight keep
+  their reference to the old version and finish on it (an unloaded version is freed when the last one
+  lets go).
+- Ours: a version directory is loaded only once its files have stopped changing between two polls, so a
+  version being copied in is never half-loaded; a load that fails is retried when the directory changes
+  again, and the failure is reported in the model status meanwhile.
+
+Every load, unload and failure is one structured (JSON) log line.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import grpc
+
+from tfaccel.serving.config import ModelConfig
+from tfaccel.serving.errors import ServingError
+from tfaccel.serving.servable import Servable, load_servable
+
+__all__ = ["Manager", "State", "VersionRecord"]
+
+logger = logging.getLogger("tfaccel.serving")
+
+
+class State(enum.IntEnum):
+    """``ModelVersionStatus.State`` values of TF Serving's model status API."""
+
+    UNKNOWN = 0
+    START = 10
+    LOADING = 20
+    AVAILABLE = 30
+    UNLOADING = 40
+    END = 50
+
+
+@dataclass
+class VersionRecord:
+    version: int
+    state: State = State.START
+    error_code: grpc.StatusCode = grpc.StatusCode.OK
+    error_message: str = ""
+    servable: Servable | None = None
+    fingerprint: tuple[tuple[str, int, int], ...] | None = None
+    failed_fingerprint: tuple[tuple[str, int, int], ...] | None = None
+
+
+@dataclass
+class _Model:
+    config: ModelConfig
+    versions: dict[int, VersionRecord] = field(default_factory=dict)
+
+
+def log_event(event: str, **fields: object) -> None:
+    """One JSON line per lifecycle event or failed request."""
+    logger.info(json.dumps({"event": event, **fields}, sort_keys=True, default=str))
+
+
+def _fingerprint(path: str) -> tuple[tuple[str, int, int], ...]:
+    entries = []
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            try:
+                stat = os.stat(full)
+            except FileNotFoundError:  # removed while we looked: the directory is still changing
+                continue
+            entries.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
+def _versions_on_disk(base_path: str) -> dict[int, str]:
+    try:
+        names = os.listdir(base_path)
+    except OSError:
+        return {}
+    found = {}
+    for name in names:
+        full = os.path.join(base_path, name)
+        if name.isdigit() and os.path.isdir(full):
+            found[int(name)] = full
+    return found
+
+
+class Manager:
+    """Loads and serves the configured models; ``resolve`` hands out servables to requests."""
+
+    def __init__(self, models: Iterable[ModelConfig], warmup: bool = True) -> None:
+        self._models = {m.name: _Model(m) for m in models}
+        self._lock = threading.Lock()
+        self._warmup = warmup
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.on_load: list[Callable[[Servable], None]] = []
+
+    # -- polling ---------------------------------------------------------------------------------------
+    def start(self, poll_seconds: float) -> None:
+        """Load what is on disk now (two looks, so settled directories load at once), then keep polling
+        every ``poll_seconds`` (0: never again, as TF Serving's flag means).
+        """
+        self.poll()
+        time.sleep(0.2)
+        self.poll()
+        if poll_seconds > 0:
+            self._thread = threading.Thread(target=self._loop, args=(poll_seconds,), daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self, poll_seconds: float) -> None:
+        while not self._stop.wait(poll_seconds):
+            try:
+                self.poll()
+            except Exception:  # a poll must never kill the poller; the error is logged with its trace
+                logger.exception("polling the model directories failed; trying again in %s s", poll_seconds)
+
+    def poll(self) -> None:
+        for model in list(self._models.values()):
+            self._poll_model(model)
+
+    def _poll_model(self, model: _Model) -> None:
+        config = model.config
+        on_disk = _versions_on_disk(config.base_path)
+        wanted = config.policy.select(sorted(on_disk))
+        for version in sorted(wanted, reverse=True):
+            with self._lock:
+                record = model.versions.setdefault(version, VersionRecord(version))
+            if record.state is State.AVAILABLE:
+                continue
+            path = on_disk[version]
+            fingerprint = _fingerprint(path)
+            settled = fingerprint == record.fingerprint and bool(fingerprint)
+            record.fingerprint = fingerprint
+            if not settled or fingerprint == record.failed_fingerprint:
+                continue  # still being written, or failed as it is now: wait for a change
+            self._load(model, record, path)
+        self._unload_unwanted(model, wanted, on_disk)
+
+    def _load(self, model: _Model, record: VersionRecord, path: str) -> None:
+        name = model.config.name
+        record.state = State.LOADING
+        try:
+            servable = load_servable(name, record.version, path, warmup=self._warmup)
+        except Exception as err:  # any load failure is reported in the status and retried on change
+            record.state = State.END
+            record.error_code = grpc.StatusCode.UNKNOWN
+            record.error_message = f"{type(err).__name__}: {' '.join(str(err).split())[:1000]}"
+            record.failed_fingerprint = record.fingerprint
+            log_event(
+                "load_failed", model=name, version=record.version, path=path, error=record.error_message
+            )
+            logger.warning(
+                "model %s version %d failed to load: %s", name, record.version, record.error_message
+            )
+            return
+        for hook in self.on_load:
+            hook(servable)
+        with self._lock:
+            record.servable = servable
+            record.state = State.AVAILABLE
+            record.error_code, record.error_message = grpc.StatusCode.OK, ""
+        log_event(
+            "load", model=name, version=record.version, path=path, seconds=round(servable.load_seconds, 3)
+        )
+
+    def _unload_unwanted(self, model: _Model, wanted: list[int], on_disk: dict[int, str]) -> None:
+        """Unload a version the policy no longer wants once every wanted version on disk is available
+        (or has failed to load), and at once when its directory is gone.
+        """
+        with self._lock:
+            settled = all(
+                (r := model.versions.get(v)) is not None and r.state in (State.AVAILABLE, State.END)
+                for v in wanted
+            )
+            any_available = any(
+                model.versions[v].state is State.AVAILABLE for v in wanted if v in model.versions
+            )
+            for version, record in list(model.versions.items()):
+                if version in wanted or record.state is not State.AVAILABLE:
+                    if version not in on_disk and record.state is not State.AVAILABLE:
+                        del model.versions[version]  # a failed or pending version whose directory went away
+                    continue
+                gone = version not in on_disk
+                if gone or (settled and any_available):
+                    record.state = State.UNLOADING
+                    record.servable = None  # requests holding it finish; then it is freed
+                    record.state = State.END
+                    log_event(
+                        "unload",
+                        model=model.config.name,
+                        version=version,
+                        reason="removed" if gone else "policy",
+                    )
+
+    # -- requests --------------------------------------------------------------------------------------
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """The servable for a request: a version, a label, or the latest available (NOT_FOUND if none)."""
+        with self._lock:
+            model = self._models.get(name)
+            if model is None:
+                raise ServingError.not_found(f"Servable not found for request: Latest({name})")
+            if label:
+                if label not in model.config.labels:
+                    raise ServingError.invalid(f"Unrecognized servable version label: {label}")
+                version = model.config.labels[label]
+            if version is not None:
+                record = model.versions.get(version)
+                if record is None or record.servable is None:
+                    raise ServingError.not_found(
+                        f"Servable not found for request: Specific({name}, {version})"
+                    )
+                return record.servable
+            available = [r for r in model.versions.values() if r.servable is not None]
+            if not available:
+                raise ServingError.not_found(f"Servable not found for request: Latest({name})")
+            servable = max(available, key=lambda r: r.version).servable
+            assert servable is not None
+            return servable
+
+    def status(self, name: str, version: int | None = None, label: str | None = None) -> list[VersionRecord]:
+        with self._lock:
+            model = self._models.get(name)
+            if model is None:
+                raise ServingError.not_found(f"Could not find any versions of model {name}")
+            if label:
+                if label not in model.config.labels:
+                    raise ServingError.invalid(f"Unrecognized servable version label: {label}")
+                version = model.config.labels[label]
+            if version is not None:
+                record = model.versions.get(version)
+                if record is None:
+                    raise ServingError.not_found(f"Could not find version {version} of model {name}")
+                return [record]
+            if not model.versions:
+                raise ServingError.not_found(f"Could not find any versions of model {name}")
+            return [model.versions[v] for v in sorted(model.versions, reverse=True)]
+
+    def model_names(self) -> list[str]:
+        return sorted(self._models)

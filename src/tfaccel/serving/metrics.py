@@ -1,0 +1,54 @@
+"""Prometheus metrics, named as TF Serving names its own (``:tensorflow:serving:...``).
+
+One registry per server (not the process-global one), so tests can run servers side by side and a
+scrape shows this server's numbers only.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS_US = (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1e6, 5e6)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            ":tensorflow:serving:request_count",
+            "Requests by model and status code (OK or the error code's name).",
+            ["model_name", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            ":tensorflow:serving:request_latency",
+            "Latency of successful requests in microseconds, by model, API and entry point (REST, GRPC).",
+            ["model_name", "API", "entrypoint"],
+            buckets=_LATENCY_BUCKETS_US,
+            registry=self.registry,
+        )
+        self.invocations = Counter(
+            ":tensorflow:serving:model_invocations",
+            "Calls of a model signature (one per batch when batching is on).",
+            ["model_name", "version"],
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            ":tensorflow:serving:batching_session:processed_batch_size",
+            "Rows in each batch the model ran, padding included.",
+            ["model_name"],
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.padding = Counter(
+            ":tensorflow:serving:batching_session:padding_rows",
+            "Rows added to batches to reach an allowed batch size.",
+            ["model_name"],
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,198 @@
+"""One loaded model version: its signatures, their SignatureDefs, warm-up and the predict call.
+
+Why SignatureDefs are read from ``saved_model.pb``: the metadata API returns them as TF Serving does
+(the protos as saved), and loading through ``tf.saved_model.load`` alone would only give Python specs.
+A traced model with an openvino subgraph loads here because the server imports tfaccel (its op).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from tfaccel.serving.errors import ServingError
+from tfaccel.serving.tensors import describe_shape
+
+__all__ = ["Servable", "Signature", "load_servable"]
+
+logger = logging.getLogger(__name__)
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+@dataclass
+class Signature:
+    """A callable signature: named input specs, output specs, the function."""
+
+    name: str
+    function: Any
+    inputs: dict[str, tf.TensorSpec]
+    outputs: dict[str, tf.TensorSpec]
+
+    def fixed_batch(self) -> int | None:
+        """The first dimension every input fixes to the same value (a model traced for one batch)."""
+        firsts = {s.shape[0] if s.shape.rank else None for s in self.inputs.values()}
+        return firsts.pop() if len(firsts) == 1 and None not in firsts else None
+
+    def check(self, inputs: Mapping[str, np.ndarray], any_batch: bool = False) -> None:
+        """Names, dtypes and shapes of a request against the signature (INVALID_ARGUMENT otherwise);
+        ``any_batch`` leaves the first dimension to the batcher (it pads to a model's fixed batch).
+        """
+        check_names(inputs, self.inputs)
+        for name, value in inputs.items():
+            spec = self.inputs[name]
+            if spec.dtype == tf.string:
+                if value.dtype.kind not in "OSU":
+                    raise ServingError.invalid(f"input {name!r} expects string, got {value.dtype}")
+            elif value.dtype != spec.dtype.as_numpy_dtype:
+                raise ServingError.invalid(
+                    f"input {name!r} expects {spec.dtype.name}, got {tf.as_dtype(value.dtype).name}"
+                )
+            shape = spec.shape
+            if any_batch and shape.rank:
+                shape = tf.TensorShape([None, *shape.as_list()[1:]])
+            if not shape.is_compatible_with(value.shape):
+                wanted = spec.shape.as_list() if spec.shape.rank is not None else []
+                raise ServingError.invalid(
+                    f"input {name!r} has shape {describe_shape(value.shape)}, which does not fit the "
+                    f"signature's {describe_shape(wanted)}"
+                )
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tensors = {name: tf.constant(value, dtype=self.inputs[name].dtype) for name, value in inputs.items()}
+        try:
+            result = self.function(**tensors)
+        except tf.errors.InvalidArgumentError as err:
+            raise ServingError.invalid(err.message) from err
+        except tf.errors.OpError as err:
+            raise ServingError(_grpc_code(err), err.message) from err
+        return {name: result[name].numpy() for name in sorted(result)}  # by name, as TF Serving orders them
+
+
+def check_names(sent: Mapping[str, object], wanted: Mapping[str, object]) -> None:
+    """The request names exactly the signature's inputs (TF Serving's message otherwise)."""
+    missing = sorted(set(wanted) - set(sent))
+    extra = sorted(set(sent) - set(wanted))
+    if missing or extra:
+        raise ServingError.invalid(
+            f"input size does not match signature: {len(sent)}!={len(wanted)} "
+            f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(wanted))}}}). "
+            f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
+        )
+
+
+def _grpc_code(err: tf.errors.OpError) -> Any:
+    by_value = {code.value[0]: code for code in grpc.StatusCode}
+    return by_value.get(err.error_code, grpc.StatusCode.INTERNAL)
+
+
+@dataclass
+class Servable:
+    """A loaded, warmed model version."""
+
+    name: str
+    version: int
+    path: str
+    signatures: dict[str, Signature]
+    signature_defs: dict[str, meta_graph_pb2.SignatureDef]
+    loaded: Any = field(repr=False)
+    load_seconds: float = 0.0
+
+    def signature(self, name: str, entrypoint: str = "REST") -> Signature:
+        """The named signature (default ``serving_default``); unknown: TF Serving's error of the API."""
+        key = name or "serving_default"
+        found = self.signatures.get(key)
+        if found is None and entrypoint == "GRPC":
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.'
+            )
+        if found is None:
+            raise ServingError.invalid(
+                f'Serving signature name: "{key}" not found in signature def (it has: '
+                f"{', '.join(sorted(self.signatures))})"
+            )
+        return found
+
+
+def _signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
+        proto.ParseFromString(handle.read())
+    for meta_graph in proto.meta_graphs:
+        if "serve" in meta_graph.meta_info_def.tags:
+            return dict(meta_graph.signature_def)
+    return dict(proto.meta_graphs[0].signature_def) if proto.meta_graphs else {}
+
+
+def load_servable(name: str, version: int, path: str, warmup: bool = True) -> Servable:
+    """Load and warm the SavedModel at ``path``; any failure raises (the caller reports and retries)."""
+    start = time.perf_counter()
+    loaded = tf.saved_model.load(path, tags=["serve"])
+    signatures: dict[str, Signature] = {}
+    for key, function in dict(loaded.signatures).items():
+        args, kwargs = function.structured_input_signature
+        if args:
+            logger.warning(
+                "model %s version %d: signature %r takes positional inputs; skipped", name, version, key
+            )
+            continue
+        signatures[key] = Signature(key, function, dict(kwargs), dict(function.structured_outputs))
+    if not signatures:
+        raise ValueError(f"{path} has no signatures to serve")
+    servable = Servable(name, version, path, signatures, _signature_defs(path), loaded)
+    if warmup:
+        _warm(servable)
+    servable.load_seconds = time.perf_counter() - start
+    return servable
+
+
+def _warm(servable: Servable) -> None:
+    """Replay ``assets.extra/tf_serving_warmup_requests`` (TF Serving's warm-up file) when present;
+    otherwise call each signature once on zeros where its shapes are known (compiles XLA and OpenVINO
+    before the first real request). A failure of the warm-up file fails the load, as in TF Serving.
+    """
+    records = os.path.join(servable.path, WARMUP_FILE)
+    if os.path.exists(records):
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        from tfaccel.serving.tensors import from_tensor_proto
+
+        for raw in tf.data.TFRecordDataset(records):
+            log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
+            if not log.HasField("predict_log"):
+                continue
+            request = log.predict_log.request
+            signature = servable.signature(request.model_spec.signature_name)
+            inputs = {k: from_tensor_proto(v, k) for k, v in request.inputs.items()}
+            signature.check(inputs)
+            signature(inputs)
+        return
+    for signature in servable.signatures.values():
+        if not all(s.shape.rank is not None for s in signature.inputs.values()):
+            continue
+        zeros = {}
+        for key, spec in signature.inputs.items():
+            dims = [1 if d is None else d for d in spec.shape.as_list()]
+            dtype = object if spec.dtype == tf.string else spec.dtype.as_numpy_dtype
+            zeros[key] = (
+                np.zeros(dims, dtype=dtype) if dtype is not object else np.full(dims, b"", dtype=object)
+            )
+        try:
+            signature(zeros)
+        except ServingError as err:  # zeros may be invalid for the model: not a reason to refuse it
+            logger.warning(
+                "model %s version %d: warm-up call of %r on zeros failed (%s); serving it cold",
+                servable.name,
+                servable.version,
+                signature.name,
+                err.message.splitlines()[0][:200],
+            )

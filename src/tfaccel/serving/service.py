@@ -1,0 +1,109 @@
+"""What both front ends (REST and gRPC) call: predict, model status and metadata, counted and logged.
+
+Keeping the protocol-free core here means a request means the same thing over either protocol: the same
+model/version/label resolution, the same input checks and error texts, the same batching and metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import grpc
+import numpy as np
+
+from tfaccel.serving.batching import Batcher
+from tfaccel.serving.config import BatchingParams
+from tfaccel.serving.errors import ServingError
+from tfaccel.serving.manager import Manager, VersionRecord, log_event
+from tfaccel.serving.metrics import Metrics
+from tfaccel.serving.servable import Servable, Signature
+
+__all__ = ["Service"]
+
+
+class Service:
+    def __init__(self, manager: Manager, metrics: Metrics, batching: BatchingParams | None) -> None:
+        self.manager = manager
+        self.metrics = metrics
+        self.batcher = Batcher(batching, self._count_batch) if batching is not None else None
+
+    def _count_batch(self, servable: Servable, rows: int, size: int) -> None:
+        self.metrics.invocations.labels(servable.name, str(servable.version)).inc()
+        self.metrics.batch_size.labels(servable.name).observe(size)
+        if size > rows:
+            self.metrics.padding.labels(servable.name).inc(size - rows)
+
+    def predict(
+        self,
+        model: str,
+        version: int | None,
+        label: str | None,
+        signature_name: str,
+        decode: Callable[[Signature], Mapping[str, np.ndarray]],
+        deadline: float | None,
+        api: str,
+        entrypoint: str,
+    ) -> tuple[Servable, Signature, dict[str, np.ndarray]]:
+        """Resolve, decode the inputs against the signature (``decode``), check, run (batched or not)."""
+
+        def work() -> tuple[Servable, Signature, dict[str, np.ndarray]]:
+            servable = self.manager.resolve(model, version, label)
+            signature = servable.signature(signature_name, entrypoint)
+            inputs = dict(decode(signature))
+            signature.check(inputs, any_batch=self.batcher is not None)
+            if deadline is not None and time.monotonic() > deadline:
+                raise ServingError.deadline()
+            if self.batcher is not None:
+                outputs = self.batcher.run(servable, signature, inputs, deadline)
+            else:
+                outputs = signature(inputs)
+                self.metrics.invocations.labels(servable.name, str(servable.version)).inc()
+            if deadline is not None and time.monotonic() > deadline:  # as TF Serving's run timeout does
+                raise ServingError.deadline()
+            return servable, signature, outputs
+
+        result: tuple[Servable, Signature, dict[str, np.ndarray]] = self.counted(model, api, entrypoint, work)
+        return result
+
+    def counted(self, model: str, api: str, entrypoint: str, work: Callable[[], Any]) -> Any:
+        """Run ``work`` with the request metrics and, on failure, one structured log line."""
+        start = time.perf_counter()
+        try:
+            result = work()
+        except ServingError as err:
+            self.metrics.requests.labels(model, err.code.name).inc()
+            log_event(
+                "request_failed",
+                model=model,
+                api=api,
+                entrypoint=entrypoint,
+                code=err.code.name,
+                error=err.message[:500],
+            )
+            raise
+        except Exception as err:  # a server bug: reported to the client as INTERNAL, logged, counted
+            self.metrics.requests.labels(model, "INTERNAL").inc()
+            message = f"{type(err).__name__}: {err}"
+            log_event(
+                "request_failed", model=model, api=api, entrypoint=entrypoint, code="INTERNAL", error=message
+            )
+            raise ServingError(grpc.StatusCode.INTERNAL, message) from err
+        self.metrics.requests.labels(model, "OK").inc()
+        self.metrics.latency.labels(model, api, entrypoint).observe((time.perf_counter() - start) * 1e6)
+        return result
+
+    def status(
+        self, model: str, version: int | None, label: str | None, entrypoint: str
+    ) -> list[VersionRecord]:
+        records: list[VersionRecord] = self.counted(
+            model, "GetModelStatus", entrypoint, lambda: self.manager.status(model, version, label)
+        )
+        return records
+
+    def metadata(self, model: str, version: int | None, label: str | None, entrypoint: str) -> Servable:
+        servable: Servable = self.counted(
+            model, "GetModelMetadata", entrypoint, lambda: self.manager.resolve(model, version, label)
+        )
+        return servable

@@ -1,0 +1,294 @@
+"""Tensors on the wire: TF Serving's JSON (rows and columns, ``{"b64": ...}`` strings, NaN/Infinity) and
+``TensorProto`` with typed value fields, both to and from numpy.
+
+Why typed fields: TF Serving answers gRPC with ``float_val``/``int64_val``/... rather than packed
+``tensor_content``, and clients that read the typed fields (many do) must keep working. Requests may use
+either form; ``tf.make_ndarray`` reads both.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+
+from tfaccel.serving.errors import ServingError
+
+__all__ = [
+    "F32",
+    "columns_from_json",
+    "dumps",
+    "columns_to_json",
+    "from_tensor_proto",
+    "rows_from_json",
+    "rows_to_json",
+    "to_tensor_proto",
+]
+
+#: numpy dtype kind/size -> the TensorProto field TF Serving fills
+_TYPED_FIELD = {
+    tf.float32: "float_val",
+    tf.float64: "double_val",
+    tf.int32: "int_val",
+    tf.int16: "int_val",
+    tf.int8: "int_val",
+    tf.uint8: "int_val",
+    tf.uint16: "int_val",
+    tf.int64: "int64_val",
+    tf.uint32: "uint32_val",
+    tf.uint64: "uint64_val",
+    tf.bool: "bool_val",
+    tf.string: "string_val",
+}
+
+
+def to_tensor_proto(value: np.ndarray, dtype: tf.DType) -> tensor_pb2.TensorProto:
+    """``value`` as a TensorProto with its values in the typed field (``half_val`` for 16-bit floats)."""
+    proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum)
+    proto.tensor_shape.CopyFrom(tensor_shape_pb2.TensorShapeProto(dim=[{"size": d} for d in value.shape]))
+    flat = value.reshape(-1)
+    if dtype in (tf.float16, tf.bfloat16):
+        proto.half_val.extend(int(v) for v in flat.view(np.uint16))
+    elif dtype == tf.string:
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in flat)
+    elif dtype in _TYPED_FIELD:
+        getattr(proto, _TYPED_FIELD[dtype]).extend(flat.tolist())
+    else:
+        proto.tensor_content = np.ascontiguousarray(value).tobytes()
+    return proto
+
+
+def from_tensor_proto(proto: tensor_pb2.TensorProto, name: str) -> np.ndarray:
+    """A request's TensorProto as numpy; a malformed one is the client's error (INVALID_ARGUMENT)."""
+    try:
+        return np.asarray(tf.make_ndarray(proto))
+    except (TypeError, ValueError) as err:
+        raise ServingError.invalid(f"input {name!r} is not a valid TensorProto: {err}") from err
+
+
+# -- JSON ------------------------------------------------------------------------------------------------
+
+
+def _decode_strings(value: Any) -> Any:
+    """``{"b64": "..."}`` -> bytes and plain strings -> UTF-8 bytes, recursively (for string inputs)."""
+    if isinstance(value, dict):
+        if set(value) == {"b64"} and isinstance(value["b64"], str):
+            try:
+                return base64.b64decode(value["b64"], validate=True)
+            except ValueError as err:
+                raise ServingError.invalid(f"'b64' value is not valid base64: {err}") from err
+        raise ServingError.invalid(
+            f'a JSON object is only allowed as {{"b64": ...}}, got keys {sorted(value)}'
+        )
+    if isinstance(value, list):
+        return [_decode_strings(v) for v in value]
+    if isinstance(value, str):
+        return value.encode()
+    return value
+
+
+def json_value_to_array(value: Any, spec: tf.TensorSpec, name: str) -> np.ndarray:
+    """One input's JSON value as an array of the signature's dtype; type errors are INVALID_ARGUMENT."""
+    dtype = spec.dtype
+    if dtype == tf.string:
+        decoded = _decode_strings(value)
+        try:
+            return np.array(decoded, dtype=object)
+        except ValueError as err:
+            raise ServingError.invalid(f"input {name!r}: ragged or malformed list ({err})") from err
+    if _holds(value, (str, dict)):
+        raise ServingError.invalid(
+            f"input {name!r} expects {dtype.name} numbers, but the JSON holds strings or objects"
+        )
+    try:
+        array = np.array(value, dtype=np.float64 if dtype.is_floating else object)
+    except ValueError as err:
+        raise ServingError.invalid(f"input {name!r}: ragged or malformed list ({err})") from err
+    if dtype.is_floating:
+        return array.astype(dtype.as_numpy_dtype)
+    if dtype.is_bool:
+        if not _holds(value, (bool,), only=True):
+            raise ServingError.invalid(f"input {name!r} expects bool values (true/false)")
+        return array.astype(np.bool_)
+    if not _holds(value, (int,), only=True) or _holds(value, (bool,)):
+        raise ServingError.invalid(f"input {name!r} expects {dtype.name} integers, got other numbers")
+    if not _fits(array, dtype):
+        raise ServingError.invalid(f"input {name!r}: a value does not fit {dtype.name}")
+    return array.astype(dtype.as_numpy_dtype)
+
+
+def _fits(array: np.ndarray, dtype: tf.DType) -> bool:
+    if array.size == 0:
+        return True
+    info = np.iinfo(dtype.as_numpy_dtype)
+    flat = [int(v) for v in array.reshape(-1)]
+    return min(flat) >= info.min and max(flat) <= info.max
+
+
+def _holds(value: Any, kinds: tuple[type, ...], only: bool = False) -> bool:
+    """Whether the nested lists hold any (or, with ``only``, only) leaves of ``kinds``."""
+    leaves: list[Any] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        else:
+            leaves.append(item)
+    if only:
+        return all(isinstance(v, kinds) for v in leaves)
+    return any(isinstance(v, kinds) for v in leaves)
+
+
+def rows_from_json(instances: Any, inputs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+    """The row format: ``instances`` is a list of rows, each a value (one input) or ``{name: value}``."""
+    if not isinstance(instances, list) or not instances:
+        raise ServingError.invalid("'instances' must be a non-empty JSON list")
+    named = all(isinstance(row, dict) and set(row) != {"b64"} for row in instances)
+    if named:
+        keys = set(instances[0])
+        for row in instances:
+            if set(row) != keys:
+                raise ServingError.invalid(
+                    f"every instance must have the same named inputs; found {sorted(keys)} and {sorted(row)}"
+                )
+        columns = {key: [row[key] for row in instances] for key in keys}
+    else:
+        if len(inputs) != 1:
+            raise ServingError.invalid(
+                f"the signature has {len(inputs)} inputs ({', '.join(sorted(inputs))}); each instance must "
+                "be an object naming them"
+            )
+        columns = {next(iter(inputs)): list(instances)}
+    return _arrays(columns, inputs)
+
+
+def columns_from_json(value: Any, inputs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+    """The columnar format: ``inputs`` is a value (one input) or ``{name: value}`` of whole tensors."""
+    if isinstance(value, dict) and set(value) != {"b64"}:
+        return _arrays(dict(value), inputs)
+    if len(inputs) != 1:
+        raise ServingError.invalid(
+            f"the signature has {len(inputs)} inputs ({', '.join(sorted(inputs))}); 'inputs' must be an "
+            "object naming them"
+        )
+    return _arrays({next(iter(inputs)): value}, inputs)
+
+
+def _arrays(columns: Mapping[str, Any], inputs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+    from tfaccel.serving.servable import check_names
+
+    check_names(columns, inputs)
+    return {name: json_value_to_array(columns[name], inputs[name], name) for name in columns}
+
+
+class F32(float):
+    """A float that came from a float32 tensor: written with float32's digits (see :func:`dumps`)."""
+
+
+def _decimal(value: float) -> str:
+    """TF Serving's number text: 6 significant digits when they round-trip, else 9 (float32) or 17
+    (float64); ``.0`` appended to integral values; ``NaN``, ``Infinity`` and ``-Infinity`` as tokens.
+    """
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    is_f32 = isinstance(value, F32)
+    text = f"{value:g}"
+    same = np.float32(float(text)) == np.float32(value) if is_f32 else float(text) == float(value)
+    if not same:
+        text = f"{value:.9g}" if is_f32 else f"{value:.17g}"
+    if "." not in text and "e" not in text:
+        text += ".0"
+    return text
+
+
+def dumps(value: Any, level: int = 0) -> str:
+    """JSON as TF Serving writes it: objects one key per line (4-space indent), arrays on one line,
+    numbers by :func:`_decimal`, non-ASCII text as UTF-8.
+    """
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        pad = "    " * (level + 1)
+        items = ",\n".join(
+            f"{pad}{json.dumps(str(k), ensure_ascii=False)}: {dumps(v, level + 1)}" for k, v in value.items()
+        )
+        return "{\n" + items + "\n" + "    " * level + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(dumps(v, level) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _decimal(value)
+    if isinstance(value, int):
+        return str(value)
+    if value is None:
+        return "null"
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _json_string(value: bytes, as_b64: bool) -> Any:
+    if as_b64:
+        return {"b64": base64.b64encode(value).decode()}
+    return value.decode("utf-8", errors="replace")
+
+
+def _json_value(array: np.ndarray, name: str) -> Any:
+    """A tensor as nested JSON lists: float32 printed in its shortest round-trip form, strings as UTF-8
+    (or ``{"b64": ...}`` when the output's name ends in ``_bytes``, TF Serving's rule).
+    """
+    if array.dtype == np.float32 or array.dtype == np.float16:
+        return _nested(array.astype(np.float32), lambda v: F32(v))
+    if array.dtype.kind == "f":
+        return array.tolist()
+    if array.dtype.kind in "OSU":
+        as_b64 = name.endswith("_bytes")
+        return _nested(array, lambda v: _json_string(v if isinstance(v, bytes) else str(v).encode(), as_b64))
+    if array.dtype.kind == "V":  # bfloat16 and other extension types
+        return _nested(array.astype(np.float32), lambda v: F32(v))
+    return array.tolist()
+
+
+def _nested(array: np.ndarray, leaf: Any) -> Any:
+    if array.ndim == 0:
+        return leaf(array.item() if array.dtype.kind != "O" else array[()])
+    return [_nested(sub, leaf) for sub in array]
+
+
+def rows_to_json(outputs: Mapping[str, np.ndarray]) -> list[Any]:
+    """``predictions``: per row, the value (one output) or ``{name: value}``; every output must be batched
+    like the others.
+    """
+    batches = {name: (value.shape[0] if value.ndim else None) for name, value in outputs.items()}
+    sizes = set(batches.values())
+    if None in sizes or len(sizes) != 1:
+        raise ServingError.invalid(
+            "the row format ('instances') needs every output batched alike, but the outputs have first "
+            f"dimensions {batches}; use the columnar format ('inputs')"
+        )
+    if len(outputs) == 1:
+        name, value = next(iter(outputs.items()))
+        return list(_json_value(value, name))
+    columns = {name: _json_value(value, name) for name, value in outputs.items()}
+    size = sizes.pop() or 0
+    return [{name: columns[name][i] for name in outputs} for i in range(size)]
+
+
+def columns_to_json(outputs: Mapping[str, np.ndarray]) -> Any:
+    """``outputs``: the value (one output) or ``{name: value}``."""
+    if len(outputs) == 1:
+        name, value = next(iter(outputs.items()))
+        return _json_value(value, name)
+    return {name: _json_value(value, name) for name, value in outputs.items()}
+
+
+def describe_shape(shape: Sequence[int | None]) -> str:
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
