@@ -4,6 +4,7 @@ by the ``tensorflow-serving-api`` gRPC client, serving models traced with each b
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -50,6 +51,12 @@ class _Scaled(tf.Module):
     def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
         y = tf.nn.relu(tf.matmul(x, self.w)) * self.scale
         return {"y": y, "best": tf.argmax(y, axis=1, output_type=tf.int32)}
+
+
+class _Text(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"length": tf.strings.length(text), "echo_bytes": text, "upper": tf.strings.upper(text)}
 
 
 def _save_plain(path: Path, scale: float) -> None:
@@ -148,18 +155,19 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _trace(root / "plain" / "1", root / "xla" / "1", 2, "--backend=xla")
     _trace(root / "plain" / "1", root / "ov" / "1", 2, "--backend=openvino")
     _trace(root / "plain" / "1", root / "ovdyn" / "1", 4, "--backend=openvino --dynamic-batch-size")
-    config = (
-        "model_config_list {\n"
-        + "".join(
-            f'  config {{ name: "{name}" base_path: "{root / name}" model_platform: "tensorflow" }}\n'
-            for name in ("plain", "xla", "ov", "ovdyn")
-        ).replace(
-            'name: "plain" base_path: "' + str(root / "plain") + '" model_platform: "tensorflow"',
-            'name: "plain" base_path: "' + str(root / "plain") + '" model_platform: "tensorflow" '
-            "model_version_policy { all {} } version_labels { key: 'stable' value: 1 }",
-        )
-        + "}\n"
-    )
+    text = _Text()
+    tf.saved_model.save(text, str(root / "text" / "1"), signatures={"serving_default": text.serve})
+    _save_plain(root / "broken" / "1", 1.0)
+    (root / "broken" / "2").mkdir()
+    (root / "broken" / "2" / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+    extra = {
+        "plain": "model_version_policy { all {} } version_labels { key: 'stable' value: 1 }",
+        "broken": "model_version_policy { latest { num_versions: 2 } }",
+    }
+    config = "model_config_list {\n"
+    for name in ("plain", "xla", "ov", "ovdyn", "text", "broken"):
+        config += f'  config {{ name: "{name}" base_path: "{root / name}" {extra.get(name, "")} }}\n'
+    config += "}\n"
     (root / "models.config").write_text(config)
     (root / "monitoring.config").write_text(
         'prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }'
@@ -245,6 +253,31 @@ def test_versions_labels_and_latest(server: Server, repo: Path) -> None:
     assert [(s.version, s.state) for s in reply.model_version_status] == [(2, 30), (1, 30)]
 
 
+def test_strings_travel_as_utf8_or_b64(server: Server) -> None:
+    raw = "héllo".encode()
+    status, body = server.rest(
+        "POST", "/v1/models/text:predict", {"instances": [{"b64": base64.b64encode(raw).decode()}, "ab"]}
+    )
+    assert status == 200, body
+    assert body["predictions"] == [
+        {"echo_bytes": {"b64": base64.b64encode(raw).decode()}, "length": len(raw), "upper": "HéLLO"},
+        {"echo_bytes": {"b64": "YWI="}, "length": 2, "upper": "AB"},
+    ]
+    status, body = server.rest("POST", "/v1/models/text:predict", {"inputs": {"text": [{"b64": "%%%"}]}})
+    assert status == 400 and "base64" in body["error"]
+
+
+def test_a_version_that_fails_to_load_is_reported_and_the_other_serves(server: Server) -> None:
+    status, body = server.rest("GET", "/v1/models/broken")
+    assert status == 200, body
+    (failed, good) = body["model_version_status"]
+    assert (failed["version"], failed["state"], failed["status"]["error_code"]) == ("2", "END", "UNKNOWN")
+    assert "saved_model" in failed["status"]["error_message"].lower(), failed
+    assert (good["version"], good["state"]) == ("1", "AVAILABLE")
+    assert server.predict("broken", np.ones((1, 6), np.float32)).model_spec.version.value == 1
+    assert '"event": "load_failed"' in server.log.read_text()
+
+
 def test_metadata(server: Server) -> None:
     status, body = server.rest("GET", "/v1/models/ov/metadata")
     assert status == 200, body
@@ -268,7 +301,7 @@ def test_errors_get_tf_servings_codes(server: Server) -> None:
     cases = [
         ("POST", "/v1/models/xla:predict", b'{"instances": [[1, 2', 400, "JSON Parse error"),
         ("POST", "/v1/models/xla:predict", b"", 400, "The document is empty"),
-        ("POST", "/v1/models/xla:predict", {"instances": [["a"] * 6] * 2}, 400, "expects float32"),
+        ("POST", "/v1/models/xla:predict", {"instances": [["a"] * 6] * 2}, 400, "expects float32 numbers, but the JSON holds strings"),
         ("POST", "/v1/models/xla:predict", {"instances": [[1.0] * 5] * 2}, 400, "does not fit"),
         ("POST", "/v1/models/ov:predict", {"instances": [[1.0] * 6]}, 400, "[1,6]"),  # traced at batch 2
         ("POST", "/v1/models/xla:predict", {"rows": []}, 400, "Missing 'inputs' or 'instances' key"),

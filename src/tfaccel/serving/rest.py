@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from tfaccel.serving.config import MonitoringConfig
 from tfaccel.serving.errors import ServingError
 from tfaccel.serving.grpc_service import metadata_response, signature_map, status_response
+from tfaccel.serving.manager import log_event
 from tfaccel.serving.service import Service
 from tfaccel.serving.tensors import columns_from_json, columns_to_json, dumps, rows_from_json, rows_to_json
 
@@ -167,7 +168,9 @@ def _make_handler(server: RestServer) -> type[BaseHTTPRequestHandler]:
                 status, content_type, payload = server.handle(method, self.path, body)
             except Exception as err:  # never drop a connection without an answer: a server bug is a 500
                 status, content_type = 500, "application/json"
-                payload = _error_body(f"internal error: {type(err).__name__}: {err}")
+                message = f"internal error: {type(err).__name__}: {err}"
+                payload = _error_body(message)
+                log_event("request_failed", path=self.path, entrypoint="REST", code="INTERNAL", error=message)
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))

@@ -102,48 +102,30 @@ def json_value_to_array(value: Any, spec: tf.TensorSpec, name: str) -> np.ndarra
             return np.array(decoded, dtype=object)
         except ValueError as err:
             raise ServingError.invalid(f"input {name!r}: ragged or malformed list ({err})") from err
-    if _holds(value, (str, dict)):
-        raise ServingError.invalid(
-            f"input {name!r} expects {dtype.name} numbers, but the JSON holds strings or objects"
-        )
     try:
-        array = np.array(value, dtype=np.float64 if dtype.is_floating else object)
-    except ValueError as err:
-        raise ServingError.invalid(f"input {name!r}: ragged or malformed list ({err})") from err
+        array = np.asarray(value)
+    except (ValueError, OverflowError) as err:
+        raise ServingError.invalid(f"input {name!r}: ragged, malformed or out-of-range list ({err})") from err
+    kind = array.dtype.kind
     if dtype.is_floating:
+        if kind not in "iuf":
+            raise ServingError.invalid(f"input {name!r} expects {dtype.name} numbers, {_found(kind)}")
         return array.astype(dtype.as_numpy_dtype)
     if dtype.is_bool:
-        if not _holds(value, (bool,), only=True):
-            raise ServingError.invalid(f"input {name!r} expects bool values (true/false)")
-        return array.astype(np.bool_)
-    if not _holds(value, (int,), only=True) or _holds(value, (bool,)):
-        raise ServingError.invalid(f"input {name!r} expects {dtype.name} integers, got other numbers")
-    if not _fits(array, dtype):
+        if kind != "b":
+            raise ServingError.invalid(f"input {name!r} expects bool values (true/false), {_found(kind)}")
+        return array
+    if kind not in "iu":
+        raise ServingError.invalid(f"input {name!r} expects {dtype.name} integers, {_found(kind)}")
+    info = np.iinfo(dtype.as_numpy_dtype)
+    if array.size and (array.min() < info.min or array.max() > info.max):
         raise ServingError.invalid(f"input {name!r}: a value does not fit {dtype.name}")
     return array.astype(dtype.as_numpy_dtype)
 
 
-def _fits(array: np.ndarray, dtype: tf.DType) -> bool:
-    if array.size == 0:
-        return True
-    info = np.iinfo(dtype.as_numpy_dtype)
-    flat = [int(v) for v in array.reshape(-1)]
-    return min(flat) >= info.min and max(flat) <= info.max
-
-
-def _holds(value: Any, kinds: tuple[type, ...], only: bool = False) -> bool:
-    """Whether the nested lists hold any (or, with ``only``, only) leaves of ``kinds``."""
-    leaves: list[Any] = []
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(item)
-        else:
-            leaves.append(item)
-    if only:
-        return all(isinstance(v, kinds) for v in leaves)
-    return any(isinstance(v, kinds) for v in leaves)
+def _found(kind: str) -> str:
+    what = {"U": "strings", "S": "strings", "O": "objects or mixed values", "b": "booleans", "f": "fractions"}
+    return f"but the JSON holds {what.get(kind, 'other values')}"
 
 
 def rows_from_json(instances: Any, inputs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
@@ -259,7 +241,9 @@ def _json_value(array: np.ndarray, name: str) -> Any:
 
 def _nested(array: np.ndarray, leaf: Any) -> Any:
     if array.ndim == 0:
-        return leaf(array.item() if array.dtype.kind != "O" else array[()])
+        return leaf(array[()])
+    if array.ndim == 1:  # its items are scalars (or bytes objects), not arrays
+        return [leaf(item) for item in array]
     return [_nested(sub, leaf) for sub in array]
 
 
