@@ -73,7 +73,7 @@ def _grpc_caller(port: int, x: np.ndarray) -> Any:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "m"
-    request.inputs["image"].CopyFrom(tf.make_tensor_proto(x))
+    request.inputs["input"].CopyFrom(tf.make_tensor_proto(x))
 
     def call() -> None:
         stub.Predict(request, timeout=60)
@@ -107,11 +107,11 @@ def main() -> int:
     model = EXAMPLES[args.model]()
     x = np.asarray(example_input(args.model, 1))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *x.shape[1:]], tf.float32, name="image")])
-    def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"output": model(image, training=False)}
+    @tf.function(input_signature=[tf.TensorSpec([None, *x.shape[1:]], tf.as_dtype(x.dtype), name="input")])
+    def serve(input: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"output": model(input, training=False)}
 
-    traced = tfaccel.trace(serve, {"image": x}, backend="openvino", dynamic_batch_size=True)
+    traced = tfaccel.trace(serve, {"input": x}, backend="openvino", dynamic_batch_size=True)
     traced.save(str(work / "repo" / "1"))
     (work / "batching.config").write_text(
         "max_batch_size { value: 16 }\nbatch_timeout_micros { value: 2000 }\nnum_batch_threads { value: 2 }\n"
@@ -120,10 +120,10 @@ def main() -> int:
     plain, grpc_a, rest_a = _server(work / "repo", None, work / "server.log")
     batched, grpc_b, rest_b = _server(work / "repo", work / "batching.config", work / "server_batching.log")
     local = tf.saved_model.load(str(work / "repo" / "1")).signatures["serving_default"]
-    image = tf.constant(x)
+    tensor = tf.constant(x)
 
     def in_process() -> None:
-        local(image=image)["output"].numpy()
+        local(input=tensor)["output"].numpy()
 
     variants = {
         "in-process": in_process,

@@ -301,7 +301,13 @@ def test_errors_get_tf_servings_codes(server: Server) -> None:
     cases = [
         ("POST", "/v1/models/xla:predict", b'{"instances": [[1, 2', 400, "JSON Parse error"),
         ("POST", "/v1/models/xla:predict", b"", 400, "The document is empty"),
-        ("POST", "/v1/models/xla:predict", {"instances": [["a"] * 6] * 2}, 400, "expects float32 numbers, but the JSON holds strings"),
+        (
+            "POST",
+            "/v1/models/xla:predict",
+            {"instances": [["a"] * 6] * 2},
+            400,
+            "expects float32 numbers, but the JSON holds strings",
+        ),
         ("POST", "/v1/models/xla:predict", {"instances": [[1.0] * 5] * 2}, 400, "does not fit"),
         ("POST", "/v1/models/ov:predict", {"instances": [[1.0] * 6]}, 400, "[1,6]"),  # traced at batch 2
         ("POST", "/v1/models/xla:predict", {"rows": []}, 400, "Missing 'inputs' or 'instances' key"),
@@ -378,6 +384,16 @@ def test_bad_flags_and_configs_are_refused(tmp_path: Path) -> None:
     (tmp_path / "bad.config").write_text("model_config_list { config { nme: 'x' } }")
     bad = run(f"--model_config_file={tmp_path / 'bad.config'}", "--port=0")
     assert bad.returncode == 1 and "bad.config" in bad.stderr and "nme" in bad.stderr
+
+
+def test_tfaccel_serve_is_the_same_server() -> None:
+    tfaccel_cmd = installed_script("tfaccel", ["-m", "tfaccel_cli"])
+    shown = subprocess.run([*tfaccel_cmd, "serve", "--help"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "--model_config_file" in shown.stdout and "tfaccel serve" in shown.stdout
+    refused = subprocess.run(
+        [*tfaccel_cmd, "serve", "--model_name=m"], capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode == 2 and "--model_base_path" in refused.stderr
 
 
 def _copy_slowly(src: Path, dst: Path, pause: float) -> None:

@@ -185,7 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tfaccel`` command; returns the exit code."""
-    args_list = _join_flags_value(list(sys.argv[1:] if argv is None else argv))
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["serve"]:  # the server parses its own flags (tensorflow_model_server's)
+        from tfaccel.serving.server import main as serve
+
+        try:
+            return serve(raw[1:], prog="tfaccel serve")
+        except SystemExit as done:
+            return int(done.code or 0)
+    args_list = _join_flags_value(raw)
     parser = build_parser()
     try:
         args = parser.parse_args(args_list)
@@ -193,10 +201,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(done.code or 0)
     args.verbose = args.verbose or args.verbose_all
     _configure_logging(args.verbose)
-    if args.command == "serve":
-        from tfaccel.serving.server import main as serve
-
-        return serve(args.server_flags, prog="tfaccel serve")
     from tfaccel.cli import commands
 
     handler = {
