@@ -77,17 +77,23 @@ def _flags(text: str) -> dict[str, Any]:
     return parse_flags(f"{STATIC} {text}", "test")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """Distinct free ports (all held open while choosing, so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class Server:
     """A server subprocess; ``rest(...)``/``stub`` talk to it; stopped and its log kept on exit."""
 
     def __init__(self, args: list[str], log: Path) -> None:
-        self.grpc_port, self.rest_port = _free_port(), _free_port()
+        self.grpc_port, self.rest_port = _free_ports(2)
         self.log = log
         env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
         self.proc = subprocess.Popen(
@@ -125,7 +131,9 @@ class Server:
         except ValueError:
             return status, text
 
-    def predict(self, model: str, x: np.ndarray, version: int | None = None, **extra: Any) -> Any:
+    def predict(
+        self, model: str, x: np.ndarray, version: int | None = None, timeout: float | None = 60, **extra: Any
+    ) -> Any:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model
         if version is not None:
@@ -133,7 +141,7 @@ class Server:
         for key, value in extra.items():
             setattr(request.model_spec, key, value)
         request.inputs["x"].CopyFrom(tf.make_tensor_proto(x))
-        return self.stub.Predict(request, timeout=60)
+        return self.stub.Predict(request, timeout=timeout)
 
     def stop(self) -> str:
         self.channel.close()
@@ -265,6 +273,8 @@ def test_strings_travel_as_utf8_or_b64(server: Server) -> None:
     ]
     status, body = server.rest("POST", "/v1/models/text:predict", {"inputs": {"text": [{"b64": "%%%"}]}})
     assert status == 400 and "base64" in body["error"]
+    status, body = server.rest("POST", "/v1/models/text:predict", {"instances": [1, 2]})
+    assert status == 400 and "not a string" in body["error"]
 
 
 def test_a_version_that_fails_to_load_is_reported_and_the_other_serves(server: Server) -> None:
@@ -421,9 +431,8 @@ def test_version_roll_over_under_load(repo: Path, tmp_path: Path) -> None:
     stop = threading.Event()
 
     def client() -> None:
-        for _ in range(5000):  # bounded: the test must end even if version 2 never comes
-            if stop.is_set():
-                return
+        until = time.monotonic() + 120  # bounded: the test must end even if version 2 never comes
+        while not stop.is_set() and time.monotonic() < until:
             try:
                 response = srv.predict("rolling", x)
                 version = response.model_spec.version.value
@@ -439,7 +448,7 @@ def test_version_roll_over_under_load(repo: Path, tmp_path: Path) -> None:
         for worker in workers:
             worker.start()
         time.sleep(1.0)
-        _copy_slowly(repo / "plain" / "2", base / "2", pause=0.7)
+        _copy_slowly(repo / "plain" / "2", base / "2", pause=0.3)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not seen or seen[-1] != 2):
             time.sleep(0.2)
@@ -463,7 +472,7 @@ def test_version_roll_over_under_load(repo: Path, tmp_path: Path) -> None:
 
 def test_batching_merges_concurrent_requests(repo: Path, tmp_path: Path) -> None:
     (tmp_path / "batching.config").write_text(
-        "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 30000 }\n"
+        "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 50000 }\n"
         "num_batch_threads { value: 1 }\nallowed_batch_sizes: 2\nallowed_batch_sizes: 4\n"
         "allowed_batch_sizes: 8\n"
     )
@@ -488,11 +497,13 @@ def test_batching_merges_concurrent_requests(repo: Path, tmp_path: Path) -> None
     want = [_reference(repo, "plain", x, 1)["y"] for x in inputs[:4]]
     results: dict[int, np.ndarray] = {}
     errors: list[str] = []
+    start = threading.Barrier(16)
 
     def client(index: int) -> None:
+        start.wait()
         for i in range(index, len(inputs), 16):
             try:
-                response = srv.predict("ovdyn", inputs[i])
+                response = srv.predict("ovdyn", inputs[i], timeout=None)  # no deadline: waits for its batch
                 results[i] = np.array(response.outputs["y"].float_val, np.float32).reshape(1, 4)
             except grpc.RpcError as err:
                 errors.append(f"{err.code()}: {err.details()}")
@@ -507,6 +518,9 @@ def test_batching_merges_concurrent_requests(repo: Path, tmp_path: Path) -> None
         serial = {i: dynamic(x=tf.constant(inputs[i]))["y"].numpy() for i in range(len(inputs))}
         # a model traced at batch 2, without dynamic batch: single rows are padded to its batch
         padded = srv.predict("ov", inputs[0])
+        with pytest.raises(grpc.RpcError) as empty:
+            srv.predict("ovdyn", np.zeros((0, 6), np.float32))
+        assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "no rows" in empty.value.details()
         status, metrics = srv.rest("GET", "/monitoring/prometheus/metrics")
     finally:
         srv.stop()

@@ -62,19 +62,20 @@ class _Queue:
                 )
             self.tasks.append(task)
             self.last_used = time.monotonic()
-            self.cond.notify()
-            alive = [t for t in self.threads if t.is_alive()]
-            if len(alive) < self.params.num_batch_threads:
+            self.cond.notify_all()
+            # threads leave ``self.threads`` under this lock before they end, so a count here is exact
+            if len(self.threads) < self.params.num_batch_threads:
                 thread = threading.Thread(target=self._work, daemon=True)
-                alive.append(thread)
+                self.threads.append(thread)
                 thread.start()
-            self.threads = alive
 
     def _take_batch(self) -> list[_Task] | None:
         with self.cond:
             while not self.tasks:
-                if not self.cond.wait(timeout=_IDLE_EXIT_S):
-                    return None  # idle: let the thread end (a new request starts one)
+                if not self.cond.wait(timeout=_IDLE_EXIT_S) and not self.tasks:
+                    # idle: the thread ends, leaving the list first so that a new request starts another
+                    self.threads.remove(threading.current_thread())
+                    return None
             first = self.tasks.popleft()
             batch, rows = [first], first.rows
             until = time.monotonic() + self.params.batch_timeout_micros / 1e6
@@ -123,6 +124,13 @@ class _Queue:
                 merged[name] = np.concatenate(parts, axis=0)
             outputs = self.signature(merged)
             self.on_batch(rows, size)
+            unbatched = [k for k, v in outputs.items() if v.ndim == 0 or v.shape[0] != size]
+            if unbatched:
+                raise ServingError.invalid(
+                    f"batching needs every output batched like the inputs, but output {unbatched[0]!r} has "
+                    f"shape {list(outputs[unbatched[0]].shape)} for a batch of {size}; serve this model "
+                    "without --enable_batching"
+                )
             start = 0
             for task in batch:
                 task.outputs = {k: v[start : start + task.rows] for k, v in outputs.items()}
@@ -157,6 +165,8 @@ class Batcher:
                 + ", ".join(f"{k}: {list(v.shape)}" for k, v in inputs.items())
             )
         rows = int(next(iter(firsts)) or 0)
+        if rows == 0:
+            raise ServingError.invalid("a request with no rows (batch dimension 0) cannot be batched")
         key = (
             id(servable),
             signature.name,
@@ -175,13 +185,21 @@ class Batcher:
             )
         task = _Task(inputs, rows, deadline)
         queue.submit(task)
-        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        timeout = (
+            None if deadline is None else min(max(deadline - time.monotonic(), 0.0), threading.TIMEOUT_MAX)
+        )
         if not task.done.wait(timeout):
             raise ServingError.deadline("Deadline Exceeded while waiting for a batch")
         if task.error is not None:
             raise task.error
         assert task.outputs is not None
         return task.outputs
+
+    def forget(self, servable: Servable) -> None:
+        """Drop the queues of an unloaded version (their threads end when idle), so it can be freed."""
+        with self._lock:
+            for key in [k for k in self._queues if k[0] == id(servable)]:
+                del self._queues[key]
 
     def _forget_idle(self) -> None:
         cutoff = time.monotonic() - 2 * _IDLE_EXIT_S

@@ -9,6 +9,7 @@ works with ``tensorflow_model_server`` works here, and a typo is an error naming
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -194,6 +195,15 @@ def read_batching_params(path: str | None) -> BatchingParams:
     def value(name: str, default: int) -> int:
         return int(getattr(message, name).value) if message.HasField(name) else default
 
+    for ignored in ("pad_variable_length_inputs", "enable_large_batch_splitting", "max_execution_batch_size"):
+        if (
+            message.HasField(ignored)
+            if ignored != "pad_variable_length_inputs"
+            else message.pad_variable_length_inputs
+        ):
+            logging.getLogger("tfaccel.serving").warning(
+                "--batching_parameters_file %s: %s is accepted and has no effect here", path, ignored
+            )
     params = BatchingParams(
         max_batch_size=value("max_batch_size", defaults.max_batch_size),
         batch_timeout_micros=value("batch_timeout_micros", defaults.batch_timeout_micros),

@@ -71,9 +71,15 @@ def _spec(request: Any) -> tuple[str, int | None, str | None]:
     return spec.name, version, label
 
 
+#: gRPC reports "no deadline" as a remaining time of ~9e18 s; anything beyond a day means none
+_NO_DEADLINE_S = 86400.0
+
+
 def _deadline(context: grpc.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
+    remaining: float | None = context.time_remaining()
+    if remaining is None or remaining > _NO_DEADLINE_S:
+        return None
+    return time.monotonic() + remaining
 
 
 class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
@@ -82,25 +88,28 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):  # typ
 
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
         name, version, label = _spec(request)
+        wanted = list(request.output_filter)
+
+        def decode(signature: Any) -> dict[str, Any]:
+            unknown = [o for o in wanted if o not in signature.outputs]
+            if unknown:
+                raise ServingError.invalid(
+                    f"output tensor alias not found in signature: {unknown[0]} Outputs expected to be in the "
+                    f"set {{{','.join(sorted(signature.outputs))}}}."
+                )
+            return {key: from_tensor_proto(value, key) for key, value in request.inputs.items()}
+
         try:
-            inputs = {key: from_tensor_proto(value, key) for key, value in request.inputs.items()}
             servable, signature, outputs = self.service.predict(
                 name,
                 version,
                 label,
                 request.model_spec.signature_name,
-                lambda _signature: inputs,
+                decode,
                 _deadline(context),
                 "Predict",
                 "GRPC",
             )
-            wanted = list(request.output_filter)
-            unknown = [o for o in wanted if o not in outputs]
-            if unknown:
-                raise ServingError.invalid(
-                    f"output tensor alias not found in signature: {unknown[0]} Outputs expected to be in the "
-                    f"set {{{','.join(sorted(outputs))}}}."
-                )
         except ServingError as err:
             context.abort(err.code, err.message)
         response = predict_pb2.PredictResponse()
@@ -113,12 +122,14 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):  # typ
 
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         name, version, label = _spec(request)
+        fields = list(request.metadata_field)
         try:
-            fields = list(request.metadata_field)
             if fields != ["signature_def"]:
-                raise ServingError.invalid(
-                    f"Metadata field(s) {fields} are not supported; request metadata_field: 'signature_def'"
+                refused = ServingError.invalid(
+                    f"Metadata field(s) {fields} are not supported; ask for metadata_field 'signature_def'"
                 )
+                self.service.record_failure(name, "GetModelMetadata", "GRPC", refused)
+                raise refused
             servable = self.service.metadata(name, version, label, "GRPC")
         except ServingError as err:
             context.abort(err.code, err.message)

@@ -18,10 +18,11 @@ import enum
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import grpc
 
@@ -80,11 +81,33 @@ def _fingerprint(path: str) -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted(entries))
 
 
-def _versions_on_disk(base_path: str) -> dict[int, str]:
+_SHARD = re.compile(r"variables\.data-(\d+)-of-(\d+)$")
+
+
+def _complete(fingerprint: tuple[tuple[str, int, int], ...]) -> bool:
+    """The files a SavedModel needs are all there: the graph and, if it has variables, the index and
+    every data shard the shard names announce (a copy in progress usually lacks one of them).
+    """
+    names = {entry[0] for entry in fingerprint}
+    if "saved_model.pb" not in names and "saved_model.pbtxt" not in names:
+        return False
+    shards = [m for n in names if (m := _SHARD.search(n))]
+    if shards or any(n.startswith("variables" + os.sep) for n in names):
+        if os.path.join("variables", "variables.index") not in names:
+            return False
+        total = int(shards[0].group(2)) if shards else 0
+        if len(shards) != total:
+            return False
+    return True
+
+
+def _versions_on_disk(base_path: str) -> dict[int, str] | None:
+    """Numeric version directories; None when the base path cannot be listed (nothing is unloaded then)."""
     try:
         names = os.listdir(base_path)
-    except OSError:
-        return {}
+    except OSError as err:
+        log_event("poll_failed", base_path=base_path, error=f"{type(err).__name__}: {err}")
+        return None
     found = {}
     for name in names:
         full = os.path.join(base_path, name)
@@ -102,16 +125,26 @@ class Manager:
         self._warmup = warmup
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.on_load: list[Callable[[Servable], None]] = []
+        #: called with each servable that is unloaded (e.g. the batcher drops its queues)
+        self.on_unload: list[Callable[[Servable], None]] = []
 
     # -- polling ---------------------------------------------------------------------------------------
     def start(self, poll_seconds: float) -> None:
-        """Load what is on disk now (two looks, so settled directories load at once), then keep polling
-        every ``poll_seconds`` (0: never again, as TF Serving's flag means).
+        """Load what is on disk now (looking again every 0.2 s, up to 30 s, while a version directory is
+        still changing), then keep polling every ``poll_seconds`` (0: never again, as TF Serving's flag
+        means).
         """
         self.poll()
-        time.sleep(0.2)
-        self.poll()
+        until = time.monotonic() + 30.0
+        while time.monotonic() < until:
+            time.sleep(0.2)
+            self.poll()
+            with self._lock:
+                pending = any(
+                    r.state is State.START for m in self._models.values() for r in m.versions.values()
+                )
+            if not pending:
+                break
         if poll_seconds > 0:
             self._thread = threading.Thread(target=self._loop, args=(poll_seconds,), daemon=True)
             self._thread.start()
@@ -135,6 +168,8 @@ class Manager:
     def _poll_model(self, model: _Model) -> None:
         config = model.config
         on_disk = _versions_on_disk(config.base_path)
+        if on_disk is None:
+            return
         wanted = config.policy.select(sorted(on_disk))
         for version in sorted(wanted, reverse=True):
             with self._lock:
@@ -143,7 +178,7 @@ class Manager:
                 continue
             path = on_disk[version]
             fingerprint = _fingerprint(path)
-            settled = fingerprint == record.fingerprint and bool(fingerprint)
+            settled = fingerprint == record.fingerprint and _complete(fingerprint)
             record.fingerprint = fingerprint
             if not settled or fingerprint == record.failed_fingerprint:
                 continue  # still being written, or failed as it is now: wait for a change
@@ -152,23 +187,20 @@ class Manager:
 
     def _load(self, model: _Model, record: VersionRecord, path: str) -> None:
         name = model.config.name
-        record.state = State.LOADING
+        with self._lock:
+            record.state = State.LOADING
         try:
             servable = load_servable(name, record.version, path, warmup=self._warmup)
         except Exception as err:  # any load failure is reported in the status and retried on change
-            record.state = State.END
-            record.error_code = grpc.StatusCode.UNKNOWN
-            record.error_message = f"{type(err).__name__}: {' '.join(str(err).split())[:1000]}"
-            record.failed_fingerprint = record.fingerprint
-            log_event(
-                "load_failed", model=name, version=record.version, path=path, error=record.error_message
-            )
-            logger.warning(
-                "model %s version %d failed to load: %s", name, record.version, record.error_message
-            )
+            message = f"{type(err).__name__}: {' '.join(str(err).split())[:1000]}"
+            with self._lock:
+                record.state = State.END
+                record.error_code = grpc.StatusCode.UNKNOWN
+                record.error_message = message
+                record.failed_fingerprint = record.fingerprint
+            log_event("load_failed", model=name, version=record.version, path=path, error=message)
+            logger.warning("model %s version %d failed to load: %s", name, record.version, message)
             return
-        for hook in self.on_load:
-            hook(servable)
         with self._lock:
             record.servable = servable
             record.state = State.AVAILABLE
@@ -196,9 +228,12 @@ class Manager:
                     continue
                 gone = version not in on_disk
                 if gone or (settled and any_available):
-                    record.state = State.UNLOADING
+                    unloaded = record.servable
                     record.servable = None  # requests holding it finish; then it is freed
                     record.state = State.END
+                    for hook in self.on_unload:
+                        if unloaded is not None:
+                            hook(unloaded)
                     log_event(
                         "unload",
                         model=model.config.name,
@@ -244,10 +279,10 @@ class Manager:
                 record = model.versions.get(version)
                 if record is None:
                     raise ServingError.not_found(f"Could not find version {version} of model {name}")
-                return [record]
+                return [replace(record)]
             if not model.versions:
                 raise ServingError.not_found(f"Could not find any versions of model {name}")
-            return [model.versions[v] for v in sorted(model.versions, reverse=True)]
+            return [replace(model.versions[v]) for v in sorted(model.versions, reverse=True)]
 
     def model_names(self) -> list[str]:
         return sorted(self._models)

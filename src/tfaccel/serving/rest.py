@@ -82,6 +82,7 @@ class RestServer:
         try:
             return 200, "application/json", self._route(method, path, body).encode()
         except ServingError as err:
+            self.service.record_failure(_model_in(path), "predict" if method == "POST" else "", "REST", err)
             return err.http_status, "application/json", _error_body(err.message)
 
     def _route(self, method: str, path: str, body: bytes) -> str:
@@ -153,6 +154,11 @@ class RestServer:
         return dumps({"outputs": columns_to_json(outputs)})
 
 
+def _model_in(path: str) -> str:
+    match = re.match(r"(?i)/v1/models/([^/:]+)", path)
+    return unquote(match.group(1)) if match else ""
+
+
 def _error_body(message: str) -> bytes:
     return ('{\n    "error": ' + json.dumps(message, ensure_ascii=False) + "\n}").encode()
 
@@ -161,8 +167,21 @@ def _make_handler(server: RestServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: a client's connection serves many requests
 
+        timeout = 300  # seconds a connection may sit idle or half-sent before it is closed
+
         def _serve(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                self._answer(411, "application/json", _error_body("send the body with a Content-Length"))
+                self.close_connection = True
+                return
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length < 0:
+                    raise ValueError(length)
+            except ValueError:
+                self._answer(400, "application/json", _error_body("Content-Length is not a valid length"))
+                self.close_connection = True
+                return
             body = self.rfile.read(length) if length else b""
             try:
                 status, content_type, payload = server.handle(method, self.path, body)
@@ -171,6 +190,9 @@ def _make_handler(server: RestServer) -> type[BaseHTTPRequestHandler]:
                 message = f"internal error: {type(err).__name__}: {err}"
                 payload = _error_body(message)
                 log_event("request_failed", path=self.path, entrypoint="REST", code="INTERNAL", error=message)
+            self._answer(status, content_type, payload)
+
+        def _answer(self, status: int, content_type: str, payload: bytes) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))

@@ -28,6 +28,8 @@ class Service:
         self.manager = manager
         self.metrics = metrics
         self.batcher = Batcher(batching, self._count_batch) if batching is not None else None
+        if self.batcher is not None:
+            manager.on_unload.append(self.batcher.forget)
 
     def _count_batch(self, servable: Servable, rows: int, size: int) -> None:
         self.metrics.invocations.labels(servable.name, str(servable.version)).inc()
@@ -73,6 +75,7 @@ class Service:
         try:
             result = work()
         except ServingError as err:
+            err.counted = True  # type: ignore[attr-defined]  # the front end must not count it again
             self.metrics.requests.labels(model, err.code.name).inc()
             log_event(
                 "request_failed",
@@ -93,6 +96,21 @@ class Service:
         self.metrics.requests.labels(model, "OK").inc()
         self.metrics.latency.labels(model, api, entrypoint).observe((time.perf_counter() - start) * 1e6)
         return result
+
+    def record_failure(self, model: str, api: str, entrypoint: str, error: ServingError) -> None:
+        """Count and log an error found outside :meth:`counted` (a malformed request); idempotent."""
+        if getattr(error, "counted", False):
+            return
+        error.counted = True  # type: ignore[attr-defined]
+        self.metrics.requests.labels(model, error.code.name).inc()
+        log_event(
+            "request_failed",
+            model=model,
+            api=api,
+            entrypoint=entrypoint,
+            code=error.code.name,
+            error=error.message[:500],
+        )
 
     def status(
         self, model: str, version: int | None, label: str | None, entrypoint: str

@@ -90,7 +90,9 @@ def _decode_strings(value: Any) -> Any:
         return [_decode_strings(v) for v in value]
     if isinstance(value, str):
         return value.encode()
-    return value
+    raise ServingError.invalid(
+        f'a string input holds {json.dumps(value)[:100]}, not a string or {{"b64": ...}}'
+    )
 
 
 def json_value_to_array(value: Any, spec: tf.TensorSpec, name: str) -> np.ndarray:
