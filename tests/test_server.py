@@ -489,6 +489,7 @@ def test_batching_merges_concurrent_requests(repo: Path, tmp_path: Path) -> None
             "--enable_batching",
             f"--batching_parameters_file={tmp_path / 'batching.config'}",
             f"--monitoring_config_file={tmp_path / 'monitoring.config'}",
+            "--rest_api_timeout_in_ms=5",  # shorter than the 50 ms batching window: REST predicts time out
         ],
         tmp_path / "batching.log",
     )
@@ -518,6 +519,7 @@ def test_batching_merges_concurrent_requests(repo: Path, tmp_path: Path) -> None
         serial = {i: dynamic(x=tf.constant(inputs[i]))["y"].numpy() for i in range(len(inputs))}
         # a model traced at batch 2, without dynamic batch: single rows are padded to its batch
         padded = srv.predict("ov", inputs[0])
+        late_status, late = srv.rest("POST", "/v1/models/ovdyn:predict", {"instances": inputs[0].tolist()})
         with pytest.raises(grpc.RpcError) as empty:
             srv.predict("ovdyn", np.zeros((0, 6), np.float32))
         assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "no rows" in empty.value.details()
@@ -531,6 +533,7 @@ def test_batching_merges_concurrent_requests(repo: Path, tmp_path: Path) -> None
     for i in range(4):
         assert_close(results[i], want[i])
     assert_close(np.array(padded.outputs["y"].float_val, np.float32).reshape(1, 4), want[0])
+    assert late_status == 504 and "Deadline Exceeded" in late["error"], (late_status, late)
     invocations = _metric(
         metrics, ':tensorflow:serving:model_invocations_total{model_name="ovdyn",version="1"}'
     )
