@@ -18,6 +18,7 @@ from google.protobuf import any_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -29,7 +30,7 @@ from tfaccel.serving.servable import Servable
 from tfaccel.serving.service import Service
 from tfaccel.serving.tensors import from_tensor_proto, to_tensor_proto
 
-__all__ = ["GrpcServer", "metadata_response", "signature_map", "status_response"]
+__all__ = ["GrpcServer", "metadata_response", "model_spec", "signature_map", "status_response"]
 
 #: no cap on message sizes (gRPC's default receive cap is 4 MB)
 _UNLIMITED = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
@@ -54,10 +55,16 @@ def signature_map(servable: Servable) -> get_model_metadata_pb2.SignatureDefMap:
     return found
 
 
+def model_spec(servable: Servable, signature_name: str = "") -> model_pb2.ModelSpec:
+    """The ModelSpec a response carries: the model, the version that answered, the signature used."""
+    spec = model_pb2.ModelSpec(name=servable.name, signature_name=signature_name)
+    spec.version.value = servable.version
+    return spec
+
+
 def metadata_response(servable: Servable) -> get_model_metadata_pb2.GetModelMetadataResponse:
     response = get_model_metadata_pb2.GetModelMetadataResponse()
-    response.model_spec.name = servable.name
-    response.model_spec.version.value = servable.version
+    response.model_spec.CopyFrom(model_spec(servable))
     packed = any_pb2.Any()
     packed.Pack(signature_map(servable))
     response.metadata["signature_def"].CopyFrom(packed)
@@ -113,9 +120,7 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):  # typ
         except ServingError as err:
             context.abort(err.code, err.message)
         response = predict_pb2.PredictResponse()
-        response.model_spec.name = servable.name
-        response.model_spec.version.value = servable.version
-        response.model_spec.signature_name = signature.name
+        response.model_spec.CopyFrom(model_spec(servable, signature.name))
         for key in wanted or outputs:
             response.outputs[key].CopyFrom(to_tensor_proto(outputs[key], signature.outputs[key].dtype))
         return response

@@ -116,6 +116,15 @@ def _versions_on_disk(base_path: str) -> dict[int, str] | None:
     return found
 
 
+def _labelled(model: _Model, version: int | None, label: str | None) -> int | None:
+    """The version a request names, through its label when it gives one."""
+    if not label:
+        return version
+    if label not in model.config.labels:
+        raise ServingError.invalid(f"Unrecognized servable version label: {label}")
+    return model.config.labels[label]
+
+
 class Manager:
     """Loads and serves the configured models; ``resolve`` hands out servables to requests."""
 
@@ -248,10 +257,7 @@ class Manager:
             model = self._models.get(name)
             if model is None:
                 raise ServingError.not_found(f"Servable not found for request: Latest({name})")
-            if label:
-                if label not in model.config.labels:
-                    raise ServingError.invalid(f"Unrecognized servable version label: {label}")
-                version = model.config.labels[label]
+            version = _labelled(model, version, label)
             if version is not None:
                 record = model.versions.get(version)
                 if record is None or record.servable is None:
@@ -271,10 +277,7 @@ class Manager:
             model = self._models.get(name)
             if model is None:
                 raise ServingError.not_found(f"Could not find any versions of model {name}")
-            if label:
-                if label not in model.config.labels:
-                    raise ServingError.invalid(f"Unrecognized servable version label: {label}")
-                version = model.config.labels[label]
+            version = _labelled(model, version, label)
             if version is not None:
                 record = model.versions.get(version)
                 if record is None:

@@ -20,7 +20,7 @@ from google.protobuf import json_format
 
 from tfaccel.serving.config import MonitoringConfig
 from tfaccel.serving.errors import ServingError
-from tfaccel.serving.grpc_service import metadata_response, signature_map, status_response
+from tfaccel.serving.grpc_service import model_spec, signature_map, status_response
 from tfaccel.serving.manager import log_event
 from tfaccel.serving.service import Service
 from tfaccel.serving.tensors import columns_from_json, columns_to_json, dumps, rows_from_json, rows_to_json
@@ -105,9 +105,8 @@ class RestServer:
             tag = unquote(label) if label else None
             if metadata:
                 servable = self.service.metadata(model, number, tag, "REST")
-                response = metadata_response(servable)
                 spec = json_format.MessageToDict(
-                    response.model_spec,
+                    model_spec(servable),
                     preserving_proto_field_name=True,
                     always_print_fields_with_no_presence=True,
                 )

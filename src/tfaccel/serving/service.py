@@ -75,16 +75,7 @@ class Service:
         try:
             result = work()
         except ServingError as err:
-            err.counted = True  # type: ignore[attr-defined]  # the front end must not count it again
-            self.metrics.requests.labels(model, err.code.name).inc()
-            log_event(
-                "request_failed",
-                model=model,
-                api=api,
-                entrypoint=entrypoint,
-                code=err.code.name,
-                error=err.message[:500],
-            )
+            self.record_failure(model, api, entrypoint, err)  # marks it: the front end won't count it again
             raise
         except Exception as err:  # a server bug: reported to the client as INTERNAL, logged, counted
             self.metrics.requests.labels(model, "INTERNAL").inc()
