@@ -461,9 +461,14 @@ def run_mutation(mutation: Mutation, base: Path, workdir: Path, keep: bool = Fal
         output = proc.stdout + proc.stderr
         if proc.returncode == 0:
             return Result(mutation, "SURVIVED", seconds, _summary(output), output)
-        if proc.returncode in (1, 2):  # tests failed, or the mutated code broke collection (an import)
+        # 1: a test failed; 2: collection failed. 4 with a collection error: a node id whose module no
+        # longer imports. The unmutated copy collected every one of these tests, so the mutation did it.
+        broke_import = proc.returncode == 4 and _FAILED.search(output) is not None
+        if proc.returncode in (1, 2) or broke_import:
             failed = _FAILED.search(output)
             detail = failed.group(2) if failed else _summary(output)
+            if failed and failed.group(1) == "ERROR" and "::" not in detail:
+                detail = f"{detail} (its import fails)"
             return Result(mutation, "KILLED", seconds, detail, output)
         return Result(
             mutation, "ERROR", seconds, f"pytest exit {proc.returncode}: {_summary(output)}", output
@@ -527,6 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rev", default="HEAD", help="the commit to mutate (default HEAD)")
     parser.add_argument("--keep", action="store_true", help="keep the mutated copies (to debug a mutation)")
     parser.add_argument("--verbose", action="store_true", help="print each run's pytest output")
+    parser.add_argument("--log-dir", type=Path, help="write each mutation's pytest output to DIR/NAME.log")
     args = parser.parse_args(argv)
     mutations = select_mutations(args.only)
     if args.list:
@@ -548,6 +554,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = Result(mutation, "ERROR", 0.0, problems[mutation.name])
             else:
                 result = run_mutation(mutation, base, workdir, keep=args.keep)
+            if args.log_dir is not None:
+                args.log_dir.mkdir(parents=True, exist_ok=True)
+                (args.log_dir / f"{mutation.name}.log").write_text(result.output)
             with lock:
                 done[mutation.name] = result
                 print(
