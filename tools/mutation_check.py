@@ -235,7 +235,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "src/tfaccel/placement.py",
         "chosen = next((d for d in options if d.accelerated), None)",
         "chosen = next((d for d in reversed(options) if d.accelerated), None)",
-        ("tests/test_mixed.py",),
+        ("tests/test_mixed.py::test_static_placement_puts_each_node_on_the_first_backend_that_takes_it",),
         "a node goes to the first backend, in the order of preference, that takes it",
     ),
     Mutation(
