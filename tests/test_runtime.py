@@ -91,3 +91,60 @@ def test_ratio_of_a_graph_without_counted_ops_is_zero_not_a_crash():
     model = tfaccel.trace(lambda x: tf.identity(x), tf.ones([2]))
     assert model.on_neuron_ratio == 0.0
     assert_close(model(tf.ones([2])), np.ones([2]))
+
+
+# -- issue 16 item 4: the shape check lives in the graph ----------------------------------------------------
+def per_batch(x):
+    """Batch-dependent: grappler folds tf.shape(x)[0] to the traced batch, so a wrong batch is wrong math."""
+    return tf.matmul(x, W) / tf.cast(tf.shape(x)[0], tf.float32)
+
+
+def per_feature(x):
+    """Row-independent (dynamic batch keeps it) but dependent on dim 1, which capture folds the same way."""
+    return tf.matmul(x, W[:, :3]) * 0.0 + tf.reduce_sum(x, axis=1, keepdims=True) / tf.cast(
+        tf.shape(x)[1], tf.float32
+    )
+
+
+def _outer(model, spec_shape):
+    return tf.function(lambda t: model(t), input_signature=[tf.TensorSpec(spec_shape, tf.float32)])
+
+
+@pytest.mark.parametrize("backend", ["xla", "openvino"])
+def test_wrong_batch_inside_an_outer_function_is_refused_in_the_graph(backend, tmp_path):
+    model = tfaccel.trace(per_batch, tf.ones([2, 4]), backend=backend)
+    model.save(str(tmp_path / "m"))
+    loaded = tfaccel.load(tmp_path / "m")
+    x2 = tf.random.uniform([2, 4], seed=1)
+    x3 = tf.random.uniform([3, 4], seed=2)
+    for m in (model, loaded):
+        outer = _outer(m, [None, 4])
+        assert_close(outer(x2), per_batch(x2))
+        with pytest.raises(
+            tf.errors.InvalidArgumentError,
+            match=r"\[input x has shape\] \[3 4\] \[but the model was traced for \[2, 4\]; trace again",
+        ):
+            outer(x3)
+    restored = tf.saved_model.load(str(tmp_path / "m"))  # the saved function checks too, without tfaccel
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"input x has shape\] \[3 4\] \[but the model was traced for \[2, 4\]",
+    ):
+        _outer(restored.tfaccel_call_flat, [None, 4])(x3)
+
+
+@pytest.mark.parametrize("backend", ["xla", "openvino"])
+def test_dynamic_batch_checks_the_other_dims_in_the_graph(backend, tmp_path):
+    model = tfaccel.trace(per_feature, tf.ones([2, 4]), backend=backend, dynamic_batch_size=True)
+    model.save(str(tmp_path / "m"))
+    loaded = tfaccel.load(tmp_path / "m")
+    x3 = tf.random.uniform([3, 4], seed=1)
+    bad = tf.random.uniform([3, 5], seed=2)
+    for m in (model, loaded):
+        outer = _outer(m, [None, None])
+        assert_close(outer(x3), per_feature(x3))
+        with pytest.raises(
+            tf.errors.InvalidArgumentError,
+            match=r"\[input x has shape\] \[3 5\] \[but the model was traced for \[None, 4\]; with --dynamic",
+        ):
+            outer(bad)

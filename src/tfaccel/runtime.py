@@ -20,7 +20,7 @@ from tfaccel.capture import Convention, InputLayout
 from tfaccel.errors import ExportError, InputTypeError, InputValueError
 from tfaccel.report import PlacementReport
 
-__all__ = ["Executable", "keras_module", "make_model", "uses_legacy_keras"]
+__all__ = ["Executable", "checked_inputs", "keras_module", "loose_specs", "make_model", "uses_legacy_keras"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,64 @@ def keras_module() -> Any:
     import keras
 
     return keras
+
+
+def input_where(layout: InputLayout, index: int) -> str:
+    """How errors name flat input ``index``: ``input 'ids' (inputs['ids'])``."""
+    return f"input {layout.specs[index].name!r} ({layout.where(index).replace('example_inputs', 'inputs')})"
+
+
+def loose_specs(layout: InputLayout) -> list[tf.TensorSpec]:
+    """The input signature of ``call_flat``: every dim unknown (the rank kept).
+
+    Why not the traced shapes: a caller whose own shapes are unknown (an outer ``tf.function`` with
+    ``[None, 4]``) binds to a static signature without any check, and inside a function with static
+    argument shapes TensorFlow folds ``tf.shape`` to a constant, so an in-graph check would be folded away
+    too. With unknown dims the check in :func:`checked_inputs` survives, in the SavedModel as well.
+    """
+    return [tf.TensorSpec([None] * len(s.shape), tf.as_dtype(s.dtype), name=s.name) for s in layout.specs]
+
+
+def checked_inputs(flat: Sequence[tf.Tensor], layout: InputLayout, dynamic_batch: bool) -> list[tf.Tensor]:
+    """``flat`` after in-graph checks of each input's shape against the traced one (any dim 0 with
+    ``dynamic_batch``).
+
+    The Python check in :meth:`Executable.flatten` gives the eager caller a ``tfaccel`` error before any
+    graph runs; this one runs inside the graph (so in every saved and restored function, and for callers
+    whose shapes are only known at run time) and raises ``InvalidArgumentError`` naming the input and both
+    shapes. Strings and int32 only in the Assert's data, so TensorFlow adds no ``cond`` around it; no
+    quotes in its text (the Assert would escape them). No ``tf.ensure_shape`` after it: grappler may run
+    that first, and its message names neither the input nor the model's shape.
+    """
+    checked = []
+    for index, (tensor, spec) in enumerate(zip(flat, layout.specs, strict=True)):
+        rank = len(spec.shape)
+        first = 1 if dynamic_batch and rank else 0
+        traced = [None if d < first else n for d, n in enumerate(spec.shape)]
+        shape = tf.shape(tensor, out_type=tf.int32)
+        padded = tf.concat([shape, tf.fill([rank], -1)], axis=0)[:rank]  # a wrong rank must not raise here
+        ok = tf.logical_and(
+            tf.equal(tf.size(shape), rank),
+            tf.reduce_all(tf.equal(padded[first:], tf.constant(spec.shape[first:], tf.int32))),
+        )
+        remedy = (
+            "with --dynamic-batch-size only dim 0 (the batch) may differ"
+            if first
+            else "trace again with example inputs of this shape, or trace with --dynamic-batch-size to "
+            "accept any batch size (dim 0)"
+        )
+        check = tf.debugging.Assert(
+            ok,
+            [
+                f"input {spec.name} has shape",
+                shape,
+                f"but the model was traced for {traced}; {remedy}",
+            ],
+            summarize=max(rank, 1),
+        )
+        with tf.control_dependencies([check]):
+            checked.append(tf.identity(tensor))
+    return checked
 
 
 class Executable:
@@ -143,7 +201,7 @@ class Executable:
         want, expected = self._expected[index]
         if isinstance(leaf, tf.Tensor) and leaf.dtype == want and leaf.shape == expected:
             return leaf  # the common case, kept cheap: it is paid on every call of a small model
-        where = f"input {spec.name!r} ({self.layout.where(index).replace('example_inputs', 'inputs')})"
+        where = input_where(self.layout, index)
         if isinstance(leaf, np.ndarray) or np.isscalar(leaf):
             array = np.asarray(leaf)
             got = tf.as_dtype(array.dtype) if array.dtype.kind != "U" else tf.string

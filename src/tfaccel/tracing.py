@@ -32,7 +32,7 @@ from tfaccel.partition import Cluster, contract, is_acyclic, partition
 from tfaccel.placement import COMPUTE_HEAVY_OPS, Decision, Reason, boundary_violations, decide_across
 from tfaccel.profiling import cluster_inputs, compiled_runner, tf_runner, time_variants
 from tfaccel.report import PlacementReport, SubgraphSummary
-from tfaccel.runtime import Executable, make_model
+from tfaccel.runtime import Executable, checked_inputs, loose_specs, make_model
 from tfaccel.selection import Measurement, choose
 from tfaccel.stages import split_balanced
 from tfaccel.workdir import write_capture, write_workdir
@@ -436,11 +436,13 @@ def _executable(
     if chunk is None:
 
         def call_flat(*flat: tf.Tensor) -> Any:
+            flat = tuple(checked_inputs(flat, layout, dynamic))
             return tf.nest.pack_sequence_as(structure, wrapped(*flat))
 
     elif any_batch:
 
         def call_flat(*flat: tf.Tensor) -> Any:
+            flat = tuple(checked_inputs(flat, layout, dynamic))
             n = same_batch(flat, names)
             with tf.control_dependencies([n]):
                 flat = tuple(tf.identity(t) for t in flat)
@@ -451,11 +453,12 @@ def _executable(
         body = inlined if stages > 1 else wrapped
 
         def call_flat(*flat: tf.Tensor) -> Any:
+            flat = tuple(checked_inputs(flat, layout, dynamic))
             results = run_in_chunks(body, flat, chunk, names, out_specs, in_flight=stages)
             return tf.nest.pack_sequence_as(structure, results)
 
-    specs = [s.tensor_spec(dynamic_batch=dynamic) for s in layout.specs]
-    function = tf.function(call_flat, input_signature=specs, autograph=False)
+    # every dim unknown, so the in-graph checks are not folded away (see loose_specs)
+    function = tf.function(call_flat, input_signature=loose_specs(layout), autograph=False)
     return Executable(
         function,
         layout,
