@@ -157,13 +157,53 @@ def test_keras3_tfsmlayer_loads_a_single_input_model(tmp_path):
     assert_close(layer(x)["output_0"], model(x))
 
 
-def test_colliding_output_names_are_made_distinct_in_the_signature(tmp_path):
-    def f(x):
-        return {"a b": x * 2.0, "a_b": x * 3.0}
+def _named_outputs(x):
+    """Flat dict keys that sanitising would merge; each value tells which key it belongs to."""
+    return {"a/b": x * 2.0, "a_b": x * 3.0, "a b": x * 4.0, "output_0": x * 5.0, "": x * 6.0}
 
-    x = tf.ones([2])
-    traced = tfaccel.trace(f, x)
-    traced.save(str(tmp_path / "names"))
-    out = tf.saved_model.load(str(tmp_path / "names")).signatures["serving_default"](x=x)
-    assert sorted(out) == ["a_b", "a_b_1"]
-    assert sorted(float(v.numpy()[0]) for v in out.values()) == [2.0, 3.0]
+
+def _nested_outputs(x):
+    """Generated names that collide: output_a_b (from a/b) twice, and a name that is someone's suffix."""
+    return {"a": {"b": x * 2.0}, "a_b": x * 3.0, "a_b_1": x * 4.0}
+
+
+def test_output_names_map_to_the_right_values_in_a_fresh_process(tmp_path):
+    import tf_keras
+
+    x = tf.constant([[1.0, 2.0, 3.0, 4.0]])
+    expected: dict[str, dict[str, np.ndarray]] = {}
+    for name, fn in (("flat", _named_outputs), ("nested", _nested_outputs)):
+        tfaccel.trace(fn, x, backend="xla").save(str(tmp_path / name))
+        flat = tf.nest.flatten(fn(x))
+        names = tfaccel.load(tmp_path / name).tfaccel_executable.output_names
+        expected[name] = {n: v.numpy() for n, v in zip(names, flat, strict=True)}
+    assert sorted(expected["flat"]) == ["", "a b", "a/b", "a_b", "output_0"]  # dict keys kept verbatim
+    # generated names: flatten order (sorted keys), the first keeps its name, later ones take _1, _2...
+    # but never a name another output has
+    assert list(expected["nested"]) == ["output_a_b", "output_a_b_2", "output_a_b_1"]
+    for key, factor in (("a/b", 2.0), ("a_b", 3.0), ("a b", 4.0), ("output_0", 5.0), ("", 6.0)):
+        np.testing.assert_array_equal(expected["flat"][key], x.numpy() * factor)
+    # a tf_keras model keeps its output layer's name, as tf_keras' own SavedModel signature does
+    inp = tf_keras.Input((4,), name="feat")
+    scores = tf_keras.layers.Dense(3, name="scores")(inp)
+    model = tf_keras.Model(inp, [scores, tf_keras.layers.Dense(2, name="probs")(inp)])
+    tfaccel.trace(model, x, backend="xla").save(str(tmp_path / "tf_keras"))
+    expected["tf_keras"] = {"scores": model(x)[0].numpy(), "probs": model(x)[1].numpy()}
+    np.savez(
+        tmp_path / "expected.npz", **{f"{d}|{n}": v for d, out in expected.items() for n, v in out.items()}
+    )
+    code = f"""
+import sys, numpy as np, tensorflow as tf
+x = tf.constant([[1.0, 2.0, 3.0, 4.0]])
+want = np.load({str(tmp_path / "expected.npz")!r})
+for model_dir in ("flat", "nested", "tf_keras"):
+    sig = tf.saved_model.load(model_dir).signatures["serving_default"]
+    out = sig(**{{next(iter(sig.structured_input_signature[1])): x}})
+    names = sorted(k.split("|", 1)[1] for k in want.files if k.startswith(model_dir + "|"))
+    assert sorted(out) == names, (model_dir, sorted(out), names)
+    for name in names:
+        np.testing.assert_allclose(out[name].numpy(), want[model_dir + "|" + name], rtol=1e-6, atol=1e-6)
+assert "tfaccel" not in sys.modules
+print("ok")
+"""
+    assert run_python(code, cwd=tmp_path, env={"PYTHONPATH": ""}).strip().endswith("ok")

@@ -202,7 +202,7 @@ def capture(
         raise CaptureError(
             f"tracing func with example_inputs {_describe(layout)} failed: {type(err).__name__}: {err}"
         ) from err
-    output_structure, output_names = _outputs_of(concrete)
+    output_structure, output_names = _outputs_of(concrete, _tf_keras_output_names(func))
     table_inputs, tables = _copy_tables(concrete)
     weights: tuple[Any, ...] = tables
     if extract_weights:
@@ -414,16 +414,32 @@ def _input_names(func: Callable[..., Any], convention: Convention, keys: list[st
     for i, name in enumerate(raw):
         clean = _NAME_OK.sub("_", name).lstrip("_.-") or f"input_{i}"
         cleaned.append(clean if clean[0].isalpha() else f"input_{clean}")
-    return _unique(cleaned)
+    # a name that was already valid is kept; one that had to change yields to it
+    return _unique(cleaned, kept=[c == r for c, r in zip(cleaned, raw, strict=True)])
 
 
-def _unique(names: Sequence[str]) -> list[str]:
-    """``names`` with a ``_<i>`` suffix added where a name repeats (signature keys must be distinct)."""
+def _unique(names: Sequence[str], kept: Sequence[bool] | None = None) -> list[str]:
+    """``names`` made distinct, deterministically (signature keys must be distinct).
+
+    A ``kept`` name never changes (the caller's own names: dict keys). The others, in order, keep their
+    name when no earlier one took it and no kept name is the same; otherwise they take the smallest
+    ``_1``, ``_2``, ... suffix that is not taken and is not any name in ``names`` (so a suffixed name never
+    takes the name of another input or output).
+    """
+    flags = list(kept) if kept is not None else [False] * len(names)
+    everything = set(names)
+    taken = {name for name, keep in zip(names, flags, strict=True) if keep}
     unique: list[str] = []
-    for i, name in enumerate(names):
-        while name in unique:
-            name = f"{name}_{i}"
-        unique.append(name)
+    for name, keep in zip(names, flags, strict=True):
+        if keep:
+            unique.append(name)
+            continue
+        candidate, k = name, 0
+        while candidate in taken or (k and candidate in everything):
+            k += 1
+            candidate = f"{name}_{k}"
+        taken.add(candidate)
+        unique.append(candidate)
     return unique
 
 
@@ -470,7 +486,7 @@ def _describe(layout: InputLayout) -> str:
 
 
 # -- outputs -----------------------------------------------------------------------------------------------
-def _outputs_of(concrete: Any) -> tuple[Any, tuple[str, ...]]:
+def _outputs_of(concrete: Any, keras_names: Sequence[str] | None = None) -> tuple[Any, tuple[str, ...]]:
     structure = concrete.structured_outputs
     flat = tf.nest.flatten(structure, expand_composites=False)
     if not flat:
@@ -483,7 +499,7 @@ def _outputs_of(concrete: Any) -> tuple[Any, tuple[str, ...]]:
                 "(nested in lists, tuples and dicts)"
             )
     specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), structure)
-    return specs, _output_names(structure)
+    return specs, _output_names(structure, keras_names)
 
 
 def _paths(structure: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -501,17 +517,41 @@ def _paths(structure: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, structure)]
 
 
-def _output_names(structure: Any) -> tuple[str, ...]:
-    """Names of the flat outputs in the serving signature: a flat dict keeps its keys."""
+def _output_names(structure: Any, keras_names: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Names of the flat outputs in the serving signature (README, "Save and load": output names).
+
+    A flat dict keeps its keys verbatim (a signature's output keys may be any string). A tf_keras model
+    returning a tensor or a flat list keeps its output layers' names (``keras_names``), as tf_keras' own
+    SavedModel signature does. Anything else is named ``output_<path>`` as Keras 3's ``export`` names a
+    tensor or list (``output_0``, ``output_1``), with generated names made distinct by :func:`_unique`.
+    """
     if isinstance(structure, Mapping) and all(
         isinstance(k, str) and isinstance(v, tf.Tensor) for k, v in structure.items()
     ):
-        flat_keys = [path for path, _ in _paths(structure)]
-        return tuple(_unique([_NAME_OK.sub("_", k) for k in flat_keys]))
+        return tuple(path for path, _ in _paths(structure))
     paths = [path for path, _ in _paths(structure)]
+    flat_list = isinstance(structure, (list, tuple)) and all(isinstance(v, tf.Tensor) for v in structure)
+    if (
+        keras_names is not None
+        and (isinstance(structure, tf.Tensor) or flat_list)
+        and len(keras_names) == len(paths)
+        and len(set(keras_names)) == len(keras_names)
+        and all(isinstance(n, str) and n for n in keras_names)
+    ):
+        return tuple(keras_names)
     if len(paths) == 1 and not paths[0]:
         return ("output_0",)
     return tuple(_unique(["output_" + _NAME_OK.sub("_", p.replace("/", "_")) for p in paths]))
+
+
+def _tf_keras_output_names(func: Any) -> list[str] | None:
+    """The output layer names of a tf_keras model (what its SavedModel signature is keyed by), if any."""
+    module = sys.modules.get("tf_keras")
+    model_cls = getattr(module, "Model", None)
+    if not (isinstance(model_cls, type) and isinstance(func, model_cls)):
+        return None
+    names = getattr(func, "output_names", None)
+    return list(names) if isinstance(names, (list, tuple)) else None
 
 
 # -- IR ----------------------------------------------------------------------------------------------------
