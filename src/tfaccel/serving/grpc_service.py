@@ -3,8 +3,9 @@
 
 Outputs are written to typed TensorProto fields; the response names the version that served it; the
 client's deadline is honoured (a request whose deadline passes in a batching queue is never run); there
-is no message size cap (TF Serving has none either). Classify, Regress, MultiInference and
-HandleReloadConfigRequest answer UNIMPLEMENTED.
+is no message size cap (TF Serving has none either), but every input tensor is checked against the
+signature (dtype, shape, size) before it is decoded, so a small message cannot claim a huge tensor.
+Classify, Regress, MultiInference and HandleReloadConfigRequest answer UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tensorflow_serving.apis import (
 
 from tfaccel.serving.errors import ServingError
 from tfaccel.serving.manager import VersionRecord
-from tfaccel.serving.servable import Servable
+from tfaccel.serving.servable import Servable, check_names
 from tfaccel.serving.service import Service
 from tfaccel.serving.tensors import from_tensor_proto, to_tensor_proto
 
@@ -104,7 +105,11 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):  # typ
                     f"output tensor alias not found in signature: {unknown[0]} Outputs expected to be in the "
                     f"set {{{','.join(sorted(signature.outputs))}}}."
                 )
-            return {key: from_tensor_proto(value, key) for key, value in request.inputs.items()}
+            check_names(request.inputs, signature.inputs)
+            return {
+                key: from_tensor_proto(value, key, signature.inputs[key])
+                for key, value in request.inputs.items()
+            }
 
         try:
             servable, signature, outputs = self.service.predict(
@@ -173,13 +178,19 @@ class _Models(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc
 
 
 class GrpcServer:
-    def __init__(self, service: Service, port: int, threads: int) -> None:
+    def __init__(self, service: Service, port: int, threads: int, bind_address: str = "0.0.0.0") -> None:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=_UNLIMITED)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_Prediction(service), self.server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_Models(service), self.server)
-        self.port = self.server.add_insecure_port(f"0.0.0.0:{port}")
+        host = f"[{bind_address}]" if ":" in bind_address else bind_address
+        try:
+            self.port = self.server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:  # newer grpcio raises where older ones return 0
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen for gRPC on port {port} (in use?)")
+            raise OSError(
+                f"cannot listen for gRPC on {host}:{port} (in use, or not an address of this host?)"
+            )
 
     def start(self) -> None:
         self.server.start()

@@ -1,14 +1,27 @@
 """Prometheus metrics, named as TF Serving names its own (``:tensorflow:serving:...``).
 
 One registry per server (not the process-global one), so tests can run servers side by side and a
-scrape shows this server's numbers only.
+scrape shows this server's numbers only. Label values come from the configuration (model names), never
+from a request: :data:`UNKNOWN_MODEL` stands for every name the server does not serve.
 """
 
 from __future__ import annotations
 
+import re
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-__all__ = ["Metrics"]
+__all__ = ["UNKNOWN_MODEL", "Metrics", "label_value"]
+
+#: the model_name label of requests naming a model this server is not configured with
+UNKNOWN_MODEL = "(unknown)"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def label_value(text: str) -> str:
+    """``text`` fit for a label: control characters (NUL, newlines) replaced, at most 200 characters."""
+    return _CONTROL.sub("?", text)[:200]
+
 
 _LATENCY_BUCKETS_US = (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1e6, 5e6)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)

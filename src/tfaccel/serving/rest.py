@@ -3,13 +3,18 @@
 URLs, JSON layouts, error bodies (``{"error": "..."}``) and HTTP codes follow TF Serving's own handler:
 a ``/v1/...`` path that matches no route is 400 "Malformed request", any other path 404; a failed
 request maps its gRPC code to HTTP (400 bad request, 404 unknown model/version, 503 overloaded, 504
-deadline, 501 not implemented). Requests are served by a thread pool with HTTP/1.1 keep-alive.
+deadline, 501 not implemented). Requests are served by a thread per connection with HTTP/1.1 keep-alive.
+
+Requests are untrusted: a body above ``max_body_bytes`` is answered 413 before it is read (its
+``Content-Length`` says so), the listen backlog is deep enough for a burst of a thousand connections,
+and whatever a request holds ends in an answer (a server bug is a 500, never a dropped connection).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,41 +28,74 @@ from tfaccel.serving.errors import ServingError
 from tfaccel.serving.grpc_service import model_spec, signature_map, status_response
 from tfaccel.serving.manager import log_event
 from tfaccel.serving.service import Service
-from tfaccel.serving.tensors import columns_from_json, columns_to_json, dumps, rows_from_json, rows_to_json
+from tfaccel.serving.tensors import (
+    columns_from_json,
+    columns_to_json,
+    dumps,
+    parse_request_json,
+    rows_from_json,
+    rows_to_json,
+)
 
-__all__ = ["RestServer"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "RestServer"]
+
+#: ``--rest_api_max_body_bytes``'s default: far above a typical predict (a batch of 32 224x224x3 images
+#: as JSON is about 50 MB) and bounding what one request can cost (JSON decoding takes up to ~20x the
+#: body in memory)
+DEFAULT_MAX_BODY_BYTES = 64 << 20
+#: connections the kernel queues before the server accepts them (Python's default of 5 reset bursts)
+LISTEN_BACKLOG = 1024
+#: after a 413, bytes of the unread body drained (and seconds waited) so the client reads the answer
+_DRAIN_BYTES, _DRAIN_SECONDS = 1 << 20, 2.0
 
 _PREDICT = re.compile(
-    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)"
+    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)"
 )
 _GET = re.compile(
-    r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?"
+    r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?"
 )
+_LENGTH = re.compile(r"[0-9]{1,19}")
 
 
-def _parse_json(body: bytes) -> Any:
-    text = body.decode("utf-8", errors="replace")
-    if not text.strip():
-        raise ServingError.invalid("JSON Parse error: The document is empty")
-    try:
-        value, _end = json.JSONDecoder().raw_decode(text.lstrip())  # trailing bytes ignored, as TF Serving
-    except json.JSONDecodeError as err:
-        raise ServingError.invalid(f"JSON Parse error: {err.msg} at offset: {err.pos}") from err
-    if not isinstance(value, dict):
-        raise ServingError.invalid(f"JSON Value: {text[:256]} Is not object")
-    return value
+def _version(text: str | None) -> int | None:
+    """A version from the URL: an int64, as TF Serving parses it."""
+    if not text:
+        return None
+    if len(text) > 19 or int(text) >= 2**63:
+        raise ServingError.invalid(f"Failed to convert version: {text[:40]} to numeric.")
+    return int(text)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
+
+
+class _HTTPServer6(_HTTPServer):
+    address_family = socket.AF_INET6
 
 
 class RestServer:
-    """The REST front end on ``port``; ``timeout_ms`` bounds each predict (0: no bound)."""
+    """The REST front end on ``bind_address:port``; ``timeout_ms`` bounds each predict (0: no bound);
+    bodies above ``max_body_bytes`` are refused (413) unread.
+    """
 
-    def __init__(self, service: Service, port: int, timeout_ms: int, monitoring: MonitoringConfig) -> None:
+    def __init__(
+        self,
+        service: Service,
+        port: int,
+        timeout_ms: int,
+        monitoring: MonitoringConfig,
+        bind_address: str = "0.0.0.0",
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
         self.service = service
         self.timeout_ms = timeout_ms
         self.monitoring = monitoring
+        self.max_body_bytes = max_body_bytes
         handler = _make_handler(self)
-        self.httpd = ThreadingHTTPServer(("0.0.0.0", port), handler)
-        self.httpd.daemon_threads = True
+        server_class = _HTTPServer6 if ":" in bind_address else _HTTPServer
+        self.httpd = server_class((bind_address, port), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
@@ -93,15 +131,13 @@ class RestServer:
                 raise ServingError.unimplemented(
                     f"{verb} is not implemented by this server (it serves predict); use :predict"
                 )
-            return self._predict(
-                model, int(version) if version else None, unquote(label) if label else None, body
-            )
+            return self._predict(model, _version(version), unquote(label) if label else None, body)
         if method == "GET" and (match := _GET.fullmatch(path)):
             name, version, label, metadata = match.groups()
             if not name:
                 raise ServingError.invalid("Missing model name in request.")
             model = unquote(name)
-            number = int(version) if version else None
+            number = _version(version)
             tag = unquote(label) if label else None
             if metadata:
                 servable = self.service.metadata(model, number, tag, "REST")
@@ -127,7 +163,7 @@ class RestServer:
         raise ServingError.invalid(f"Malformed request: {method} {path}")
 
     def _predict(self, model: str, version: int | None, label: str | None, body: bytes) -> str:
-        request = _parse_json(body)
+        request, may_hold_bools = parse_request_json(body)
         signature_name = request.get("signature_name", "")
         if not isinstance(signature_name, str):
             raise ServingError.invalid("'signature_name' key must be a string value.")
@@ -141,8 +177,8 @@ class RestServer:
 
         def decode(signature: Any) -> Any:
             if has_rows:
-                return rows_from_json(request["instances"], signature.inputs)
-            return columns_from_json(request["inputs"], signature.inputs)
+                return rows_from_json(request["instances"], signature.inputs, may_hold_bools)
+            return columns_from_json(request["inputs"], signature.inputs, may_hold_bools)
 
         deadline = time.monotonic() + self.timeout_ms / 1000.0 if self.timeout_ms > 0 else None
         _servable, _signature, outputs = self.service.predict(
@@ -168,18 +204,56 @@ def _make_handler(server: RestServer) -> type[BaseHTTPRequestHandler]:
 
         timeout = 300  # seconds a connection may sit idle or half-sent before it is closed
 
-        def _serve(self, method: str) -> None:
+        def _length(self) -> int | None:
+            """The body's length, or None after answering a request that cannot be read."""
             if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                self._answer(411, "application/json", _error_body("send the body with a Content-Length"))
-                self.close_connection = True
-                return
+                self._refuse(411, "send the body with a Content-Length")
+                return None
+            text = (self.headers.get("Content-Length") or "0").strip()
+            if not _LENGTH.fullmatch(text):
+                self._refuse(400, f"Content-Length {text[:40]!r} is not a valid length")
+                return None
+            length = int(text)
+            if length > server.max_body_bytes:
+                self._refuse(
+                    413,
+                    f"the request body has {length} bytes, more than this server accepts "
+                    f"({server.max_body_bytes} bytes, --rest_api_max_body_bytes)",
+                )
+                return None
+            return length
+
+        def _refuse(self, status: int, message: str) -> None:
+            """Answer without reading the body, then close: drain a little of it first, so the client
+            (still sending) reads this answer rather than a connection reset.
+            """
+            log_event(
+                "request_refused", path=self.path[:200], entrypoint="REST", status=status, error=message
+            )
+            self.close_connection = True
+            self._answer(status, "application/json", _error_body(message), close=True)
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length < 0:
-                    raise ValueError(length)
-            except ValueError:
-                self._answer(400, "application/json", _error_body("Content-Length is not a valid length"))
-                self.close_connection = True
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_WR)
+                self.connection.settimeout(_DRAIN_SECONDS)
+                drained, until = 0, time.monotonic() + _DRAIN_SECONDS
+                while drained < _DRAIN_BYTES and time.monotonic() < until:
+                    chunk = self.connection.recv(65536)
+                    if not chunk:
+                        break
+                    drained += len(chunk)
+            except OSError:
+                pass  # the client went away: nothing left to tell it
+
+        def handle_expect_100(self) -> bool:
+            # a client waiting for "100 Continue" hears the refusal instead, before sending the body
+            if self._length() is None:
+                return False
+            return bool(super().handle_expect_100())
+
+        def _serve(self, method: str) -> None:
+            length = self._length()
+            if length is None:
                 return
             body = self.rfile.read(length) if length else b""
             try:
@@ -188,13 +262,17 @@ def _make_handler(server: RestServer) -> type[BaseHTTPRequestHandler]:
                 status, content_type = 500, "application/json"
                 message = f"internal error: {type(err).__name__}: {err}"
                 payload = _error_body(message)
-                log_event("request_failed", path=self.path, entrypoint="REST", code="INTERNAL", error=message)
+                log_event(
+                    "request_failed", path=self.path[:200], entrypoint="REST", code="INTERNAL", error=message
+                )
             self._answer(status, content_type, payload)
 
-        def _answer(self, status: int, content_type: str, payload: bytes) -> None:
+        def _answer(self, status: int, content_type: str, payload: bytes, close: bool = False) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
+            if close:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(payload)
 

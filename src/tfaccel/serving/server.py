@@ -23,7 +23,6 @@ logger = logging.getLogger("tfaccel.serving")
 _IGNORED = (
     "grpc_socket_path",
     "grpc_channel_arguments",
-    "ssl_config_file",
     "platform_config_file",
     "per_process_gpu_memory_fraction",
     "saved_model_tags",
@@ -64,6 +63,19 @@ def build_parser(prog: str = "tfaccel-model-server") -> argparse.ArgumentParser:
     add("--rest_api_port", type=int, default=0, help="REST port (0: no REST)")
     add("--rest_api_num_threads", type=int, default=0, help="accepted; REST uses a thread per connection")
     add("--rest_api_timeout_in_ms", type=int, default=30000, help="bound on each REST predict (<=0: none)")
+    add(
+        "--grpc_bind_address",
+        default="0.0.0.0",
+        help="address gRPC listens on (0.0.0.0: every interface, as TF Serving; 127.0.0.1: this host only)",
+    )
+    add("--rest_api_bind_address", default="0.0.0.0", help="address REST listens on (as --grpc_bind_address)")
+    add(
+        "--rest_api_max_body_bytes",
+        type=int,
+        default=64 << 20,
+        help="largest REST request body accepted; larger ones are answered 413 unread (64 MiB)",
+    )
+    add("--ssl_config_file", default=None, help="refused: this server has no TLS yet (see the README)")
     add("--model_name", default="default", help="the model's name (with --model_base_path)")
     add("--model_base_path", default="", help="directory holding numeric version directories")
     add("--model_config_file", default="", help="ModelServerConfig text file (several models)")
@@ -97,11 +109,19 @@ def parse_flags(argv: Sequence[str], prog: str = "tfaccel-model-server") -> argp
         build_parser(prog).error("give either --model_base_path or --model_config_file, not both")
     if args.batching_parameters_file and not args.enable_batching:
         build_parser(prog).error("--batching_parameters_file needs --enable_batching")
+    if args.rest_api_max_body_bytes < 1:
+        build_parser(prog).error("--rest_api_max_body_bytes must be at least 1")
     return args
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "tfaccel-model-server") -> int:
     args = parse_flags(sys.argv[1:] if argv is None else argv, prog)
+    if args.ssl_config_file is not None:  # never fail open: no plaintext where TLS was asked for
+        sys.stderr.write(
+            f"{prog}: error: --ssl_config_file is not supported yet (this server has no TLS) and it will not "
+            "serve plaintext instead; terminate TLS in front of it (a proxy or sidecar) and drop the flag\n"
+        )
+        return 1
     _configure_logging()
     for name in _IGNORED:
         if getattr(args, name) is not None:
@@ -138,6 +158,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "tfaccel-model-server") 
     except ConfigError as err:
         sys.stderr.write(f"{prog}: error: {err}\n")
         return 1
+    if not args.port and not args.rest_api_port:
+        sys.stderr.write(
+            f"{prog}: error: no endpoint: --port and --rest_api_port are both 0; give at least one of them\n"
+        )
+        return 1
     for model in models:
         logger.info("serving model %s from %s (%s)", model.name, model.base_path, model.policy)
     manager = Manager(models)
@@ -147,15 +172,22 @@ def main(argv: Sequence[str] | None = None, prog: str = "tfaccel-model-server") 
     servers: list[GrpcServer | RestServer] = []
     try:
         if args.port:
-            grpc_server = GrpcServer(service, args.port, args.grpc_max_threads)
+            grpc_server = GrpcServer(service, args.port, args.grpc_max_threads, args.grpc_bind_address)
             grpc_server.start()
             servers.append(grpc_server)
-            logger.info("gRPC API at 0.0.0.0:%d", grpc_server.port)
+            logger.info("gRPC API at %s:%d", _host(args.grpc_bind_address), grpc_server.port)
         if args.rest_api_port:
-            rest = RestServer(service, args.rest_api_port, args.rest_api_timeout_in_ms, monitoring)
+            rest = RestServer(
+                service,
+                args.rest_api_port,
+                args.rest_api_timeout_in_ms,
+                monitoring,
+                args.rest_api_bind_address,
+                args.rest_api_max_body_bytes,
+            )
             rest.start()
             servers.append(rest)
-            logger.info("REST API at http://0.0.0.0:%d", rest.port)
+            logger.info("REST API at http://%s:%d", _host(args.rest_api_bind_address), rest.port)
     except OSError as err:
         sys.stderr.write(f"{prog}: error: {err}\n")
         return 1
@@ -167,6 +199,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "tfaccel-model-server") 
         server.stop()
     manager.stop()
     return 0
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
 
 
 def _absolute(path: str) -> str:

@@ -2,6 +2,8 @@
 
 Keeping the protocol-free core here means a request means the same thing over either protocol: the same
 model/version/label resolution, the same input checks and error texts, the same batching and metrics.
+Metrics are labelled with configured model names only: a request naming any other model is counted under
+one fixed label, so clients cannot grow the metric series without bound (or write into their labels).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from tfaccel.serving.batching import Batcher
 from tfaccel.serving.config import BatchingParams
 from tfaccel.serving.errors import ServingError
 from tfaccel.serving.manager import Manager, VersionRecord, log_event
-from tfaccel.serving.metrics import Metrics
+from tfaccel.serving.metrics import UNKNOWN_MODEL, Metrics, label_value
 from tfaccel.serving.servable import Servable, Signature
 
 __all__ = ["Service"]
@@ -27,15 +29,20 @@ class Service:
     def __init__(self, manager: Manager, metrics: Metrics, batching: BatchingParams | None) -> None:
         self.manager = manager
         self.metrics = metrics
+        self._labels = {name: label_value(name) for name in manager.model_names()}
         self.batcher = Batcher(batching, self._count_batch) if batching is not None else None
         if self.batcher is not None:
             manager.on_unload.append(self.batcher.forget)
 
+    def label(self, model: str) -> str:
+        """The metric label of a requested model name: its own if configured, else one fixed label."""
+        return self._labels.get(model, UNKNOWN_MODEL)
+
     def _count_batch(self, servable: Servable, rows: int, size: int) -> None:
-        self.metrics.invocations.labels(servable.name, str(servable.version)).inc()
-        self.metrics.batch_size.labels(servable.name).observe(size)
+        self.metrics.invocations.labels(self.label(servable.name), str(servable.version)).inc()
+        self.metrics.batch_size.labels(self.label(servable.name)).observe(size)
         if size > rows:
-            self.metrics.padding.labels(servable.name).inc(size - rows)
+            self.metrics.padding.labels(self.label(servable.name)).inc(size - rows)
 
     def predict(
         self,
@@ -61,7 +68,7 @@ class Service:
                 outputs = self.batcher.run(servable, signature, inputs, deadline)
             else:
                 outputs = signature(inputs)
-                self.metrics.invocations.labels(servable.name, str(servable.version)).inc()
+                self.metrics.invocations.labels(self.label(servable.name), str(servable.version)).inc()
             if deadline is not None and time.monotonic() > deadline:  # as TF Serving's run timeout does
                 raise ServingError.deadline()
             return servable, signature, outputs
@@ -78,14 +85,21 @@ class Service:
             self.record_failure(model, api, entrypoint, err)  # marks it: the front end won't count it again
             raise
         except Exception as err:  # a server bug: reported to the client as INTERNAL, logged, counted
-            self.metrics.requests.labels(model, "INTERNAL").inc()
+            self.metrics.requests.labels(self.label(model), "INTERNAL").inc()
             message = f"{type(err).__name__}: {err}"
             log_event(
-                "request_failed", model=model, api=api, entrypoint=entrypoint, code="INTERNAL", error=message
+                "request_failed",
+                model=model[:200],
+                api=api,
+                entrypoint=entrypoint,
+                code="INTERNAL",
+                error=message[:500],
             )
             raise ServingError(grpc.StatusCode.INTERNAL, message) from err
-        self.metrics.requests.labels(model, "OK").inc()
-        self.metrics.latency.labels(model, api, entrypoint).observe((time.perf_counter() - start) * 1e6)
+        self.metrics.requests.labels(self.label(model), "OK").inc()
+        self.metrics.latency.labels(self.label(model), api, entrypoint).observe(
+            (time.perf_counter() - start) * 1e6
+        )
         return result
 
     def record_failure(self, model: str, api: str, entrypoint: str, error: ServingError) -> None:
@@ -93,10 +107,10 @@ class Service:
         if getattr(error, "counted", False):
             return
         error.counted = True  # type: ignore[attr-defined]
-        self.metrics.requests.labels(model, error.code.name).inc()
+        self.metrics.requests.labels(self.label(model), error.code.name).inc()
         log_event(
             "request_failed",
-            model=model,
+            model=model[:200],
             api=api,
             entrypoint=entrypoint,
             code=error.code.name,

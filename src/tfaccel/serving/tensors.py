@@ -16,20 +16,29 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 from tfaccel.serving.errors import ServingError
 
 __all__ = [
     "F32",
+    "MAX_FILLED_BYTES",
+    "check_tensor_proto",
     "columns_from_json",
     "dumps",
     "columns_to_json",
     "from_tensor_proto",
+    "parse_request_json",
     "rows_from_json",
     "rows_to_json",
     "to_tensor_proto",
 ]
+
+#: a request may leave at most this many bytes of a tensor to TF's fill rule (fewer values than the shape
+#: holds: the last value repeats), so a message of a few bytes cannot make the server allocate gigabytes
+MAX_FILLED_BYTES = 16 << 20
+#: digits of a JSON integer: more than any tensor type holds (float64 tops out at 309 digits)
+MAX_JSON_DIGITS = 400
 
 #: numpy dtype kind/size -> the TensorProto field TF Serving fills
 _TYPED_FIELD = {
@@ -64,15 +73,133 @@ def to_tensor_proto(value: np.ndarray, dtype: tf.DType) -> tensor_pb2.TensorProt
     return proto
 
 
-def from_tensor_proto(proto: tensor_pb2.TensorProto, name: str) -> np.ndarray:
-    """A request's TensorProto as numpy; a malformed one is the client's error (INVALID_ARGUMENT)."""
+def from_tensor_proto(
+    proto: tensor_pb2.TensorProto, name: str, spec: tf.TensorSpec | None = None
+) -> np.ndarray:
+    """A request's TensorProto as numpy; a malformed one is the client's error (INVALID_ARGUMENT).
+
+    With ``spec`` (the signature's input), dtype, shape and size are checked first, before anything the
+    size of the claimed shape is allocated (:func:`check_tensor_proto`).
+    """
+    if spec is not None:
+        check_tensor_proto(proto, spec, name)
     try:
         return np.asarray(tf.make_ndarray(proto))
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, KeyError) as err:
         raise ServingError.invalid(f"input {name!r} is not a valid TensorProto: {err}") from err
 
 
+#: the typed field holding a dtype's values, and how many field entries make one element
+_VALUE_FIELD: dict[tf.DType, tuple[str, int]] = {
+    **{dtype: (field, 1) for dtype, field in _TYPED_FIELD.items()},
+    tf.float16: ("half_val", 1),
+    tf.bfloat16: ("half_val", 1),
+    tf.complex64: ("scomplex_val", 2),
+    tf.complex128: ("dcomplex_val", 2),
+}
+
+
+def _wire_dtype(enum: int) -> str:
+    try:
+        return str(types_pb2.DataType.Name(enum))
+    except ValueError:
+        return f"dtype enum {enum}"
+
+
+def check_tensor_proto(proto: tensor_pb2.TensorProto, spec: tf.TensorSpec, name: str) -> None:
+    """Check a request's TensorProto against the signature's input without decoding it.
+
+    The dtype must be the signature's; the shape must have a known rank and the signature's dimensions
+    (all but the first, which a batching server may pad); ``tensor_content`` must be exactly the shape's
+    size; a typed field may not hold more values than the shape, and may hold fewer (TF's fill rule) only
+    up to :data:`MAX_FILLED_BYTES`. Raises INVALID_ARGUMENT naming the input.
+    """
+    wire = _wire_dtype(proto.dtype)
+    try:
+        dtype = tf.as_dtype(proto.dtype)
+    except TypeError:
+        dtype = None
+    if dtype != spec.dtype:
+        carried = ", which a request cannot carry" if dtype in (None, tf.resource, tf.variant) else ""
+        raise ServingError.invalid(f"input {name!r} expects {spec.dtype.name}, got {wire}{carried}")
+    if proto.tensor_shape.unknown_rank:
+        raise ServingError.invalid(f"input {name!r} has an unknown rank; send its shape")
+    dims = [int(d.size) for d in proto.tensor_shape.dim]
+    if any(d < 0 for d in dims):
+        raise ServingError.invalid(f"input {name!r} has a negative dimension in its shape {dims}")
+    if spec.shape.rank is not None:
+        wanted = spec.shape.as_list()
+        inner_fits = all(w is None or w == d for w, d in zip(wanted[1:], dims[1:], strict=False))
+        if len(dims) != len(wanted) or not inner_fits:
+            raise ServingError.invalid(
+                f"input {name!r} has shape {describe_shape(dims)}, which does not fit the signature's "
+                f"{describe_shape(wanted)}"
+            )
+    count = math.prod(dims)
+    itemsize = dtype.size or 8  # strings: one object reference per element
+    if proto.tensor_content:
+        if dtype == tf.string:
+            raise ServingError.invalid(
+                f"input {name!r}: string values travel in string_val, not tensor_content"
+            )
+        if len(proto.tensor_content) != count * itemsize:
+            raise ServingError.invalid(
+                f"input {name!r}: tensor_content has {len(proto.tensor_content)} bytes, but shape "
+                f"{describe_shape(dims)} of {dtype.name} needs {count * itemsize}"
+            )
+        return
+    field, per_element = _VALUE_FIELD.get(dtype, ("", 1))
+    given = len(getattr(proto, field)) // per_element if field else 0
+    if given > count:
+        raise ServingError.invalid(
+            f"input {name!r} carries {given} values, more than the {count} elements of its shape "
+            f"{describe_shape(dims)}"
+        )
+    if given < count and count * itemsize > MAX_FILLED_BYTES:
+        raise ServingError.invalid(
+            f"input {name!r} has shape {describe_shape(dims)} ({count} elements) but carries only {given} "
+            f"values; filling the rest with the last value is accepted up to {MAX_FILLED_BYTES} bytes, "
+            "so send every value (in tensor_content or the typed field)"
+        )
+
+
 # -- JSON ------------------------------------------------------------------------------------------------
+
+
+def _json_int(text: str) -> int | float:
+    """A JSON integer: refused past :data:`MAX_JSON_DIGITS` (Python would parse a million digits, slowly,
+    or fail), and beyond 64-bit range a float (as TF Serving's parser reads it) rather than a Python int
+    numpy cannot hold.
+    """
+    if len(text) > MAX_JSON_DIGITS:
+        raise ServingError.invalid(
+            f"JSON Parse error: a number has {len(text)} digits; no tensor type holds more than "
+            f"{MAX_JSON_DIGITS}"
+        )
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else float(value)
+
+
+def parse_request_json(body: bytes) -> tuple[dict[str, Any], bool]:
+    """A REST request body as a JSON object, and whether it may hold ``true``/``false`` (so the decoders
+    need to look for booleans among numbers only then). Malformed, too deep or non-object: INVALID_ARGUMENT.
+    """
+    text = body.decode("utf-8", errors="replace")
+    if not text.strip():
+        raise ServingError.invalid("JSON Parse error: The document is empty")
+    try:
+        value, _end = json.JSONDecoder(parse_int=_json_int).raw_decode(
+            text.lstrip()
+        )  # trailing bytes ignored
+    except json.JSONDecodeError as err:
+        raise ServingError.invalid(f"JSON Parse error: {err.msg} at offset: {err.pos}") from err
+    except RecursionError as err:
+        raise ServingError.invalid("JSON Parse error: the document is nested too deeply") from err
+    except ValueError as err:
+        raise ServingError.invalid(f"JSON Parse error: {err}") from err
+    if not isinstance(value, dict):
+        raise ServingError.invalid(f"JSON Value: {text[:256]} Is not object")
+    return value, b"true" in body or b"false" in body
 
 
 def _decode_strings(value: Any) -> Any:
@@ -84,7 +211,7 @@ def _decode_strings(value: Any) -> Any:
             except ValueError as err:
                 raise ServingError.invalid(f"'b64' value is not valid base64: {err}") from err
         raise ServingError.invalid(
-            f'a JSON object is only allowed as {{"b64": ...}}, got keys {sorted(value)}'
+            f'a JSON object is only allowed as {{"b64": ...}}, got keys {sorted(value)[:10]}'
         )
     if isinstance(value, list):
         return [_decode_strings(v) for v in value]
@@ -95,8 +222,37 @@ def _decode_strings(value: Any) -> Any:
     )
 
 
-def json_value_to_array(value: Any, spec: tf.TensorSpec, name: str) -> np.ndarray:
-    """One input's JSON value as an array of the signature's dtype; type errors are INVALID_ARGUMENT."""
+def _holds_bool(value: Any) -> bool:
+    """Whether nested lists hold a JSON ``true``/``false`` (numpy would read them as 1 and 0)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) is bool:
+            return True
+        if type(item) is list:
+            kinds = set(map(type, item))
+            if bool in kinds:
+                return True
+            if list in kinds:
+                pending.extend(v for v in item if type(v) is list)
+    return False
+
+
+def json_value_to_array(
+    value: Any, spec: tf.TensorSpec, name: str, may_hold_bools: bool = True
+) -> np.ndarray:
+    """One input's JSON value as an array of the signature's dtype; type errors are INVALID_ARGUMENT.
+
+    ``may_hold_bools=False`` (the body has no ``true``/``false``) skips the walk looking for booleans
+    among numbers.
+    """
+    try:
+        return _to_array(value, spec, name, may_hold_bools)
+    except RecursionError as err:
+        raise ServingError.invalid(f"input {name!r}: the value is nested too deeply") from err
+
+
+def _to_array(value: Any, spec: tf.TensorSpec, name: str, may_hold_bools: bool) -> np.ndarray:
     dtype = spec.dtype
     if dtype == tf.string:
         decoded = _decode_strings(value)
@@ -106,9 +262,14 @@ def json_value_to_array(value: Any, spec: tf.TensorSpec, name: str) -> np.ndarra
             raise ServingError.invalid(f"input {name!r}: ragged or malformed list ({err})") from err
     try:
         array = np.asarray(value)
-    except (ValueError, OverflowError) as err:
+    except (ValueError, OverflowError, TypeError) as err:
         raise ServingError.invalid(f"input {name!r}: ragged, malformed or out-of-range list ({err})") from err
     kind = array.dtype.kind
+    if kind in "iuf" and may_hold_bools and not dtype.is_bool and _holds_bool(value):
+        raise ServingError.invalid(
+            f"input {name!r} expects {dtype.name} numbers, but the JSON holds booleans (true/false) "
+            "among them"
+        )
     if dtype.is_floating:
         if kind not in "iuf":
             raise ServingError.invalid(f"input {name!r} expects {dtype.name} numbers, {_found(kind)}")
@@ -126,11 +287,19 @@ def json_value_to_array(value: Any, spec: tf.TensorSpec, name: str) -> np.ndarra
 
 
 def _found(kind: str) -> str:
-    what = {"U": "strings", "S": "strings", "O": "objects or mixed values", "b": "booleans", "f": "fractions"}
+    what = {
+        "U": "strings",
+        "S": "strings",
+        "O": "objects or mixed values",
+        "b": "booleans",
+        "f": "fractions (or integers beyond 64 bits)",
+    }
     return f"but the JSON holds {what.get(kind, 'other values')}"
 
 
-def rows_from_json(instances: Any, inputs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+def rows_from_json(
+    instances: Any, inputs: Mapping[str, tf.TensorSpec], may_hold_bools: bool = True
+) -> dict[str, np.ndarray]:
     """The row format: ``instances`` is a list of rows, each a value (one input) or ``{name: value}``."""
     if not isinstance(instances, list) or not instances:
         raise ServingError.invalid("'instances' must be a non-empty JSON list")
@@ -150,26 +319,30 @@ def rows_from_json(instances: Any, inputs: Mapping[str, tf.TensorSpec]) -> dict[
                 "be an object naming them"
             )
         columns = {next(iter(inputs)): list(instances)}
-    return _arrays(columns, inputs)
+    return _arrays(columns, inputs, may_hold_bools)
 
 
-def columns_from_json(value: Any, inputs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+def columns_from_json(
+    value: Any, inputs: Mapping[str, tf.TensorSpec], may_hold_bools: bool = True
+) -> dict[str, np.ndarray]:
     """The columnar format: ``inputs`` is a value (one input) or ``{name: value}`` of whole tensors."""
     if isinstance(value, dict) and set(value) != {"b64"}:
-        return _arrays(dict(value), inputs)
+        return _arrays(dict(value), inputs, may_hold_bools)
     if len(inputs) != 1:
         raise ServingError.invalid(
             f"the signature has {len(inputs)} inputs ({', '.join(sorted(inputs))}); 'inputs' must be an "
             "object naming them"
         )
-    return _arrays({next(iter(inputs)): value}, inputs)
+    return _arrays({next(iter(inputs)): value}, inputs, may_hold_bools)
 
 
-def _arrays(columns: Mapping[str, Any], inputs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+def _arrays(
+    columns: Mapping[str, Any], inputs: Mapping[str, tf.TensorSpec], may_hold_bools: bool
+) -> dict[str, np.ndarray]:
     from tfaccel.serving.servable import check_names
 
     check_names(columns, inputs)
-    return {name: json_value_to_array(columns[name], inputs[name], name) for name in columns}
+    return {name: json_value_to_array(columns[name], inputs[name], name, may_hold_bools) for name in columns}
 
 
 class F32(float):
