@@ -1,4 +1,10 @@
-"""--dynamic-batch-size: any batch runs as chunks of the traced batch, results equal the original."""
+"""--dynamic-batch-size: any batch size gives the original's answers, on both paths.
+
+openvino compiles an unknown batch dimension, so its model is one graph for any batch; xla compiles static
+shapes, so its model runs chunks of the traced batch (the last one padded by repeating its last row, the
+padded rows cut from every output). The tests run both; the padding is observed through a model whose
+output sums over the rows of each chunk it runs.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import tfaccel
-from conftest import SRC, assert_close, legacy_trace_then_reload, run_python
+from conftest import FRESH_IMPORT, FRESH_PATH, assert_close, legacy_trace_then_reload, run_python
 
 B = 4  # the traced (compiled) batch
 SIZES = [1, 2, B, B + 1, 5 * B]
@@ -26,10 +32,22 @@ def batch(n, seed=0):
     return [tf.constant(rng.standard_normal((n, 6)), tf.float32) for _ in range(2)]
 
 
-@pytest.fixture(scope="module")
-def traced():
+def _loops(fast) -> int:
+    """How many while loops the traced model's graph holds (the chunked path is one)."""
+    graph_def = fast.tfaccel_executable.call_flat.get_concrete_function().graph.as_graph_def()
+    nodes = [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
+    return sum(1 for n in nodes if n.op in ("While", "StatelessWhile"))
+
+
+@pytest.fixture(scope="module", params=["openvino", "xla"])
+def traced(request):
     model = two_input_model()
-    return model, tfaccel.trace(model, batch(B), dynamic_batch_size=True)
+    fast = tfaccel.trace(model, batch(B), dynamic_batch_size=True, backend=request.param)
+    # openvino takes the graph traced for any batch; xla runs chunks of the traced batch in a loop
+    assert fast.tfaccel_executable.batch == B
+    assert _loops(fast) == (request.param == "xla")
+    assert fast.placement_report.backend == request.param
+    return model, fast
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -78,9 +96,11 @@ def test_saved_model_serves_any_batch_in_a_fresh_process(traced, tmp_path):
     x = batch(2 * B + 3)
     expected = model(x)
     np.savez(tmp_path / "io.npz", a=x[0].numpy(), b=x[1].numpy(), score=expected["score"].numpy())
+    backend = fast.placement_report.backend
     code = f"""
+import sys
 import numpy as np, tensorflow as tf
-import tfaccel  # registers the openvino op the model holds
+{FRESH_IMPORT[backend]}
 io = np.load({str(tmp_path / "io.npz")!r})
 sig = tf.saved_model.load({str(tmp_path / "dyn")!r}).signatures['serving_default']
 out = sig(a=tf.constant(io['a']), b=tf.constant(io['b']))
@@ -92,7 +112,7 @@ except tf.errors.InvalidArgumentError as err:
     assert 'must have the same batch size (dim 0) as input' in str(err), err
 print('ok')
 """
-    assert run_python(code, cwd=tmp_path, env={"PYTHONPATH": SRC}).strip().endswith("ok")
+    assert run_python(code, cwd=tmp_path, env={"PYTHONPATH": FRESH_PATH[backend]}).strip().endswith("ok")
     again = tfaccel.load(str(tmp_path / "dyn"))
     assert_close(again(x)["score"], expected["score"])
 
@@ -112,3 +132,31 @@ np.save('x.npy', x.numpy()); np.save('y.npy', model(x).numpy())
 print('traced')
 """
     legacy_trace_then_reload(tmp_path, code, "dyn_legacy")
+
+
+W = tf.constant(np.random.default_rng(9).standard_normal((6, 3)), tf.float32)
+
+
+def chunk_sum(x):
+    """Row-wise output, and one that sums over the rows the graph runs on (a chunk, on the chunked path)."""
+    return {"rows": tf.nn.relu(tf.matmul(x, W)), "sum": tf.zeros_like(x) + tf.reduce_sum(x, 0, keepdims=True)}
+
+
+def expected_chunk_sums(x: np.ndarray) -> np.ndarray:
+    """The documented chunking: chunks of B rows, the last padded by repeating the last row."""
+    n = len(x)
+    out = np.empty_like(x)
+    for start in range(0, n, B):
+        rows = np.minimum(np.arange(start, start + B), n - 1)
+        out[start : start + B] = x[rows].sum(axis=0)
+    return out
+
+
+def test_xla_runs_chunks_padded_by_repeating_the_last_row():
+    fast = tfaccel.trace(chunk_sum, tf.ones([B, 6]), dynamic_batch_size=True, backend="xla")
+    assert _loops(fast) == 1
+    for n in (1, B - 1, B, B + 1, 3 * B - 2):
+        x = np.random.default_rng(n).uniform(1.0, 2.0, (n, 6)).astype(np.float32)
+        got = fast(x)
+        assert_close(got["rows"], chunk_sum(x)["rows"])
+        assert_close(got["sum"], expected_chunk_sums(x))

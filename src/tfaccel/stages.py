@@ -44,6 +44,9 @@ def node_cost(graph: Graph, node: Node) -> int:
 def split_balanced(graph: Graph, nodes: Sequence[str], stages: int) -> list[list[str]]:
     """Cut ``nodes`` (in topological order) into at most ``stages`` contiguous, non-empty ranges whose
     estimated costs are as equal as a greedy cut at the running-sum quantiles makes them.
+
+    A cut only falls between a range that has work and a node that has work: a stage of free ops only
+    (an ``Identity`` after the last matmul) would be a call that computes nothing.
     """
     costs = [node_cost(graph, graph[n]) for n in nodes]
     total = sum(costs)
@@ -51,10 +54,13 @@ def split_balanced(graph: Graph, nodes: Sequence[str], stages: int) -> list[list
         return [list(nodes)]
     ranges: list[list[str]] = [[]]
     running = 0
+    range_cost = 0
     for name, cost in zip(nodes, costs, strict=True):
         boundary = total * len(ranges) / stages
-        if ranges[-1] and running + cost / 2 > boundary and len(ranges) < stages:
+        if range_cost and cost and running + cost / 2 > boundary and len(ranges) < stages:
             ranges.append([])
+            range_cost = 0
         ranges[-1].append(name)
         running += cost
+        range_cost += cost
     return ranges

@@ -514,11 +514,14 @@ def _split_into_stages(
         for k, nodes in enumerate(split_balanced(graph, item.cluster.nodes, stages)):
             assignment.update(dict.fromkeys(nodes, f"{item.cluster.name}#{k}"))
     pieces: dict[str, list[Cluster]] = {}
+    backend_of = {item.cluster.name: item.cluster.group for item in compiled}
+    seen: dict[str, int] = {}  # stage group -> clusters of it so far
     for cluster in partition(graph, assignment, forced=True).clusters:
         origin, stage = cluster.group.split("#")
-        same = [c for c in pieces.get(origin, []) if c.group == cluster.group]
-        name = f"{origin}_stage{stage}" + (f"_{len(same)}" if same else "")
-        pieces.setdefault(origin, []).append(replace(cluster, name=name))
+        same = seen[cluster.group] = seen.get(cluster.group, 0) + 1
+        name = f"{origin}_stage{stage}" + (f"_{same - 1}" if same > 1 else "")
+        # a stage runs on its subgraph's backend (the report and the workdir name it)
+        pieces.setdefault(origin, []).append(replace(cluster, name=name, group=backend_of[origin]))
     result: list[CompiledSubgraph] = []
     for item in compiled:
         try:
