@@ -207,3 +207,91 @@ assert "tfaccel" not in sys.modules
 print("ok")
 """
     assert run_python(code, cwd=tmp_path, env={"PYTHONPATH": ""}).strip().endswith("ok")
+
+
+# -- issue 16 item 13: saving over a directory leaves nothing stale --------------------------------------
+def _tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_saving_over_a_savedmodel_replaces_it_and_leaves_no_stale_file(saved, tmp_path):
+    _, _, traced, xs, expected = saved
+    fresh, target = tmp_path / "fresh", tmp_path / "target"
+    traced.save(str(fresh))
+    # an older save of another model: more variable shards, tf_keras' metadata, an asset, a pbtxt
+    target.mkdir()
+    (target / "saved_model.pb").write_bytes(b"old")
+    (target / "saved_model.pbtxt").write_text("old")
+    (target / "keras_metadata.pb").write_bytes(b"old")
+    (target / "variables").mkdir()
+    for shard in ("variables.data-00000-of-00002", "variables.data-00001-of-00002", "variables.index"):
+        (target / "variables" / shard).write_bytes(b"old")
+    (target / "assets").mkdir()
+    (target / "assets" / "vocab.txt").write_text("old")
+    (target / "assets.extra").mkdir()
+    (target / "assets.extra" / "tf_serving_warmup_requests").write_bytes(b"user's")  # not ours: kept
+    traced.save(str(target))
+    assert _tree(target) == sorted([*_tree(fresh), "assets.extra/tf_serving_warmup_requests"])
+    assert (target / "assets.extra" / "tf_serving_warmup_requests").read_bytes() == b"user's"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging directory left
+    got = tfaccel.load(target)(xs)
+    for key in expected:
+        assert_close(got[key], expected[key])
+
+
+def test_saving_into_a_directory_that_is_not_a_savedmodel_is_refused(saved, tmp_path):
+    _, _, traced, _, _ = saved
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(
+        tfaccel.ExportError, match=r"is not empty and holds no SavedModel.*new or empty directory"
+    ):
+        traced.save(str(tmp_path))
+    assert _tree(tmp_path) == ["notes.txt"]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(tfaccel.ExportError, match=r"is a file"):
+        traced.save(str(tmp_path / "file"))
+
+
+# -- issue 16 item 15: a loaded model saves again; Keras' own formats are refused clearly -----------------
+@pytest.mark.parametrize(
+    "backend,flags",
+    [("xla", {}), ("xla", {"extract_weights": True}), ("openvino", {})],
+    ids=["xla", "xla-ew", "openvino"],
+)
+def test_a_loaded_model_saves_again_and_runs_in_a_fresh_process(backend, flags, tmp_path):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,), name="feat")
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Dense(8, activation="relu")(inp)))
+    x = np.random.default_rng(0).standard_normal((2, 6)).astype(np.float32)
+    tfaccel.trace(model, x, backend=backend, **flags).save(str(tmp_path / "first"))
+    tfaccel.load(tmp_path / "first").save(str(tmp_path / "second"))
+    np.savez(tmp_path / "io.npz", x=x, y=model(x).numpy())
+    code = """
+import numpy as np, tensorflow as tf, tfaccel
+io = np.load("io.npz")
+again = tfaccel.load("second")
+np.testing.assert_allclose(again(io["x"]).numpy(), io["y"], rtol=1e-5, atol=1e-5)
+again.save("third")  # and once more, from a fresh process
+sig = tf.saved_model.load("third").signatures["serving_default"]
+np.testing.assert_allclose(sig(feat=tf.constant(io["x"]))["output_0"].numpy(), io["y"], rtol=1e-5, atol=1e-5)
+print("ok")
+"""
+    assert run_python(code, cwd=tmp_path, env={"PYTHONPATH": SRC}).strip().endswith("ok")
+
+
+def test_keras_formats_are_refused_and_export_writes_the_savedmodel(saved, tmp_path):
+    _, _, traced, xs, expected = saved
+    for call in (
+        lambda: keras.saving.save_model(traced, str(tmp_path / "m.keras")),
+        lambda: keras.saving.save_model(traced, str(tmp_path / "m.h5")),
+        lambda: traced.save_weights(str(tmp_path / "w.weights.h5")),
+    ):
+        with pytest.raises(tfaccel.ExportError, match=r"save\(dir\).*SavedModel"):
+            call()
+    assert not (tmp_path / "w.weights.h5").exists()
+    traced.export(str(tmp_path / "exported"))
+    got = tfaccel.load(tmp_path / "exported")(xs)
+    for key in expected:
+        assert_close(got[key], expected[key])
+    with pytest.raises(tfaccel.ExportError, match="format"):
+        traced.export(str(tmp_path / "onnx"), format="onnx")

@@ -15,6 +15,7 @@ __all__ = [
     "ExportError",
     "InputTypeError",
     "InputValueError",
+    "KerasFormatError",
     "OptionsError",
     "PartitionError",
     "SourceError",
@@ -52,6 +53,13 @@ class OptionsError(TraceError, ValueError):
 
 class ExportError(TraceError):
     """Saving or loading a traced model failed."""
+
+
+class KerasFormatError(ExportError, NotImplementedError):
+    """A Keras format (``.keras``, ``.h5``, weights alone, a config) was asked of a traced model, which is a
+    compiled graph: it saves as a SavedModel directory. Also a ``NotImplementedError``, the exception
+    Keras' own serialization expects from a ``get_config`` it cannot have.
+    """
 
 
 class SourceError(TraceError):

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -21,27 +24,126 @@ from tfaccel.errors import ExportError
 from tfaccel.report import PlacementReport
 from tfaccel.runtime import Executable, make_model
 
-__all__ = ["METADATA_FILE", "load", "load_report", "read_metadata", "save", "write_metadata"]
+__all__ = [
+    "METADATA_FILE",
+    "load",
+    "load_report",
+    "read_metadata",
+    "save",
+    "write_metadata",
+    "write_saved_model",
+]
 
 METADATA_FILE = os.path.join("assets.extra", "tfaccel.json")
 _FORMAT = 1
 
 
+#: what a save writes, so what it replaces in an existing SavedModel directory (anything else there, e.g. a
+#: TF Serving warm-up file in ``assets.extra``, is left alone); ``saved_model.pb`` goes last
+_OWNED = (
+    "saved_model.pb",
+    "saved_model.pbtxt",
+    "fingerprint.pb",
+    "keras_metadata.pb",
+    "variables",
+    "assets",
+    METADATA_FILE,
+)
+
+
 def save(executable: Executable, path: str) -> None:
-    """Write ``executable`` as a SavedModel directory at ``path``."""
+    """Write ``executable`` as a SavedModel directory at ``path`` (see :func:`write_saved_model`)."""
     if path.endswith((".keras", ".h5")):
         raise ExportError(
             f"cannot save a traced model as {os.path.basename(path)!r}: it is a compiled graph, not Keras "
             "layers; save it to a directory (a SavedModel), e.g. model.save('model_dir')"
         )
-    module = tf.Module()
-    module.tfaccel_call_flat = executable.call_flat
-    module.tfaccel_weights = executable.weights  # --extract-weights: saved as variables, not constants
+
+    def write(staging: str) -> None:
+        module = tf.Module()
+        module.tfaccel_call_flat = executable.call_flat
+        module.tfaccel_weights = executable.weights  # --extract-weights, compiled models: saved as variables
+        signatures = {"serving_default": executable.serving_function()}
+        tf.saved_model.save(module, staging, signatures=signatures)
+        write_metadata(staging, executable)
+
+    write_saved_model(path, write)
+
+
+def write_saved_model(path: str, write: Callable[[str], None]) -> None:
+    """Run ``write(staging)`` into a fresh directory next to ``path``, then move the result into ``path``.
+
+    Why staged: a failed save leaves the previous model at ``path`` whole, and saving over an existing
+    SavedModel leaves none of its files behind (an old variables shard, ``keras_metadata.pb``, an asset)
+    for a loader or a server's completeness check to trip on. ``path`` may be new, an empty directory, or a
+    SavedModel directory (whose :data:`_OWNED` entries are replaced); any other non-empty directory is
+    refused rather than mixed into.
+    """
+    target = os.path.abspath(path)
+    _check_target(path, target)
+    parent = os.path.dirname(target)
     try:
-        tf.saved_model.save(module, path, signatures={"serving_default": executable.serving_function()})
-    except Exception as err:
-        raise ExportError(f"saving the traced model to {path!r} failed: {err}") from err
-    write_metadata(path, executable)
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tfaccel-", dir=parent)
+    except OSError as err:
+        raise ExportError(
+            f"cannot write the traced model next to {path!r} ({err.strerror or err}); choose a directory "
+            "you can write to"
+        ) from err
+    try:
+        try:
+            write(staging)
+        except ExportError:
+            raise
+        except Exception as err:
+            raise ExportError(
+                f"saving the traced model to {path!r} failed: {type(err).__name__}: {err}"
+            ) from err
+        try:
+            _replace(staging, target)
+        except OSError as err:
+            raise ExportError(
+                f"moving the saved model into {path!r} failed ({err}); the directory may now be incomplete: "
+                "save again"
+            ) from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_target(path: str, target: str) -> None:
+    if not os.path.exists(target):
+        return
+    if not os.path.isdir(target):
+        raise ExportError(f"{path!r} is a file; a traced model is saved as a SavedModel directory")
+    try:
+        entries = os.listdir(target)
+    except OSError as err:
+        raise ExportError(
+            f"cannot list {path!r} ({err.strerror or err}); choose a directory you can write"
+        ) from err
+    if entries and not {"saved_model.pb", "saved_model.pbtxt"} & set(entries):
+        raise ExportError(
+            f"{path!r} is not empty and holds no SavedModel ({', '.join(sorted(entries)[:3])}"
+            f"{', ...' if len(entries) > 3 else ''}): save to a new or empty directory, or to a SavedModel "
+            "directory to replace that model"
+        )
+
+
+def _replace(staging: str, target: str) -> None:
+    os.makedirs(target, exist_ok=True)
+    for name in _OWNED:  # saved_model.pb first: no reader sees the old graph with the new variables
+        old = os.path.join(target, name)
+        if os.path.isdir(old) and not os.path.islink(old):
+            shutil.rmtree(old)
+        elif os.path.lexists(old):
+            os.remove(old)
+    extra = os.path.join(staging, os.path.dirname(METADATA_FILE))
+    for name in sorted(os.listdir(extra)) if os.path.isdir(extra) else ():
+        os.makedirs(os.path.join(target, os.path.dirname(METADATA_FILE)), exist_ok=True)
+        os.replace(os.path.join(extra, name), os.path.join(target, os.path.dirname(METADATA_FILE), name))
+    entries = sorted(n for n in os.listdir(staging) if n != os.path.dirname(METADATA_FILE))
+    for name in sorted(entries, key=lambda n: n == "saved_model.pb"):  # the graph last: a complete model
+        os.replace(os.path.join(staging, name), os.path.join(target, name))
 
 
 def write_metadata(path: str, executable: Executable) -> None:
@@ -89,6 +191,8 @@ def load(path: str | os.PathLike[str]) -> Any:
         meta["output_names"],
         PlacementReport.from_json(meta["report"]),
         batch=meta.get("dynamic_batch"),
+        # the restored variables call_flat reads: tracked again, so the loaded model can be saved again
+        weights=list(getattr(restored, "tfaccel_weights", None) or ()),
     )
     executable.restored = restored  # type: ignore[attr-defined]  # keep the loaded object alive
     return make_model(executable)

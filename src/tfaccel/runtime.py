@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfaccel.capture import Convention, InputLayout
-from tfaccel.errors import ExportError, InputTypeError, InputValueError
+from tfaccel.errors import ExportError, InputTypeError, InputValueError, KerasFormatError
 from tfaccel.report import PlacementReport
 
 __all__ = ["Executable", "checked_inputs", "keras_module", "loose_specs", "make_model", "uses_legacy_keras"]
@@ -68,7 +68,7 @@ def checked_inputs(flat: Sequence[tf.Tensor], layout: InputLayout, dynamic_batch
     that first, and its message names neither the input nor the model's shape.
     """
     checked = []
-    for index, (tensor, spec) in enumerate(zip(flat, layout.specs, strict=True)):
+    for tensor, spec in zip(flat, layout.specs, strict=True):
         rank = len(spec.shape)
         first = 1 if dynamic_batch and rank else 0
         traced = [None if d < first else n for d, n in enumerate(spec.shape)]
@@ -325,22 +325,46 @@ def _define_model_class(keras: Any) -> type:
             self._tfaccel_executable.report.render(print_fn or print)
 
         def get_config(self) -> dict[str, Any]:
-            return {"name": self.name}
+            # Keras' own formats (.keras, .h5) serialize the config first: refuse there, before they write
+            # a file that cannot be loaded. (tf_keras' SavedModel metadata skips a NotImplementedError.)
+            raise KerasFormatError(
+                "a traced model cannot be saved in Keras' format (.keras, .h5) or rebuilt from a config: "
+                "it is a compiled graph, not Keras layers; call model.save(dir) to write a "
+                "SavedModel directory, and tfaccel.load(dir) to load it"
+            )
+
+        def save_weights(self, *args: Any, **kwargs: Any) -> None:
+            raise KerasFormatError(
+                "a traced model's weights are part of its compiled graph and cannot be saved alone; call "
+                "model.save(dir) to write the whole model as a SavedModel directory"
+            )
+
+        def export(self, filepath: Any, format: str = "tf_saved_model", **kwargs: Any) -> None:
+            """Keras 3's ``export``: the same SavedModel as :meth:`save` (``serving_default`` included)."""
+            if format != "tf_saved_model":
+                raise ExportError(
+                    f"export(format={format!r}): a traced model exports only format='tf_saved_model' (the "
+                    "same SavedModel as model.save(dir))"
+                )
+            self.save(filepath)
 
         def save(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
             """Write a SavedModel directory (``serving_default`` signature plus tfaccel metadata)."""
             from tfaccel import export
 
             path = os.fspath(filepath)
+            executable = self._tfaccel_executable
             if legacy and not path.endswith((".h5", ".keras")):
                 kwargs.setdefault("save_format", "tf")
-                kwargs.setdefault(
-                    "signatures", {"serving_default": self._tfaccel_executable.serving_function()}
-                )
-                keras.Model.save(self, path, *args, **kwargs)
-                export.write_metadata(path, self._tfaccel_executable)
+                kwargs.setdefault("signatures", {"serving_default": executable.serving_function()})
+
+                def write(staging: str) -> None:
+                    keras.Model.save(self, staging, *args, **kwargs)
+                    export.write_metadata(staging, executable)
+
+                export.write_saved_model(path, write)
                 return
-            export.save(self._tfaccel_executable, path)
+            export.save(executable, path)
 
     TracedModel.__qualname__ = TracedModel.__name__
     TracedModel.__module__ = __name__
