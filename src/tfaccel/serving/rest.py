@@ -39,7 +39,7 @@ from tfaccel.serving.tensors import (
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "RestServer"]
 
-#: ``--rest_api_max_body_bytes``'s default: far above a typical predict (a batch of 32 224x224x3 images
+#: ``--rest_api_max_body_bytes``'s default: above a typical predict (a batch of 16 224x224x3 images
 #: as JSON is about 50 MB) and bounding what one request can cost (JSON decoding takes up to ~20x the
 #: body in memory)
 DEFAULT_MAX_BODY_BYTES = 64 << 20

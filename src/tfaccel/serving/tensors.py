@@ -9,6 +9,7 @@ either form; ``tf.make_ndarray`` reads both.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -223,18 +224,18 @@ def _decode_strings(value: Any) -> Any:
 
 
 def _holds_bool(value: Any) -> bool:
-    """Whether nested lists hold a JSON ``true``/``false`` (numpy would read them as 1 and 0)."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if type(item) is bool:
+    """Whether nested lists hold a JSON ``true``/``false`` (numpy would read them as 1 and 0): one level
+    of the nesting at a time, flattened in C.
+    """
+    level = [value]
+    while level:
+        kinds = set(map(type, level))
+        if bool in kinds:
             return True
-        if type(item) is list:
-            kinds = set(map(type, item))
-            if bool in kinds:
-                return True
-            if list in kinds:
-                pending.extend(v for v in item if type(v) is list)
+        if list not in kinds:
+            return False
+        lists = level if kinds == {list} else [v for v in level if type(v) is list]
+        level = list(itertools.chain.from_iterable(lists))
     return False
 
 
@@ -265,7 +266,11 @@ def _to_array(value: Any, spec: tf.TensorSpec, name: str, may_hold_bools: bool) 
     except (ValueError, OverflowError, TypeError) as err:
         raise ServingError.invalid(f"input {name!r}: ragged, malformed or out-of-range list ({err})") from err
     kind = array.dtype.kind
-    if kind in "iuf" and may_hold_bools and not dtype.is_bool and _holds_bool(value):
+    # booleans read as numbers are exactly 0 or 1: only then is the JSON walked
+    maybe = (
+        may_hold_bools and kind in "iuf" and not dtype.is_bool and bool(((array == 0) | (array == 1)).any())
+    )
+    if maybe and _holds_bool(value):
         raise ServingError.invalid(
             f"input {name!r} expects {dtype.name} numbers, but the JSON holds booleans (true/false) "
             "among them"
