@@ -138,6 +138,7 @@ class OpenVinoBackend:
             try:
                 model = ov.convert_model(str(path), output=outputs)
                 model = _in_call_order(ov, model, subgraph.input_infos, outputs)
+                _stable_names(model, {node.name for node in graph_def.node})
             except Exception as err:  # the frontend raises plain Exception and its own failure classes
                 message = _first_line(str(err))
                 raise SubgraphCompileError(subgraph.name, message, _culprit(str(err), subgraph)) from err
@@ -372,6 +373,21 @@ def _in_call_order(ov: Any, model: Any, inputs: tuple[TensorInfo, ...], outputs:
     if missing:
         raise ValueError(f"the converted model has no output {missing[0]}")
     return ov.Model([results[o] for o in outputs], ordered_params, model.get_friendly_name())
+
+
+_COUNTED_NAME = re.compile(r"^(.+)_\d+$")
+
+
+def _stable_names(model: Any, tf_names: set[str]) -> None:
+    """Rename the nodes OpenVINO named from its process-wide counter (``Transpose_2617``) after their
+    position, so that converting the same subgraph again gives the same IR bytes: the same key, and the
+    op's cache reuses a compilation that is still alive. Names that come from the TF graph are kept.
+    """
+    for position, op in enumerate(model.get_ordered_ops()):
+        name = op.get_friendly_name()
+        counted = _COUNTED_NAME.match(name)
+        if counted is not None and name not in tf_names:
+            op.set_friendly_name(f"{counted.group(1)}/ov{position}")
 
 
 def _compile_now(key: str, precision: str, xml: bytes, weights: bytes) -> None:

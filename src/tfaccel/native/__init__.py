@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OP_TYPE", "OpLibrary", "cache_dir", "load", "ops"]
+__all__ = ["OP_TYPE", "OpLibrary", "cache_dir", "compile_cache_stats", "load", "ops"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,16 @@ def ops() -> Any:
     if not library.available:
         raise RuntimeError(f"the OpenVINO op library is unavailable: {library.error}")
     return _module
+
+
+def compile_cache_stats(release_pending: bool = False) -> dict[str, int]:
+    """The op's process-wide compile cache: ``live`` compiled models (each held by a kernel or pending),
+    ``pending`` trace-time compilations kept alive for the traced model's first call (at most 64, for
+    120 s), ``compiles`` so far. ``release_pending`` drops the pending references first, so that ``live``
+    then counts only models some kernel still runs (an unloaded model's kernels die with its functions).
+    """
+    live, pending, compiles = ops().tfaccel_openvino_cache_stats(release_pending=release_pending).numpy()
+    return {"live": int(live), "pending": int(pending), "compiles": int(compiles)}
 
 
 def _load_once(retry: bool) -> OpLibrary:
