@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,68 @@ class _Text(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"length": tf.strings.length(text), "echo_bytes": text, "upper": tf.strings.upper(text)}
+
+
+class _Echo(tf.Module):
+    """y = x (float32) and d = x as float64: the response shows how each is written."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="x")])
+    def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": tf.identity(x), "d": tf.cast(x, tf.float64)}
+
+
+class _Counting(tf.Module):
+    """``serving_default`` counts its calls in a variable; ``count`` reads the count (warm-up shows)."""
+
+    def __init__(self) -> None:
+        self.calls = tf.Variable(0, dtype=tf.int64)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32, name="x")])
+    def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        with tf.control_dependencies([self.calls.assign_add(1)]):
+            return {"y": tf.identity(x)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32, name="x")])
+    def count(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"calls": tf.fill(tf.shape(x)[:1], self.calls.read_value())}
+
+
+class _Gate(tf.Module):
+    """``serving_default`` (y = x) waits for a token in a queue that ``release`` fills: a model call the
+    test holds, so a batching queue fills deterministically.
+    """
+
+    def _queue(self) -> tf.Tensor:
+        return tf.raw_ops.FIFOQueueV2(
+            component_types=[tf.float32], shapes=[[]], capacity=-1, shared_name="tfaccel_test_gate"
+        )
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32, name="x")])
+    def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        token = tf.raw_ops.QueueDequeueV2(handle=self._queue(), component_types=[tf.float32])
+        with tf.control_dependencies(token):
+            return {"y": tf.identity(x)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="n")])
+    def release(self, n: tf.Tensor) -> dict[str, tf.Tensor]:
+        put = tf.raw_ops.QueueEnqueueManyV2(handle=self._queue(), components=[tf.zeros([tf.reduce_sum(n)])])
+        with tf.control_dependencies([put]):
+            return {"n": tf.identity(n)}
+
+
+def _warmup_file(path: Path, signature: str, inputs: dict[str, np.ndarray], count: int) -> None:
+    """TF Serving's ``assets.extra/tf_serving_warmup_requests``: ``count`` PredictionLog records."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    target = path / "assets.extra" / "tf_serving_warmup_requests"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log = prediction_log_pb2.PredictionLog()
+    log.predict_log.request.model_spec.signature_name = signature
+    for key, value in inputs.items():
+        log.predict_log.request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    with tf.io.TFRecordWriter(str(target)) as writer:
+        for _ in range(count):
+            writer.write(log.SerializeToString())
 
 
 def _save_plain(path: Path, scale: float) -> None:
@@ -116,16 +179,19 @@ class Server:
                 time.sleep(0.3)
         raise AssertionError(f"the server did not start:\n{log.read_text()}")
 
-    def rest(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    def rest(self, method: str, path: str, body: Any = None, raw: bool = False) -> tuple[int, Any]:
+        """The status and the JSON answer (parsed unless ``raw``: then the text as sent)."""
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         request = urllib.request.Request(f"http://127.0.0.1:{self.rest_port}{path}", data=data, method=method)
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
-                raw = response.read()
+                raw_bytes = response.read()
                 status = response.status
         except urllib.error.HTTPError as err:
-            raw, status = err.read(), err.code
-        text = raw.decode()
+            raw_bytes, status = err.read(), err.code
+        text = raw_bytes.decode()
+        if raw:
+            return status, text
         try:
             return status, json.loads(text)
         except ValueError:
@@ -168,12 +234,23 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _save_plain(root / "broken" / "1", 1.0)
     (root / "broken" / "2").mkdir()
     (root / "broken" / "2" / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+    for version in (1, 2, 3):
+        _save_plain(root / "specific" / str(version), float(version))
+    echo = _Echo()
+    tf.saved_model.save(echo, str(root / "echo" / "1"), signatures={"serving_default": echo.serve})
+    for name in ("warm", "badwarm"):
+        counting = _Counting()
+        signatures = {"serving_default": counting.serve, "count": counting.count}
+        tf.saved_model.save(counting, str(root / name / "1"), signatures=signatures)
+    _warmup_file(root / "warm" / "1", "", {"x": np.ones((2, 6), np.float32)}, count=3)
+    _warmup_file(root / "badwarm" / "1", "", {"x": np.ones((2, 5), np.float32)}, count=1)
     extra = {
         "plain": "model_version_policy { all {} } version_labels { key: 'stable' value: 1 }",
         "broken": "model_version_policy { latest { num_versions: 2 } }",
+        "specific": "model_version_policy { specific { versions: 1 versions: 3 } }",
     }
     config = "model_config_list {\n"
-    for name in ("plain", "xla", "ov", "ovdyn", "text", "broken"):
+    for name in ("plain", "xla", "ov", "ovdyn", "text", "broken", "specific", "echo", "warm", "badwarm"):
         config += f'  config {{ name: "{name}" base_path: "{root / name}" {extra.get(name, "")} }}\n'
     config += "}\n"
     (root / "models.config").write_text(config)
@@ -368,19 +445,166 @@ def _reference_values(x: np.ndarray) -> np.ndarray:
     return module.serve(tf.constant(x))["y"].numpy()
 
 
-def test_metrics_and_structured_logs(server: Server) -> None:
-    server.rest("POST", "/v1/models/nope:predict", {"instances": [[0.0] * 6]})
-    status, text = server.rest("GET", "/monitoring/prometheus/metrics")
-    assert status == 200 and isinstance(text, str)
-    assert ':tensorflow:serving:request_count_total{model_name="nope",status="NOT_FOUND"}' in text
-    assert ':tensorflow:serving:request_latency_bucket{API="predict",entrypoint="REST"' in text
-    assert ":tensorflow:serving:model_invocations_total" in text
+def _scrape(server: Server) -> list[tuple[str, dict[str, str], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text = server.rest("GET", "/monitoring/prometheus/metrics", raw=True)
+    assert status == 200, text
+    return [(s.name, s.labels, s.value) for f in text_string_to_metric_families(text) for s in f.samples]
+
+
+def _value(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels`` (0 if none)."""
+    return sum(v for n, got, v in samples if n == name and labels.items() <= got.items())
+
+
+def test_metrics_count_what_happened_and_logs_are_structured(server: Server) -> None:
+    from tfaccel.serving.metrics import UNKNOWN_MODEL
+
+    before = _scrape(server)
+    body = {"instances": [[1.0, 2.0]]}
+    for _ in range(3):
+        assert server.rest("POST", "/v1/models/echo:predict", body)[0] == 200
+    for _ in range(2):
+        assert server.rest("POST", "/v1/models/echo/versions/9:predict", body)[0] == 404
+    assert server.rest("POST", "/v1/models/nope:predict", body)[0] == 404
+    after = _scrape(server)
+
+    def delta(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    prefix = ":tensorflow:serving:"
+    assert delta(prefix + "request_count_total", model_name="echo", status="OK") == 3
+    assert delta(prefix + "request_count_total", model_name="echo", status="NOT_FOUND") == 2
+    assert delta(prefix + "request_count_total", model_name=UNKNOWN_MODEL, status="NOT_FOUND") == 1
+    assert delta(prefix + "model_invocations_total", model_name="echo", version="1") == 3
+    latency = {"model_name": "echo", "API": "predict", "entrypoint": "REST"}
+    assert delta(prefix + "request_latency_count", **latency) == 3  # successful requests only
+    assert delta(prefix + "request_latency_bucket", le="+Inf", **latency) == 3
+    assert delta(prefix + "request_latency_sum", **latency) > 0
     log = server.log.read_text()
     events = [json.loads(line.split(": ", 1)[1]) for line in log.splitlines() if ': {"' in line]
     loads = {(e["model"], e["version"]) for e in events if e["event"] == "load"}
     assert {("plain", 1), ("plain", 2), ("xla", 1), ("ov", 1), ("ovdyn", 1)} <= loads
     failed = [e for e in events if e["event"] == "request_failed"]
     assert any(e["model"] == "nope" and e["code"] == "NOT_FOUND" for e in failed)
+
+
+def test_specific_version_policy(server: Server, repo: Path) -> None:
+    """``specific { versions: 1 versions: 3 }``: exactly those two are served; 2 is never loaded."""
+    status, body = server.rest("GET", "/v1/models/specific")
+    assert status == 200, body
+    assert [(v["version"], v["state"]) for v in body["model_version_status"]] == [
+        ("3", "AVAILABLE"),
+        ("1", "AVAILABLE"),
+    ]
+    x = np.ones((1, 6), np.float32)
+    one = _reference(repo, "plain", x, 1)["y"]
+    latest = server.predict("specific", x)
+    assert latest.model_spec.version.value == 3
+    assert_close(np.array(latest.outputs["y"].float_val, np.float32).reshape(1, 4), 3 * one)
+    first = server.predict("specific", x, version=1)
+    assert_close(np.array(first.outputs["y"].float_val, np.float32).reshape(1, 4), one)
+    with pytest.raises(grpc.RpcError) as caught:
+        server.predict("specific", x, version=2)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_warmup_requests_are_replayed_at_load(server: Server) -> None:
+    """The three records of ``tf_serving_warmup_requests`` ran before any client request (the model
+    counts its calls), instead of the zeros warm-up; a warm-up record the model refuses fails the load.
+    """
+    x = np.zeros((1, 6), np.float32)
+    status, body = server.rest(
+        "POST", "/v1/models/warm:predict", {"signature_name": "count", "instances": x.tolist()}
+    )
+    assert status == 200, body
+    assert body["predictions"] == [3]
+    status, body = server.rest("GET", "/v1/models/badwarm")
+    assert status == 200, body
+    ((version, state, code, message),) = [
+        (v["version"], v["state"], v["status"]["error_code"], v["status"]["error_message"])
+        for v in body["model_version_status"]
+    ]
+    assert (version, state, code) == ("1", "END", "UNKNOWN")
+    assert "'x'" in message and "does not fit" in message, message
+
+
+def test_grpc_classify_regress_and_multi_inference_are_unimplemented(server: Server) -> None:
+    from tensorflow_serving.apis import classification_pb2, inference_pb2, regression_pb2
+
+    calls = [
+        (server.stub.Classify, classification_pb2.ClassificationRequest(), "Classify"),
+        (server.stub.Regress, regression_pb2.RegressionRequest(), "Regress"),
+        (server.stub.MultiInference, inference_pb2.MultiInferenceRequest(), "MultiInference"),
+    ]
+    for call, request, name in calls:
+        spec = request.tasks.add().model_spec if name == "MultiInference" else request.model_spec
+        spec.name = "plain"
+        with pytest.raises(grpc.RpcError) as caught:
+            call(request, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED, name
+        assert name in caught.value.details()
+
+
+def test_numbers_are_written_as_tf_serving_writes_them(server: Server) -> None:
+    """float32 in its shortest round-trip digits (6 when they suffice, else 9), float64 likewise (else
+    17), ``.0`` on integral values, and NaN/Infinity/-Infinity as bare tokens (not strings, not null).
+    """
+    request = (
+        b'{"inputs": {"x": [[0.1, 1, 1e-7, 3.4028235e38, 100000, 1234567, 0.5, -2.25, NaN, Infinity,'
+        b" -Infinity, -0.0]]}}"
+    )
+    status, text = server.rest("POST", "/v1/models/echo:predict", request, raw=True)
+    assert status == 200, text
+    float32 = (
+        "[[0.1, 1.0, 1e-07, 3.40282347e+38, 100000.0, 1234567.0, 0.5, -2.25, NaN, Infinity, -Infinity, -0.0]]"
+    )
+    float64 = (
+        "[[0.10000000149011612, 1.0, 1.0000000116860974e-07, 3.4028234663852886e+38, 100000.0, 1234567.0, "
+        "0.5, -2.25, NaN, Infinity, -Infinity, -0.0]]"
+    )
+    assert (
+        text == '{\n    "outputs": {\n        "d": ' + float64 + ',\n        "y": ' + float32 + "\n    }\n}"
+    )
+
+
+def _threads(pid: int) -> Counter[str]:
+    """Thread names of a process (``tf_Compute``: TensorFlow's inter-op pool)."""
+    names: Counter[str] = Counter()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            names[Path(f"/proc/{pid}/task/{task}/comm").read_text().strip()] += 1
+        except OSError:  # the thread ended while we looked
+            continue
+    return names
+
+
+def test_thread_flags_size_tensorflows_pools(repo: Path, tmp_path: Path) -> None:
+    """--tensorflow_inter_op_parallelism sizes the inter-op pool (threads named tf_Compute) exactly;
+    --tensorflow_intra_op_parallelism adds exactly the difference in intra-op threads.
+    """
+    counts = []
+    for intra, inter in ((1, 2), (4, 3)):
+        srv = Server(
+            [
+                "--model_name=t",
+                f"--model_base_path={repo / 'plain'}",
+                "--file_system_poll_wait_seconds=0",
+                f"--tensorflow_intra_op_parallelism={intra}",
+                f"--tensorflow_inter_op_parallelism={inter}",
+            ],
+            tmp_path / f"threads{intra}.log",
+        )
+        try:
+            response = srv.predict("t", np.ones((3, 6), np.float32))
+            assert response.model_spec.version.value == 2
+            counts.append(_threads(srv.proc.pid))
+        finally:
+            srv.stop()
+    assert (counts[0]["tf_Compute"], counts[1]["tf_Compute"]) == (2, 3), counts
+    others = [sum(c.values()) - c["tf_Compute"] for c in counts]
+    assert others[1] - others[0] == 4 - 1, counts
 
 
 def test_bad_flags_and_configs_are_refused(tmp_path: Path) -> None:
@@ -406,23 +630,27 @@ def test_tfaccel_serve_is_the_same_server() -> None:
     assert refused.returncode == 2 and "--model_base_path" in refused.stderr
 
 
-def _copy_slowly(src: Path, dst: Path, pause: float) -> None:
-    """Copy a SavedModel file by file with pauses: the version directory is half-written for a while."""
-    files = sorted(p for p in src.rglob("*") if p.is_file())
-    files.sort(key=lambda p: p.name != "saved_model.pb")  # the graph first, the weights last
-    for path in files:
-        target = dst / path.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-        time.sleep(pause)
+def _log_events(log: Path, event: str) -> list[dict[str, Any]]:
+    """The server's structured log lines of one kind."""
+    found = []
+    for line in log.read_text().splitlines():
+        if ': {"' in line:
+            fields = json.loads(line.split(": ", 1)[1])
+            if fields.get("event") == event:
+                found.append(fields)
+    return found
 
 
 def test_version_roll_over_under_load(repo: Path, tmp_path: Path) -> None:
+    """Clients keep calling while version 2 is copied in; the copy stays half-written until the server's
+    log shows a poll saw it so (the test waits for that event rather than hoping a poll lands), and the
+    half-written directory is never loaded; then 2 replaces 1 with no failed request.
+    """
     base = tmp_path / "rolling"
     shutil.copytree(repo / "plain" / "1", base / "1")
+    log = tmp_path / "rolling.log"
     srv = Server(
-        ["--model_name=rolling", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"],
-        tmp_path / "rolling.log",
+        ["--model_name=rolling", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"], log
     )
     x = np.ones((1, 6), np.float32)
     one = _reference(repo, "plain", x, 1)["y"]
@@ -443,22 +671,43 @@ def test_version_roll_over_under_load(repo: Path, tmp_path: Path) -> None:
             except grpc.RpcError as err:
                 failures.append(f"{err.code()}: {err.details()}")
 
+    src, dst = repo / "plain" / "2", base / "2"
+    shard = Path("variables") / "variables.data-00000-of-00001"
+    total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
     try:
         workers = [threading.Thread(target=client) for _ in range(2)]
         for worker in workers:
             worker.start()
-        time.sleep(1.0)
-        _copy_slowly(repo / "plain" / "2", base / "2", pause=0.3)
+        deadline = time.monotonic() + 60
+        while len(seen) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        shutil.copytree(src, dst, ignore=lambda d, names: [n for n in names if n == shard.name])
+        data = (src / shard).read_bytes()
+        (dst / shard).write_bytes(data[: len(data) // 2])
+        # keep the half-written shard changing (its mtime) until a poll has seen the directory so
+        deadline = time.monotonic() + 60
+        tick = time.time_ns()
+        while not [
+            e for e in _log_events(log, "version_pending") if e["version"] == 2 and e["bytes"] < total
+        ]:
+            assert time.monotonic() < deadline, "no poll saw the half-written version"
+            tick += 1_000_000
+            os.utime(dst / shard, ns=(tick, tick))
+            time.sleep(0.1)
+        (dst / shard).write_bytes(data)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not seen or seen[-1] != 2):
             time.sleep(0.2)
-        time.sleep(1.0)
+        count = len(seen)
+        while len(seen) < count + 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
         stop.set()
         for worker in workers:
             worker.join(timeout=60)
         status, body = srv.rest("GET", "/v1/models/rolling")
     finally:
-        log = srv.stop()
+        stop.set()
+        text = srv.stop()
     assert status == 200 and not failures, (status, failures[:5])
     assert 1 in seen and seen[-1] == 2, (seen[:3], seen[-3:])
     assert seen.index(2) > 0 and all(v == 2 for v in seen[seen.index(2) + 10 :])
@@ -466,33 +715,55 @@ def test_version_roll_over_under_load(repo: Path, tmp_path: Path) -> None:
         ("2", "AVAILABLE"),
         ("1", "END"),
     ]
-    assert '"event": "unload"' in log and '"version": 1' in log
-    assert "load_failed" not in log  # the half-written directory was never tried
+    assert '"event": "unload"' in text and '"version": 1' in text
+    assert "load_failed" not in text  # the half-written directory was never tried
 
 
-def test_batching_merges_concurrent_requests(repo: Path, tmp_path: Path) -> None:
-    (tmp_path / "batching.config").write_text(
-        "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 50000 }\n"
-        "num_batch_threads { value: 1 }\nallowed_batch_sizes: 2\nallowed_batch_sizes: 4\n"
-        "allowed_batch_sizes: 8\n"
+@pytest.fixture(scope="module")
+def batching(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A batching server: batches of up to 8 rows, one batch thread per queue, a 5 s batching window
+    (requests sent together always meet in it), queues of 2 batches, REST predicts bounded at 2 s.
+    """
+    root = tmp_path_factory.mktemp("batching")
+    gate = _Gate()
+    tf.saved_model.save(
+        gate, str(root / "gate" / "1"), signatures={"serving_default": gate.serve, "release": gate.release}
     )
-    (tmp_path / "monitoring.config").write_text("prometheus_config { enable: true }")
-    (tmp_path / "models.config").write_text(
+    _warmup_file(root / "gate" / "1", "release", {"n": np.zeros([1], np.int32)}, count=1)  # no waiting
+    (root / "batching.config").write_text(
+        "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 5000000 }\n"
+        "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 2 }\n"
+        "allowed_batch_sizes: 2\nallowed_batch_sizes: 4\nallowed_batch_sizes: 8\n"
+    )
+    (root / "monitoring.config").write_text("prometheus_config { enable: true }")
+    (root / "models.config").write_text(
         "model_config_list {\n"
         f'  config {{ name: "ovdyn" base_path: "{repo / "ovdyn"}" }}\n'
         f'  config {{ name: "ov" base_path: "{repo / "ov"}" }}\n'
+        f'  config {{ name: "gate" base_path: "{root / "gate"}" }}\n'
         "}\n"
     )
     srv = Server(
         [
-            f"--model_config_file={tmp_path / 'models.config'}",
+            f"--model_config_file={root / 'models.config'}",
             "--enable_batching",
-            f"--batching_parameters_file={tmp_path / 'batching.config'}",
-            f"--monitoring_config_file={tmp_path / 'monitoring.config'}",
-            "--rest_api_timeout_in_ms=5",  # shorter than the 50 ms batching window: REST predicts time out
+            f"--batching_parameters_file={root / 'batching.config'}",
+            f"--monitoring_config_file={root / 'monitoring.config'}",
+            "--rest_api_timeout_in_ms=2000",  # shorter than the batching window
         ],
-        tmp_path / "batching.log",
+        root / "batching.log",
     )
+    yield srv
+    srv.stop()
+
+
+def test_batching_merges_concurrent_requests(batching: Server, repo: Path) -> None:
+    """48 one-row requests from 16 clients become exactly 6 model calls of 8 rows (each batch fills long
+    before its window closes); a lone row for a model traced at batch 2 is padded to 2; a REST request
+    past its deadline answers 504 and is never run.
+    """
+    srv = batching
+    before = _scrape(srv)
     rng = np.random.default_rng(9)
     inputs = [rng.random((1, 6), dtype=np.float32) for _ in range(48)]
     want = [_reference(repo, "plain", x, 1)["y"] for x in inputs[:4]]
@@ -509,24 +780,21 @@ def test_batching_merges_concurrent_requests(repo: Path, tmp_path: Path) -> None
             except grpc.RpcError as err:
                 errors.append(f"{err.code()}: {err.details()}")
 
-    try:
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
-        dynamic = tf.saved_model.load(str(repo / "ovdyn" / "1")).signatures["serving_default"]
-        serial = {i: dynamic(x=tf.constant(inputs[i]))["y"].numpy() for i in range(len(inputs))}
-        # a model traced at batch 2, without dynamic batch: single rows are padded to its batch
-        padded = srv.predict("ov", inputs[0])
-        late_status, late = srv.rest("POST", "/v1/models/ovdyn:predict", {"instances": inputs[0].tolist()})
-        with pytest.raises(grpc.RpcError) as empty:
-            srv.predict("ovdyn", np.zeros((0, 6), np.float32))
-        assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "no rows" in empty.value.details()
-        status, metrics = srv.rest("GET", "/monitoring/prometheus/metrics")
-    finally:
-        srv.stop()
-    assert status == 200 and not errors, (status, errors[:3])
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    dynamic = tf.saved_model.load(str(repo / "ovdyn" / "1")).signatures["serving_default"]
+    serial = {i: dynamic(x=tf.constant(inputs[i]))["y"].numpy() for i in range(len(inputs))}
+    # a model traced at batch 2, without dynamic batch: a single row is padded to its batch
+    padded = srv.predict("ov", inputs[0])
+    late_status, late = srv.rest("POST", "/v1/models/ovdyn:predict", {"instances": inputs[0].tolist()})
+    with pytest.raises(grpc.RpcError) as empty:
+        srv.predict("ovdyn", np.zeros((0, 6), np.float32))
+    assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "no rows" in empty.value.details()
+    after = _scrape(srv)
+    assert not errors, errors[:3]
     assert sorted(results) == list(range(len(inputs)))
     for i, got in results.items():
         assert_close(got, serial[i])
@@ -534,15 +802,64 @@ def test_batching_merges_concurrent_requests(repo: Path, tmp_path: Path) -> None
         assert_close(results[i], want[i])
     assert_close(np.array(padded.outputs["y"].float_val, np.float32).reshape(1, 4), want[0])
     assert late_status == 504 and "Deadline Exceeded" in late["error"], (late_status, late)
-    invocations = _metric(
-        metrics, ':tensorflow:serving:model_invocations_total{model_name="ovdyn",version="1"}'
+
+    def delta(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    prefix = ":tensorflow:serving:"
+    assert delta(prefix + "model_invocations_total", model_name="ovdyn", version="1") == 6
+    assert delta(prefix + "batching_session:processed_batch_size_count", model_name="ovdyn") == 6
+    assert delta(prefix + "batching_session:processed_batch_size_sum", model_name="ovdyn") == 48
+    bucket = prefix + "batching_session:processed_batch_size_bucket"
+    assert (
+        delta(bucket, model_name="ovdyn", le="4.0") == 0 and delta(bucket, model_name="ovdyn", le="8.0") == 6
     )
-    assert 0 < invocations < len(inputs) / 2, invocations  # merged: far fewer calls than requests
-    assert _metric(metrics, ':tensorflow:serving:batching_session:padding_rows_total{model_name="ov"}') == 1.0
+    assert delta(prefix + "batching_session:processed_batch_size_sum", model_name="ov") == 2
+    assert delta(prefix + "batching_session:padding_rows_total", model_name="ov") == 1
+    assert delta(prefix + "batching_session:padding_rows_total", model_name="ovdyn") == 0
 
 
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{name} not in the metrics:\n{text[:2000]}")
+def _release(srv: Server, tokens: int) -> None:
+    """Let ``tokens`` calls of the gate model through (8 rows: a full batch, run at once)."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "gate"
+    request.model_spec.signature_name = "release"
+    request.inputs["n"].CopyFrom(tf.make_tensor_proto(np.array([tokens] + [0] * 7, np.int32)))
+    response = srv.stub.Predict(request, timeout=60)
+    assert list(response.outputs["n"].int_val) == [tokens] + [0] * 7
+
+
+def test_a_full_batching_queue_answers_503(batching: Server) -> None:
+    """The gate model holds the one batch thread; its queue takes 2 batches (16 requests of 8 rows), so
+    of 20 concurrent requests at least 3 are refused at once with 503; the accepted ones time out (504)
+    and, once the gate opens, are dropped without running.
+    """
+    srv = batching
+    before = _scrape(srv)
+    x = np.arange(48, dtype=np.float32).reshape(8, 6)
+    replies: list[tuple[int, Any]] = []
+    start = threading.Barrier(20)
+
+    def client() -> None:
+        start.wait()
+        replies.append(srv.rest("POST", "/v1/models/gate:predict", {"instances": x.tolist()}))
+
+    threads = [threading.Thread(target=client) for _ in range(20)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        _release(srv, 30)
+    refused = [body for status, body in replies if status == 503]
+    assert len(replies) == 20 and {status for status, _ in replies} <= {503, 504}, replies
+    assert len(refused) >= 3, [status for status, _ in replies]
+    assert all("queue" in body["error"] and "full" in body["error"] for body in refused), refused[:2]
+    response = srv.predict("gate", x, timeout=60)  # the gate is open: answered, exactly
+    np.testing.assert_array_equal(np.array(response.outputs["y"].float_val, np.float32).reshape(8, 6), x)
+    after = _scrape(srv)
+    calls = _value(after, ":tensorflow:serving:model_invocations_total", model_name="gate") - _value(
+        before, ":tensorflow:serving:model_invocations_total", model_name="gate"
+    )
+    assert calls == 3  # the held batch, the release, the last request: no timed-out request ran

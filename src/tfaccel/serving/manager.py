@@ -5,9 +5,13 @@ The rules (TF Serving's, plus one of ours):
 - A new version is loaded and warmed before an old one it replaces is unloaded; requests in flight keep
   their reference to the old version and finish on it (an unloaded version is freed when the last one
   lets go).
-- Ours: a version directory is loaded only once its files have stopped changing between two polls, so a
-  version being copied in is never half-loaded; a load that fails is retried when the directory changes
-  again, and the failure is reported in the model status meanwhile.
+- Ours: a version directory is loaded only once its files have stopped changing between two polls and
+  every file its ``variables.index`` announces is there, so a version being copied in is never
+  half-loaded; a load that fails is retried when the directory changes again, and the failure is reported
+  in the model status meanwhile.
+- Only ASCII-decimal directory names are versions (``int()`` would also take ``²`` or ``٣``); anything else
+  in a base path is ignored, with one log line per name. One model's broken base path never stops the
+  polling of the others.
 
 Every load, unload and failure is one structured (JSON) log line.
 """
@@ -18,7 +22,6 @@ import enum
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -61,11 +64,17 @@ class VersionRecord:
 class _Model:
     config: ModelConfig
     versions: dict[int, VersionRecord] = field(default_factory=dict)
+    #: names in the base path that are not versions, each logged once
+    ignored: set[str] = field(default_factory=set)
 
 
 def log_event(event: str, **fields: object) -> None:
     """One JSON line per lifecycle event or failed request."""
     logger.info(json.dumps({"event": event, **fields}, sort_keys=True, default=str))
+
+
+#: the largest version TF Serving's protos carry (``int64``)
+_MAX_VERSION = 2**63 - 1
 
 
 def _fingerprint(path: str) -> tuple[tuple[str, int, int], ...]:
@@ -81,39 +90,84 @@ def _fingerprint(path: str) -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted(entries))
 
 
-_SHARD = re.compile(r"variables\.data-(\d+)-of-(\d+)$")
+_INDEX = os.path.join("variables", "variables.index")
 
 
-def _complete(fingerprint: tuple[tuple[str, int, int], ...]) -> bool:
+def _announced_shards(index_path: str) -> int | None:
+    """How many data shards a checkpoint index announces (its header's ``num_shards``); None when the
+    header cannot be read (a truncated or foreign file: then the loader has the last word).
+
+    The index is a table whose first entry, at offset 0, has the empty key and the BundleHeaderProto as
+    its value: three varints (shared and unshared key lengths, value length), then the value.
+    """
+    from tensorflow.core.protobuf import tensor_bundle_pb2
+
+    try:
+        with open(index_path, "rb") as handle:
+            head = handle.read(4096)
+        pos, numbers = 0, []
+        for _ in range(3):
+            value = shift = 0
+            while True:
+                byte = head[pos]
+                pos += 1
+                value |= (byte & 0x7F) << shift
+                shift += 7
+                if byte < 0x80:
+                    break
+            numbers.append(value)
+        shared, unshared, length = numbers
+        if shared or unshared or pos + length > len(head):
+            return None
+        header = tensor_bundle_pb2.BundleHeaderProto.FromString(head[pos : pos + length])
+    except (OSError, IndexError, ValueError):
+        return None
+    return header.num_shards if header.num_shards > 0 else None
+
+
+def _complete(path: str, fingerprint: tuple[tuple[str, int, int], ...]) -> bool:
     """The files a SavedModel needs are all there: the graph and, if it has variables, the index and
-    every data shard the shard names announce (a copy in progress usually lacks one of them).
+    every data shard the index announces (a copy in progress usually lacks one of them). Judged by the
+    index's own shard count, never by which stray ``variables.data-*`` file is listed first, so the answer
+    does not depend on set order (PYTHONHASHSEED); extra files, e.g. stale shards of an earlier save, are
+    ignored.
     """
     names = {entry[0] for entry in fingerprint}
     if "saved_model.pb" not in names and "saved_model.pbtxt" not in names:
         return False
-    shards = [m for n in names if (m := _SHARD.search(n))]
-    if shards or any(n.startswith("variables" + os.sep) for n in names):
-        if os.path.join("variables", "variables.index") not in names:
-            return False
-        total = int(shards[0].group(2)) if shards else 0
-        if len(shards) != total:
-            return False
-    return True
+    if not any(n.startswith("variables" + os.sep) for n in names):
+        return True
+    if _INDEX not in names:
+        return False
+    total = _announced_shards(os.path.join(path, _INDEX))
+    if total is None:
+        return True  # unreadable header: settled files go to the loader, which says what is wrong
+    prefix = os.path.join("variables", "variables.data")
+    return all(f"{prefix}-{i:05d}-of-{total:05d}" in names for i in range(total))
 
 
-def _versions_on_disk(base_path: str) -> dict[int, str] | None:
-    """Numeric version directories; None when the base path cannot be listed (nothing is unloaded then)."""
+def is_version_name(name: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts ``²``, which ``int()`` then refuses), within int64."""
+    return name.isascii() and name.isdecimal() and int(name) <= _MAX_VERSION
+
+
+def _versions_on_disk(base_path: str) -> tuple[dict[int, str], list[str]] | None:
+    """Version directories by number, and the other names found; None when the base path cannot be
+    listed (nothing is unloaded then).
+    """
     try:
         names = os.listdir(base_path)
     except OSError as err:
         log_event("poll_failed", base_path=base_path, error=f"{type(err).__name__}: {err}")
         return None
-    found = {}
-    for name in names:
+    found, other = {}, []
+    for name in sorted(names):
         full = os.path.join(base_path, name)
-        if name.isdigit() and os.path.isdir(full):
+        if is_version_name(name) and os.path.isdir(full):
             found[int(name)] = full
-    return found
+        else:
+            other.append(name)
+    return found, other
 
 
 def _labelled(model: _Model, version: int | None, label: str | None) -> int | None:
@@ -134,6 +188,8 @@ class Manager:
         self._warmup = warmup
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: completed polls (tests wait on it rather than on the clock)
+        self.polls = 0
         #: called with each servable that is unloaded (e.g. the batcher drops its queues)
         self.on_unload: list[Callable[[Servable], None]] = []
 
@@ -165,20 +221,29 @@ class Manager:
 
     def _loop(self, poll_seconds: float) -> None:
         while not self._stop.wait(poll_seconds):
-            try:
-                self.poll()
-            except Exception:  # a poll must never kill the poller; the error is logged with its trace
-                logger.exception("polling the model directories failed; trying again in %s s", poll_seconds)
+            self.poll()
 
     def poll(self) -> None:
+        """Look at every model's base path once; a failure with one model is logged and the others are
+        still polled.
+        """
         for model in list(self._models.values()):
-            self._poll_model(model)
+            try:
+                self._poll_model(model)
+            except Exception:  # a poll must never stop at one model; logged with its trace
+                logger.exception("polling model %s (%s) failed", model.config.name, model.config.base_path)
+        self.polls += 1
 
     def _poll_model(self, model: _Model) -> None:
         config = model.config
-        on_disk = _versions_on_disk(config.base_path)
-        if on_disk is None:
+        listed = _versions_on_disk(config.base_path)
+        if listed is None:
             return
+        on_disk, other = listed
+        for name in other:
+            if name not in model.ignored:
+                model.ignored.add(name)
+                log_event("ignored", model=config.name, base_path=config.base_path, name=name)
         wanted = config.policy.select(sorted(on_disk))
         for version in sorted(wanted, reverse=True):
             with self._lock:
@@ -187,7 +252,17 @@ class Manager:
                 continue
             path = on_disk[version]
             fingerprint = _fingerprint(path)
-            settled = fingerprint == record.fingerprint and _complete(fingerprint)
+            complete = _complete(path, fingerprint)
+            settled = fingerprint == record.fingerprint and complete
+            if fingerprint != record.fingerprint:  # once per change, so a stuck directory logs once
+                log_event(
+                    "version_pending",
+                    model=config.name,
+                    version=version,
+                    files=len(fingerprint),
+                    bytes=sum(entry[1] for entry in fingerprint),
+                    complete=complete,
+                )
             record.fingerprint = fingerprint
             if not settled or fingerprint == record.failed_fingerprint:
                 continue  # still being written, or failed as it is now: wait for a change

@@ -1,8 +1,13 @@
 """One loaded model version: its signatures, their SignatureDefs, warm-up and the predict call.
 
-Why SignatureDefs are read from ``saved_model.pb``: the metadata API returns them as TF Serving does
-(the protos as saved), and loading through ``tf.saved_model.load`` alone would only give Python specs.
-A traced model with an openvino subgraph loads here because the server imports tfaccel (its op).
+Why each version is loaded into its own ``tf.compat.v1.Session`` (from its SignatureDefs, as TF Serving
+does) rather than with ``tf.saved_model.load``: a session owns its devices, and a device owns the
+compiled XLA executables of the functions it ran. Eager functions run on the process's one set of
+devices, whose XLA compilation cache is never evicted and is keyed by function names that every load
+makes unique, so each rolled-over version of an XLA-traced model stayed in memory for good (about three
+times its weights). Closing a session frees all of it. The metadata API returns the SignatureDefs as
+saved, as TF Serving does. A traced model with an openvino subgraph loads here because the server
+imports tfaccel (its op).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
 
 from tfaccel.serving.errors import ServingError
 from tfaccel.serving.tensors import describe_shape
@@ -31,7 +36,9 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 @dataclass
 class Signature:
-    """A callable signature: named input specs, output specs, the function."""
+    """A callable signature: named input specs, output specs, the session call (feeds in ``inputs``
+    order, fetches in sorted output order).
+    """
 
     name: str
     function: Any
@@ -68,14 +75,20 @@ class Signature:
                 )
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        tensors = {name: tf.constant(value, dtype=self.inputs[name].dtype) for name, value in inputs.items()}
+        feeds = [_feed(inputs[name], spec) for name, spec in self.inputs.items()]
         try:
-            result = self.function(**tensors)
+            result = self.function(*feeds)
         except tf.errors.InvalidArgumentError as err:
             raise ServingError.invalid(err.message) from err
         except tf.errors.OpError as err:
             raise ServingError(_grpc_code(err), err.message) from err
-        return {name: result[name].numpy() for name in sorted(result)}  # by name, as TF Serving orders them
+        return dict(zip(sorted(self.outputs), result, strict=True))  # by name, as TF Serving orders them
+
+
+def _feed(value: np.ndarray, spec: tf.TensorSpec) -> np.ndarray:
+    if spec.dtype == tf.string:
+        return np.asarray(value, dtype=object)
+    return np.asarray(value, dtype=spec.dtype.as_numpy_dtype)
 
 
 def check_names(sent: Mapping[str, object], wanted: Mapping[str, object]) -> None:
@@ -104,8 +117,12 @@ class Servable:
     path: str
     signatures: dict[str, Signature]
     signature_defs: dict[str, meta_graph_pb2.SignatureDef]
-    loaded: Any = field(repr=False)
+    session: Any = field(repr=False)
     load_seconds: float = 0.0
+
+    def close(self) -> None:
+        """Free the session (its kernels, variables and compiled executables); later calls fail."""
+        self.session.close()
 
     def signature(self, name: str, entrypoint: str = "REST") -> Signature:
         """The named signature (default ``serving_default``); unknown: TF Serving's error of the API."""
@@ -123,34 +140,59 @@ class Servable:
         return found
 
 
-def _signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
-        proto.ParseFromString(handle.read())
-    for meta_graph in proto.meta_graphs:
-        if "serve" in meta_graph.meta_info_def.tags:
-            return dict(meta_graph.signature_def)
-    return dict(proto.meta_graphs[0].signature_def) if proto.meta_graphs else {}
+def _specs(infos: Mapping[str, meta_graph_pb2.TensorInfo]) -> dict[str, tf.TensorSpec] | None:
+    """TensorSpecs of a SignatureDef's dense tensors; None if one is sparse or composite."""
+    specs = {}
+    for key, info in infos.items():
+        if info.WhichOneof("encoding") != "name":
+            return None
+        shape = tf.TensorShape(None if info.tensor_shape.unknown_rank else info.tensor_shape)
+        specs[key] = tf.TensorSpec(shape, tf.as_dtype(info.dtype), name=key)
+    return specs
+
+
+def _session_config() -> Any:
+    """The threading the server's flags set on the eager context (``--tensorflow_*_parallelism``)."""
+    return tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=tf.config.threading.get_intra_op_parallelism_threads(),
+        inter_op_parallelism_threads=tf.config.threading.get_inter_op_parallelism_threads(),
+        allow_soft_placement=True,
+    )
 
 
 def load_servable(name: str, version: int, path: str, warmup: bool = True) -> Servable:
     """Load and warm the SavedModel at ``path``; any failure raises (the caller reports and retries)."""
     start = time.perf_counter()
-    loaded = tf.saved_model.load(path, tags=["serve"])
-    signatures: dict[str, Signature] = {}
-    for key, function in dict(loaded.signatures).items():
-        args, kwargs = function.structured_input_signature
-        if args:
-            logger.warning(
-                "model %s version %d: signature %r takes positional inputs; skipped", name, version, key
-            )
-            continue
-        signatures[key] = Signature(key, function, dict(kwargs), dict(function.structured_outputs))
-    if not signatures:
-        raise ValueError(f"{path} has no signatures to serve")
-    servable = Servable(name, version, path, signatures, _signature_defs(path), loaded)
-    if warmup:
-        _warm(servable)
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph, config=_session_config())
+    try:
+        with graph.as_default():
+            meta_graph = tf.compat.v1.saved_model.load(session, ["serve"], path)
+        signatures: dict[str, Signature] = {}
+        for key, definition in meta_graph.signature_def.items():
+            if key.startswith("__"):  # __saved_model_init_op and the like: not callable signatures
+                continue
+            inputs, outputs = _specs(definition.inputs), _specs(definition.outputs)
+            if inputs is None or outputs is None or not outputs:
+                logger.warning(
+                    "model %s version %d: signature %r has sparse, composite or no outputs; skipped",
+                    name,
+                    version,
+                    key,
+                )
+                continue
+            fetches = [definition.outputs[k].name for k in sorted(outputs)]
+            feeds = [definition.inputs[k].name for k in inputs]
+            function = session.make_callable(fetches, feeds)
+            signatures[key] = Signature(key, function, inputs, outputs)
+        if not signatures:
+            raise ValueError(f"{path} has no signatures to serve")
+        servable = Servable(name, version, path, signatures, dict(meta_graph.signature_def), session)
+        if warmup:
+            _warm(servable)
+    except BaseException:
+        session.close()
+        raise
     servable.load_seconds = time.perf_counter() - start
     return servable
 
