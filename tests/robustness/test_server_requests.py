@@ -662,10 +662,10 @@ def test_flag_defaults_follow_tf_serving() -> None:
 @pytest.mark.parametrize(
     ("flags", "words"),
     [
-        (["--ssl_config_file=/etc/ssl.conf"], "--ssl_config_file"),
+        (["--ssl_config_file=/nonexistent/ssl.config"], "--ssl_config_file /nonexistent/ssl.config"),
         (["--port=0", "--rest_api_port=0"], "no endpoint"),
     ],
-    ids=["ssl-config-refused", "no-endpoint-refused"],
+    ids=["ssl-config-unreadable", "no-endpoint-refused"],
 )
 def test_unsafe_start_up_is_refused(tmp_path: Path, flags: list[str], words: str) -> None:
     (tmp_path / "m" / "1").mkdir(parents=True)
@@ -674,6 +674,195 @@ def test_unsafe_start_up_is_refused(tmp_path: Path, flags: list[str], words: str
     lines = [line for line in done.stderr.splitlines() if ": error: " in line]
     assert done.returncode == 1, done.stderr[-2000:]
     assert len(lines) == 1 and words in lines[0], done.stderr[-2000:]
+
+
+# -- TLS ------------------------------------------------------------------------------------------------
+
+
+def _certificates() -> dict[str, bytes]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, both signed by the CA (PEM)."""
+    crypto = pytest.importorskip("cryptography")
+    del crypto
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def issue(name: str, key: Any, issuer: Any, issuer_key: Any, ca: bool, san: list[Any]) -> Any:
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer or subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return builder.sign(issuer_key or key, hashes.SHA256())
+
+    def pem_key(key: Any) -> bytes:
+        return bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+
+    ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = issue("test ca", ca_key, None, None, True, [])
+    server = issue(
+        "127.0.0.1",
+        server_key,
+        ca.subject,
+        ca_key,
+        False,
+        [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
+    client = issue("client", client_key, ca.subject, ca_key, False, [])
+    pem = serialization.Encoding.PEM
+    return {
+        "ca": ca.public_bytes(pem),
+        "server_cert": server.public_bytes(pem),
+        "server_key": pem_key(server_key),
+        "client_cert": client.public_bytes(pem),
+        "client_key": pem_key(client_key),
+    }
+
+
+def _ssl_config(certs: dict[str, bytes], client_verify: bool) -> str:
+    def quoted(data: bytes) -> str:
+        return json.dumps(data.decode())  # a JSON string is a valid text-proto string here (PEM is ASCII)
+
+    return (
+        f"server_key: {quoted(certs['server_key'])}\nserver_cert: {quoted(certs['server_cert'])}\n"
+        f"custom_ca: {quoted(certs['ca'])}\nclient_verify: {str(client_verify).lower()}\n"
+    )
+
+
+def test_tls_with_client_certificates_and_never_plaintext(tmp_path: Path) -> None:
+    """With --ssl_config_file both APIs speak TLS only, and client_verify refuses clients without a
+    certificate signed by custom_ca; the answers over TLS are exact.
+    """
+    import ssl
+    import urllib.request
+
+    certs = _certificates()
+    plain = _Plain()
+    tf.saved_model.save(plain, str(tmp_path / "plain" / "1"), signatures={"serving_default": plain.serve})
+    (tmp_path / "ssl.config").write_text(_ssl_config(certs, client_verify=True))
+    for name, data in certs.items():
+        (tmp_path / f"{name}.pem").write_bytes(data)
+    grpc_port, rest_port = _free_ports(2)
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    log = tmp_path / "tls.log"
+    proc = subprocess.Popen(
+        [
+            *SERVER,
+            f"--port={grpc_port}",
+            f"--rest_api_port={rest_port}",
+            "--grpc_bind_address=127.0.0.1",
+            "--rest_api_bind_address=127.0.0.1",
+            "--model_name=plain",
+            f"--model_base_path={tmp_path / 'plain'}",
+            f"--ssl_config_file={tmp_path / 'ssl.config'}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),  # noqa: SIM115 - closed with the process
+        env=env,
+    )
+    trusted = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    with_cert = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    with_cert.load_cert_chain(str(tmp_path / "client_cert.pem"), str(tmp_path / "client_key.pem"))
+    url = f"https://127.0.0.1:{rest_port}/v1/models/plain:predict"
+    body = _body({"instances": [ROW]})
+    try:
+        deadline = time.monotonic() + 180
+        while "REST API at" not in log.read_text() or "AVAILABLE" not in _status(rest_port, with_cert):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        # REST over TLS with a client certificate: the exact answer
+        with urllib.request.urlopen(
+            urllib.request.Request(url, data=body), context=with_cert, timeout=60
+        ) as r:
+            got = json.loads(r.read())["predictions"]
+        assert_close(np.array(got, np.float32), np.array([ROW], np.float32) @ WEIGHTS)
+        # without a client certificate, or in plaintext: no HTTP answer at all
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            urllib.request.urlopen(urllib.request.Request(url, data=body), context=trusted, timeout=30).read()
+        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            conn = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=30)
+            conn.request("POST", "/v1/models/plain:predict", body)
+            conn.getresponse().read()
+        # gRPC over TLS with the client certificate; without one, or insecure: UNAVAILABLE
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "plain"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([ROW], np.float32)))
+        full = grpc.ssl_channel_credentials(certs["ca"], certs["client_key"], certs["client_cert"])
+        with grpc.secure_channel(f"127.0.0.1:{grpc_port}", full) as channel:
+            reply = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
+        got = np.array(reply.outputs["y"].float_val, np.float32).reshape(1, 4)
+        assert_close(got, np.array([ROW], np.float32) @ WEIGHTS)
+        for channel in (
+            grpc.secure_channel(f"127.0.0.1:{grpc_port}", grpc.ssl_channel_credentials(certs["ca"])),
+            grpc.insecure_channel(f"127.0.0.1:{grpc_port}"),
+        ):
+            with channel, pytest.raises(grpc.RpcError) as caught:
+                prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert f"REST API at https://127.0.0.1:{rest_port}" in log.read_text()
+    assert f"gRPC API at 127.0.0.1:{grpc_port} (TLS)" in log.read_text()
+
+
+def _status(port: int, context: Any) -> str:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(
+            f"https://127.0.0.1:{port}/v1/models/plain", context=context, timeout=10
+        ) as r:
+            return str(r.read().decode())
+    except OSError:
+        return ""
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('server_key: "k"', "needs server_key and server_cert"),
+        ('server_key: "k" server_cert: "c" client_verify: true', "client_verify needs custom_ca"),
+        ('server_key: "not a key" server_cert: "not a certificate"', "does not load"),
+        ("server_kee: 'x'", "server_kee"),
+    ],
+    ids=["no-cert", "verify-without-ca", "garbage-pem", "typo"],
+)
+def test_bad_ssl_configs_are_refused(tmp_path: Path, text: str, words: str) -> None:
+    from tfaccel.serving.config import ConfigError, read_ssl_config
+
+    (tmp_path / "ssl.config").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        read_ssl_config(str(tmp_path / "ssl.config"))
+    assert words in str(caught.value) and "ssl.config" in str(caught.value)
+
+
+def test_good_ssl_config_loads(tmp_path: Path) -> None:
+    from tfaccel.serving.config import read_ssl_config
+
+    certs = _certificates()
+    (tmp_path / "ssl.config").write_text(_ssl_config(certs, client_verify=False))
+    tls = read_ssl_config(str(tmp_path / "ssl.config"))
+    assert (tls.server_cert, tls.custom_ca, tls.client_verify) == (certs["server_cert"], certs["ca"], False)
+    assert "server_key" not in repr(tls) and certs["server_key"].decode()[40:80] not in repr(tls)
 
 
 # -- fuzz: the JSON decoder, directly and over HTTP ---------------------------------------------------------

@@ -1,8 +1,9 @@
 """The server's configuration, in TF Serving's own formats: flags, the model config file
-(``ModelServerConfig`` text), the batching parameters file and the monitoring config file.
+(``ModelServerConfig`` text), the batching parameters file, the monitoring config file and the SSL
+config file.
 
 The model config file is parsed with the ``tensorflow-serving-api`` package's own message. Its wheel
-ships no message for the batching and monitoring files, so those two schemas are declared here (field
+ships no message for the batching, monitoring and SSL files, so those schemas are declared here (field
 names and numbers as TF Serving's protos define them) and parsed with protobuf's text format: a file that
 works with ``tensorflow_model_server`` works here, and a typo is an error naming the line.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +24,12 @@ __all__ = [
     "ConfigError",
     "ModelConfig",
     "MonitoringConfig",
+    "TlsConfig",
     "VersionPolicy",
     "read_batching_params",
     "read_model_config_file",
     "read_monitoring_config",
+    "read_ssl_config",
 ]
 
 
@@ -243,3 +248,74 @@ def read_monitoring_config(path: str | None) -> MonitoringConfig:
         raise ConfigError(f"--monitoring_config_file {path}: {err}") from err
     prometheus = message.prometheus_config
     return MonitoringConfig(bool(prometheus.enable), prometheus.path or MonitoringConfig.prometheus_path)
+
+
+#: TF Serving's ``SSLConfig`` (ssl_config.proto): PEM text inline, not file names
+_SSLConfig = _message(
+    "tfaccel.serving.ssl",
+    "SSLConfig",
+    [
+        ("server_key", 1, _F.TYPE_STRING, None, False),
+        ("server_cert", 2, _F.TYPE_STRING, None, False),
+        ("custom_ca", 3, _F.TYPE_STRING, None, False),
+        ("client_verify", 4, _F.TYPE_BOOL, None, False),
+    ],
+)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS for both APIs: the server's key and certificate (PEM), the CA that signs client certificates,
+    and whether a client must present one.
+    """
+
+    server_key: bytes = field(repr=False)
+    server_cert: bytes
+    custom_ca: bytes = b""
+    client_verify: bool = False
+
+    def server_context(self) -> ssl.SSLContext:
+        """An ``ssl`` server context (TLS 1.2 or later) with this key, certificate and client policy."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        with tempfile.TemporaryDirectory() as private:  # ssl loads a key from a file only; 0700
+            key, cert = os.path.join(private, "key.pem"), os.path.join(private, "cert.pem")
+            for path, data in ((key, self.server_key), (cert, self.server_cert)):
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+                    handle.write(data)
+            context.load_cert_chain(cert, key)
+        if self.custom_ca:
+            context.load_verify_locations(cadata=self.custom_ca.decode())
+        if self.client_verify:
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+
+def read_ssl_config(path: str) -> TlsConfig:
+    """``--ssl_config_file``: ``server_key``, ``server_cert`` (PEM text), ``custom_ca``, ``client_verify``;
+    the key and certificate are checked here, so a bad pair stops the server before it listens.
+    """
+    message = _SSLConfig()
+    try:
+        text_format.Parse(_read(path, "--ssl_config_file"), message)
+    except text_format.ParseError as err:
+        raise ConfigError(f"--ssl_config_file {path}: {err}") from err
+    if not message.server_key or not message.server_cert:
+        raise ConfigError(f"--ssl_config_file {path}: needs server_key and server_cert (their PEM text)")
+    if message.client_verify and not message.custom_ca:
+        raise ConfigError(
+            f"--ssl_config_file {path}: client_verify needs custom_ca (the CA that signs client certificates)"
+        )
+    config = TlsConfig(
+        message.server_key.encode(),
+        message.server_cert.encode(),
+        message.custom_ca.encode(),
+        bool(message.client_verify),
+    )
+    try:
+        config.server_context()
+    except (ssl.SSLError, ValueError) as err:
+        raise ConfigError(
+            f"--ssl_config_file {path}: the key, certificate or CA does not load: {err}"
+        ) from err
+    return config

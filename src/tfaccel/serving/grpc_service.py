@@ -25,6 +25,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from tfaccel.serving.config import TlsConfig
 from tfaccel.serving.errors import ServingError
 from tfaccel.serving.manager import VersionRecord
 from tfaccel.serving.servable import Servable, check_names
@@ -178,13 +179,28 @@ class _Models(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc
 
 
 class GrpcServer:
-    def __init__(self, service: Service, port: int, threads: int, bind_address: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        service: Service,
+        port: int,
+        threads: int,
+        bind_address: str = "0.0.0.0",
+        tls: TlsConfig | None = None,
+    ) -> None:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=_UNLIMITED)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_Prediction(service), self.server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_Models(service), self.server)
         host = f"[{bind_address}]" if ":" in bind_address else bind_address
         try:
-            self.port = self.server.add_insecure_port(f"{host}:{port}")
+            if tls is None:
+                self.port = self.server.add_insecure_port(f"{host}:{port}")
+            else:
+                credentials = grpc.ssl_server_credentials(
+                    [(tls.server_key, tls.server_cert)],
+                    root_certificates=tls.custom_ca or None,
+                    require_client_auth=tls.client_verify,
+                )
+                self.port = self.server.add_secure_port(f"{host}:{port}", credentials)
         except RuntimeError:  # newer grpcio raises where older ones return 0
             self.port = 0
         if self.port == 0:

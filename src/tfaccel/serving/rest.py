@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +48,8 @@ DEFAULT_MAX_BODY_BYTES = 64 << 20
 LISTEN_BACKLOG = 1024
 #: after a 413, bytes of the unread body drained (and seconds waited) so the client reads the answer
 _DRAIN_BYTES, _DRAIN_SECONDS = 1 << 20, 2.0
+#: seconds a client has to complete the TLS handshake
+_HANDSHAKE_SECONDS = 10.0
 
 _PREDICT = re.compile(
     r"(?i)/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)"
@@ -69,6 +72,25 @@ def _version(text: str | None) -> int | None:
 class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = LISTEN_BACKLOG
     daemon_threads = True
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """With TLS, the handshake runs here, in the connection's own thread (a slow or failing client
+        holds up no one else); a client that does not complete it gets no HTTP at all.
+        """
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(_HANDSHAKE_SECONDS)
+        try:
+            connection = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            request.close()
+            return
+        try:
+            super().finish_request(connection, client_address)
+        finally:
+            connection.close()
 
 
 class _HTTPServer6(_HTTPServer):
@@ -76,8 +98,8 @@ class _HTTPServer6(_HTTPServer):
 
 
 class RestServer:
-    """The REST front end on ``bind_address:port``; ``timeout_ms`` bounds each predict (0: no bound);
-    bodies above ``max_body_bytes`` are refused (413) unread.
+    """The REST front end on ``bind_address:port`` (HTTPS with ``tls``); ``timeout_ms`` bounds each
+    predict (0: no bound); bodies above ``max_body_bytes`` are refused (413) unread.
     """
 
     def __init__(
@@ -88,6 +110,7 @@ class RestServer:
         monitoring: MonitoringConfig,
         bind_address: str = "0.0.0.0",
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.service = service
         self.timeout_ms = timeout_ms
@@ -96,6 +119,7 @@ class RestServer:
         handler = _make_handler(self)
         server_class = _HTTPServer6 if ":" in bind_address else _HTTPServer
         self.httpd = server_class((bind_address, port), handler)
+        self.httpd.tls = tls
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property

@@ -75,7 +75,11 @@ def build_parser(prog: str = "tfaccel-model-server") -> argparse.ArgumentParser:
         default=64 << 20,
         help="largest REST request body accepted; larger ones are answered 413 unread (64 MiB)",
     )
-    add("--ssl_config_file", default=None, help="refused: this server has no TLS yet (see the README)")
+    add(
+        "--ssl_config_file",
+        default="",
+        help="SSLConfig text file (server_key, server_cert, custom_ca, client_verify): TLS on gRPC and REST",
+    )
     add("--model_name", default="default", help="the model's name (with --model_base_path)")
     add("--model_base_path", default="", help="directory holding numeric version directories")
     add("--model_config_file", default="", help="ModelServerConfig text file (several models)")
@@ -116,12 +120,6 @@ def parse_flags(argv: Sequence[str], prog: str = "tfaccel-model-server") -> argp
 
 def main(argv: Sequence[str] | None = None, prog: str = "tfaccel-model-server") -> int:
     args = parse_flags(sys.argv[1:] if argv is None else argv, prog)
-    if args.ssl_config_file is not None:  # never fail open: no plaintext where TLS was asked for
-        sys.stderr.write(
-            f"{prog}: error: --ssl_config_file is not supported yet (this server has no TLS) and it will not "
-            "serve plaintext instead; terminate TLS in front of it (a proxy or sidecar) and drop the flag\n"
-        )
-        return 1
     _configure_logging()
     for name in _IGNORED:
         if getattr(args, name) is not None:
@@ -141,6 +139,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "tfaccel-model-server") 
         read_batching_params,
         read_model_config_file,
         read_monitoring_config,
+        read_ssl_config,
     )
     from tfaccel.serving.grpc_service import GrpcServer
     from tfaccel.serving.manager import Manager
@@ -155,6 +154,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "tfaccel-model-server") 
             models = [ModelConfig(args.model_name, _absolute(args.model_base_path))]
         batching = read_batching_params(args.batching_parameters_file) if args.enable_batching else None
         monitoring = read_monitoring_config(args.monitoring_config_file)
+        tls = read_ssl_config(args.ssl_config_file) if args.ssl_config_file else None
     except ConfigError as err:
         sys.stderr.write(f"{prog}: error: {err}\n")
         return 1
@@ -170,12 +170,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "tfaccel-model-server") 
     service = Service(manager, Metrics(), batching)
     stopping = threading.Event()
     servers: list[GrpcServer | RestServer] = []
+    secure = " (TLS)" if tls is not None else ""
     try:
         if args.port:
-            grpc_server = GrpcServer(service, args.port, args.grpc_max_threads, args.grpc_bind_address)
+            grpc_server = GrpcServer(service, args.port, args.grpc_max_threads, args.grpc_bind_address, tls)
             grpc_server.start()
             servers.append(grpc_server)
-            logger.info("gRPC API at %s:%d", _host(args.grpc_bind_address), grpc_server.port)
+            logger.info("gRPC API at %s:%d%s", _host(args.grpc_bind_address), grpc_server.port, secure)
         if args.rest_api_port:
             rest = RestServer(
                 service,
@@ -184,10 +185,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "tfaccel-model-server") 
                 monitoring,
                 args.rest_api_bind_address,
                 args.rest_api_max_body_bytes,
+                tls.server_context() if tls is not None else None,
             )
             rest.start()
             servers.append(rest)
-            logger.info("REST API at http://%s:%d", _host(args.rest_api_bind_address), rest.port)
+            scheme = "https" if tls is not None else "http"
+            logger.info("REST API at %s://%s:%d", scheme, _host(args.rest_api_bind_address), rest.port)
     except OSError as err:
         sys.stderr.write(f"{prog}: error: {err}\n")
         return 1
