@@ -186,3 +186,24 @@ def test_keras_model_with_dict_inputs_takes_the_dict_as_one_argument():
     traced = tfaccel.trace(model, x)
     assert_close(traced(x), model(x))
     assert_close(traced(**x), model(x))
+
+
+# -- issue 16 item 16: a function that writes state is refused with a clear error ----------------------------
+@pytest.mark.parametrize("extract_weights", [False, True], ids=["frozen", "extract-weights"])
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda v, t: v.assign_add(t) * 2.0,
+        lambda v, t: (v.assign(t), v.read_value() * 2.0)[1],
+        lambda v, t: tf.cond(tf.reduce_sum(t) > 0, lambda: v.assign_sub(t), lambda: tf.identity(v)) * 2.0,
+        lambda v, t: (v.scatter_nd_update([[0]], t[:1]), v * 1.0)[1],
+    ],
+    ids=["assign_add", "assign", "assign_in_cond", "scatter"],
+)
+def test_a_function_that_writes_a_variable_is_a_capture_error(write, extract_weights):
+    state = tf.Variable(tf.zeros([2, 4]), name="running_total")
+    with pytest.raises(
+        tfaccel.CaptureValueError, match=r"writes the variable 'running_total.*inference-only.*remove"
+    ):
+        tfaccel.trace(lambda t: write(state, t), tf.ones([2, 4]), extract_weights=extract_weights)
+    np.testing.assert_array_equal(state.numpy(), np.zeros([2, 4]))  # and tracing did not write it

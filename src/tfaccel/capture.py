@@ -23,7 +23,7 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
 from tfaccel import _tf_compat
-from tfaccel.errors import CaptureError, CaptureTypeError, CaptureValueError
+from tfaccel.errors import CaptureError, CaptureTypeError, CaptureValueError, TraceError
 from tfaccel.ir import Graph, Node, TensorInfo, TensorRef
 from tfaccel.precision import cast_matmuls_to_bfloat16, count_bfloat16_compute
 
@@ -203,30 +203,28 @@ def capture(
             f"tracing func with example_inputs {_describe(layout)} failed: {type(err).__name__}: {err}"
         ) from err
     output_structure, output_names = _outputs_of(concrete, _tf_keras_output_names(func))
+    _check_no_variable_writes(concrete)
     table_inputs, tables = _copy_tables(concrete)
     weights: tuple[Any, ...] = tables
-    if extract_weights:
-        frozen_graph_def, lifted = _tf_compat.freeze_lifting_variables(concrete)
-        user_inputs = [t.name for t in concrete.inputs[: len(layout.specs)]]
-        placeholders = [*user_inputs, *table_inputs, *(f"{n}:0" for n, _ in lifted)]
-        fetches = [t.name for t in concrete.outputs]
-        tf_graph = tf.Graph()
-        with tf_graph.as_default():
-            tf.graph_util.import_graph_def(frozen_graph_def, name="")
-        # copies: the traced model must not change when the original's weights do
-        weights += tuple(tf.Variable(v.read_value(), trainable=False) for _, v in lifted)
-    else:
-        _check_protobuf_limit(concrete)
-        frozen = _tf_compat.freeze(concrete)
-        frozen_graph_def = frozen.graph.as_graph_def(add_shapes=True)
-        placeholders = [t.name for t in frozen.inputs]
-        if placeholders[len(layout.specs) :] != table_inputs:
-            raise CaptureError(
-                f"freezing left inputs {placeholders[len(layout.specs) :]} besides the lookup tables "
-                f"{table_inputs} (a tfaccel bug: please report it with the model)"
-            )
-        fetches = [t.name for t in frozen.outputs]
-        tf_graph = frozen.graph
+    try:
+        frozen_graph_def, placeholders, fetches, tf_graph, lifted = _freeze(
+            concrete, layout, table_inputs, extract_weights
+        )
+    except TraceError:
+        raise
+    except (ValueError, TypeError, tf.errors.OpError) as err:  # TF's converter on a graph it cannot freeze
+        raise CaptureError(
+            f"freezing the traced graph of func failed ({type(err).__name__}: {str(err).strip()[:400]}); "
+            "a traced model holds its variables as constants and only reads them: keep func to inference "
+            "(no variable writes, no tf.Variable creation, no stateful Python objects)"
+        ) from err
+    # copies: the traced model must not change when the original's weights do
+    weights += tuple(tf.Variable(v.read_value(), trainable=False) for _, v in lifted)
+    if not extract_weights and placeholders[len(layout.specs) :] != table_inputs:
+        raise CaptureError(
+            f"freezing left inputs {placeholders[len(layout.specs) :]} besides the lookup tables "
+            f"{table_inputs} (a tfaccel bug: please report it with the model)"
+        )
     fetch_nodes = [f.split(":")[0] for f in fetches]
     optimized = _tf_compat.run_grappler(
         frozen_graph_def, tf_graph, fetch_nodes, mixed_bfloat16=fp32_cast == "all", disabled=grappler_off
@@ -249,6 +247,98 @@ def capture(
     return CapturedFunction(
         layout, frozen_graph_def, optimized, graph, output_structure, output_names, weights, tuple(notes)
     )
+
+
+def _freeze(
+    concrete: Any, layout: InputLayout, table_inputs: list[str], extract_weights: bool
+) -> tuple[graph_pb2.GraphDef, list[str], list[str], tf.Graph, list[tuple[str, Any]]]:
+    """The frozen GraphDef, its input and output tensor names, a graph holding it, and (with
+    ``extract_weights``) the lifted ``[(placeholder, variable)]``.
+    """
+    if extract_weights:
+        frozen_graph_def, lifted = _tf_compat.freeze_lifting_variables(concrete)
+        user_inputs = [t.name for t in concrete.inputs[: len(layout.specs)]]
+        placeholders = [*user_inputs, *table_inputs, *(f"{n}:0" for n, _ in lifted)]
+        fetches = [t.name for t in concrete.outputs]
+        tf_graph = tf.Graph()
+        with tf_graph.as_default():
+            tf.graph_util.import_graph_def(frozen_graph_def, name="")
+        return frozen_graph_def, placeholders, fetches, tf_graph, lifted
+    _check_protobuf_limit(concrete)
+    frozen = _tf_compat.freeze(concrete)
+    frozen_graph_def = frozen.graph.as_graph_def(add_shapes=True)
+    return (
+        frozen_graph_def,
+        [t.name for t in frozen.inputs],
+        [t.name for t in frozen.outputs],
+        frozen.graph,
+        [],
+    )
+
+
+#: op types that write a resource variable (a traced model freezes its variables, so it cannot)
+_WRITE_PREFIXES = (
+    "Assign",
+    "ResourceApply",
+    "ResourceSparseApply",
+    "ResourceScatter",
+    "ResourceStridedSliceAssign",
+)
+
+
+def _check_no_variable_writes(concrete: Any) -> None:
+    """Refuse a function that writes a variable (``v.assign_add``, a training-mode BatchNorm update...).
+
+    Freezing turns every variable into a constant, so TensorFlow's converter fails on a write with a bare
+    ``ValueError`` about resource types; name the variable and the op instead, including writes inside
+    ``tf.cond`` / ``tf.while_loop`` bodies and nested functions.
+    """
+    graph = concrete.graph
+    library = {f.signature.name: f for f in graph.as_graph_def().library.function}
+    by_handle = {id(v.handle): v for v in graph.variables}
+    variable_of = {
+        internal.name: by_handle[id(external)].name.split(":")[0]
+        for external, internal in graph.captures
+        if id(external) in by_handle
+    }
+
+    def writer_in(function_name: str, seen: set[str]) -> str | None:
+        if function_name in seen or function_name not in library:
+            return None
+        seen.add(function_name)
+        for node in library[function_name].node_def:
+            if node.op.startswith(_WRITE_PREFIXES):
+                return str(node.op)
+            for attr in node.attr.values():
+                names = [attr.func.name] if attr.HasField("func") else [f.name for f in attr.list.func]
+                for name in names:
+                    found = writer_in(name, seen)
+                    if found:
+                        return found
+        return None
+
+    for op in graph.get_operations():
+        found = op.type if op.type.startswith(_WRITE_PREFIXES) else None
+        if found is None:
+            for attr in op.node_def.attr.values():
+                names = [attr.func.name] if attr.HasField("func") else [f.name for f in attr.list.func]
+                found = next((w for w in (writer_in(n, set()) for n in names) if w), None)
+                if found:
+                    break
+        if found is None:
+            continue
+        variables = [variable_of[t.name] for t in op.inputs if t.name in variable_of]
+        what = (
+            f"the variable {variables[0]!r}"
+            if len(variables) == 1
+            else (f"one of the variables {variables}" if variables else "a variable")
+        )
+        where = f"node {op.name!r}" + (f" ({found} inside {op.type})" if found != op.type else f" ({found})")
+        raise CaptureValueError(
+            f"func writes {what} at {where}: a traced model is inference-only and holds its variables as "
+            "constants; remove the update from the traced function (for a Keras model, trace it with "
+            "training=False, which trace passes, and no layer that updates state at inference)"
+        )
 
 
 #: ops that may read a captured lookup table: a copy of its contents answers them the same way

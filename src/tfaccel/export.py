@@ -53,6 +53,7 @@ _OWNED = (
 
 def save(executable: Executable, path: str) -> None:
     """Write ``executable`` as a SavedModel directory at ``path`` (see :func:`write_saved_model`)."""
+    path = _fspath(path, "save")
     if path.endswith((".keras", ".h5")):
         raise ExportError(
             f"cannot save a traced model as {os.path.basename(path)!r}: it is a compiled graph, not Keras "
@@ -79,6 +80,7 @@ def write_saved_model(path: str, write: Callable[[str], None]) -> None:
     SavedModel directory (whose :data:`_OWNED` entries are replaced); any other non-empty directory is
     refused rather than mixed into.
     """
+    path = _fspath(path, "save")
     target = os.path.abspath(path)
     _check_target(path, target)
     parent = os.path.dirname(target)
@@ -170,8 +172,9 @@ def load(path: str | os.PathLike[str]) -> Any:
         again = tfaccel.load("traced")
         again(x)
     """
-    path = os.fspath(path)
+    path = _fspath(path, "load")
     meta = read_metadata(path)
+    layout, output_names, report, batch = _parse_metadata(path, meta)
     try:
         restored = tf.saved_model.load(path)
     except Exception as err:
@@ -185,17 +188,91 @@ def load(path: str | os.PathLike[str]) -> Any:
     call_flat = getattr(restored, "tfaccel_call_flat", None)
     if call_flat is None:
         raise ExportError(f"{path!r} lacks the tfaccel_call_flat function; re-save it with this tfaccel")
+    _check_against_signature(path, restored, layout, output_names, batch)
     executable = Executable(
         call_flat,
-        InputLayout.from_json(meta["layout"]),
-        meta["output_names"],
-        PlacementReport.from_json(meta["report"]),
-        batch=meta.get("dynamic_batch"),
+        layout,
+        output_names,
+        report,
+        batch=batch,
         # the restored variables call_flat reads: tracked again, so the loaded model can be saved again
         weights=list(getattr(restored, "tfaccel_weights", None) or ()),
     )
     executable.restored = restored  # type: ignore[attr-defined]  # keep the loaded object alive
     return make_model(executable)
+
+
+def _fspath(path: Any, verb: str) -> str:
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError as err:
+        raise ExportError(
+            f"{verb}: the path must be a str or os.PathLike (a SavedModel directory), got "
+            f"{type(path).__name__}"
+        ) from err
+
+
+def _parse_metadata(
+    path: str, meta: dict[str, Any]
+) -> tuple[InputLayout, tuple[str, ...], PlacementReport, int | None]:
+    """The metadata's layout, output names, report and dynamic batch, or an :class:`ExportError` saying
+    that the file was edited or damaged (a bare ``KeyError``/``TypeError`` said nothing useful).
+    """
+    where = os.path.join(path, METADATA_FILE)
+    try:
+        layout = InputLayout.from_json(meta["layout"])
+        for spec in layout.specs:
+            tf.as_dtype(spec.dtype)
+            if not isinstance(spec.name, str) or not all(isinstance(d, int) and d >= 0 for d in spec.shape):
+                raise ValueError(f"input spec {spec} is not a name, a dtype and a shape")
+        names = meta["output_names"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"output_names must be a list of strings, got {names!r}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"output_names repeat a name: {names}")
+        report = PlacementReport.from_json(meta["report"])
+        batch = meta.get("dynamic_batch")
+        if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
+            raise ValueError(f"dynamic_batch must be a positive integer or null, got {batch!r}")
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise ExportError(
+            f"{where} is malformed ({type(err).__name__}: {err}); it was edited or damaged: save the traced "
+            "model again"
+        ) from err
+    return layout, tuple(names), report, batch
+
+
+def _check_against_signature(
+    path: str, restored: Any, layout: InputLayout, output_names: tuple[str, ...], batch: int | None
+) -> None:
+    """The metadata must describe the saved graph: same inputs (names, dtypes, traced shapes, batch) as
+    ``serving_default`` and as many outputs; a metadata file from another model would call it wrongly.
+    """
+    try:
+        signature = restored.signatures["serving_default"]
+        inputs = signature.structured_input_signature[1]
+        outputs = signature.structured_outputs
+    except (AttributeError, KeyError, IndexError, TypeError) as err:
+        raise ExportError(f"{path!r} has no usable serving_default signature ({err}); save it again") from err
+    problems = []
+    if sorted(inputs) != sorted(s.name for s in layout.specs):
+        problems.append(f"inputs {sorted(s.name for s in layout.specs)} vs {sorted(inputs)}")
+    else:
+        for spec in layout.specs:
+            want = spec.tensor_spec(dynamic_batch=batch is not None)
+            got = inputs[spec.name]
+            if got.dtype != want.dtype or got.shape.as_list() != want.shape.as_list():
+                problems.append(
+                    f"input {spec.name!r} {want.dtype.name}{want.shape} vs {got.dtype.name}{got.shape}"
+                )
+    if sorted(outputs) != sorted(output_names):
+        problems.append(f"outputs {sorted(output_names)} vs {sorted(outputs)}")
+    if problems:
+        raise ExportError(
+            f"{os.path.join(path, METADATA_FILE)} does not match the saved graph's serving_default "
+            f"signature ({'; '.join(problems)}): the directory was modified or mixed with another model; "
+            "save the traced model again"
+        )
 
 
 def read_metadata(path: str) -> dict[str, Any]:
@@ -233,7 +310,7 @@ def load_report(path: str | os.PathLike[str]) -> PlacementReport:
 
         tfaccel.load_report("traced").render(print)
     """
-    path = os.fspath(path)
+    path = _fspath(path, "load_report")
     try:
         return PlacementReport.from_json(read_metadata(path)["report"])
     except (KeyError, TypeError, ValueError) as err:

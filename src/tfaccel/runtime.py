@@ -352,7 +352,7 @@ def _define_model_class(keras: Any) -> type:
             """Write a SavedModel directory (``serving_default`` signature plus tfaccel metadata)."""
             from tfaccel import export
 
-            path = os.fspath(filepath)
+            path = export._fspath(filepath, "save")
             executable = self._tfaccel_executable
             if legacy and not path.endswith((".h5", ".keras")):
                 kwargs.setdefault("save_format", "tf")
