@@ -82,6 +82,8 @@ class Result:
 
 _OP = "src/tfaccel/native/openvino_op.cc"
 _OV_TESTS = "tests/test_openvino.py"
+_MANAGER = "src/tfaccel/serving/manager.py"
+_LIFECYCLE = "tests/robustness/test_server_lifecycle.py"
 
 #: The curated mutations. Add one whenever a bug is fixed (see docs/testing.md): the break the bug was,
 #: and the tests that now catch it.
@@ -100,9 +102,12 @@ MUTATIONS: tuple[Mutation, ...] = (
         _OP,
         'ov::hint::inference_precision(precision == "bf16" ? ov::element::bf16 : ov::element::f32)',
         "ov::hint::inference_precision(ov::element::f32)",
-        ("tests/test_fp32_cast.py", _OV_TESTS),
-        "--fp32-cast on openvino must really compute in bf16, not only set the attribute",
-        select="fp32_cast or bf16 or precision",
+        (
+            "tests/test_fp32_cast.py::test_openvino_computes_in_bfloat16",
+            f"{_OV_TESTS}::test_fp32_cast_runs_openvino_in_bf16",
+        ),
+        "--fp32-cast on openvino really computes in bf16 (observable only where OpenVINO's CPU plugin has "
+        "BF16; elsewhere the hint changes nothing and the tests skip)",
     ),
     Mutation(
         "op-returns-zeros",
@@ -135,7 +140,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "tf.reshape(tf.gather(x, rows), tf.concat([[chunks, batch], tf.shape(x)[1:]], axis=0))",
         "tf.reshape(tf.concat([x, tf.fill(tf.concat([[chunks * batch - n], tf.shape(x)[1:]], 0), "
         "tf.cast(-7, x.dtype))], 0), tf.concat([[chunks, batch], tf.shape(x)[1:]], axis=0))",
-        ("tests/test_dynamic_batch.py",),
+        ("tests/test_dynamic_batch.py::test_xla_runs_chunks_padded_by_repeating_the_last_row",),
         "the last chunk is padded by repeating the last row (valid data), never with made-up values",
     ),
     Mutation(
@@ -143,7 +148,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "src/tfaccel/batching.py",
         "tf.shape(r)[2:]], axis=0))[:n] for r in results]",
         "tf.shape(r)[2:]], axis=0))[-n:] for r in results]",
-        ("tests/test_dynamic_batch.py",),
+        (
+            "tests/test_dynamic_batch.py::test_xla_runs_chunks_padded_by_repeating_the_last_row",
+            "tests/test_dynamic_batch.py::test_any_batch_size_equals_the_original",
+        ),
         "the chunked path (xla, or a model that fixes its batch) returns rows 0..n-1, not the padded tail",
     ),
     Mutation(
@@ -151,7 +159,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "src/tfaccel/batching.py",
         "parallel_iterations=in_flight,",
         "parallel_iterations=1,",
-        ("tests/test_pipeline.py",),
+        ("tests/test_pipeline.py::test_stages_run_on_micro_batches_with_several_in_flight",),
         "with N pipeline stages, N micro-batches are in flight (stage k of one overlaps k+1 of another)",
     ),
     Mutation(
@@ -159,7 +167,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "src/tfaccel/batching.py",
         "rows = -(-batch // stages)",
         "rows = batch",
-        ("tests/test_pipeline.py",),
+        (
+            "tests/test_pipeline.py::test_stages_run_on_micro_batches_with_several_in_flight",
+            "tests/test_pipeline.py::test_pipeline_on_xla_with_dynamic_batch_runs_micro_batches",
+        ),
         "pipelined stages are compiled for, and run on, micro-batches of ceil(B / N) rows",
     ),
     Mutation(
@@ -172,12 +183,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "server-loads-unsettled-version",
-        "src/tfaccel/serving/manager.py",
-        "settled = fingerprint == record.fingerprint and _complete(fingerprint)",
-        "settled = _complete(fingerprint)",
-        ("tests/test_server.py",),
+        _MANAGER,
+        "settled = fingerprint == record.fingerprint and complete",
+        "settled = complete",
+        (f"{_LIFECYCLE}::test_a_version_copied_in_steps_is_loaded_only_once_settled",),
         "a version directory is loaded only once its files stop changing between two polls",
-        select="roll or settle or copy or version",
     ),
     Mutation(
         "partition-skips-cycle-check",
@@ -201,8 +211,16 @@ MUTATIONS: tuple[Mutation, ...] = (
         "src/tfaccel/capture.py",
         "weights += tuple(tf.Variable(v.read_value(), trainable=False) for _, v in lifted)",
         "weights += tuple(v for _, v in lifted)",
-        ("tests/test_extract_weights.py",),
+        ("tests/test_extract_weights.py::test_traced_model_keeps_its_own_copy_of_the_weights",),
         "with --extract-weights the traced model owns a copy: the original's weights may change",
+    ),
+    Mutation(
+        "fp32-cast-silent-when-it-changes-nothing",
+        "src/tfaccel/capture.py",
+        'if fp32_cast != "none" and count == 0:',
+        "if False:",
+        ("tests/test_fp32_cast.py::test_a_cast_that_changes_nothing_is_logged_and_reported",),
+        "a --fp32-cast that changes nothing (no fp32 matmul, or no bf16 on the CPU) is logged and reported",
     ),
     # -- assembly -----------------------------------------------------------------------------------------
     Mutation(
@@ -253,7 +271,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "src/tfaccel/options.py",
         'ENV_VARS = ("NEURON_CC_FLAGS", "TFACCEL_CC_FLAGS")',
         'ENV_VARS = ("TFACCEL_CC_FLAGS", "NEURON_CC_FLAGS")',
-        ("tests/test_options.py",),
+        ("tests/test_options.py::test_precedence_keyword_over_tfaccel_over_neuron",),
         "TFACCEL_CC_FLAGS overrides NEURON_CC_FLAGS (and keywords override both)",
     ),
     Mutation(
@@ -261,54 +279,55 @@ MUTATIONS: tuple[Mutation, ...] = (
         "src/tfaccel/tracing.py",
         "opts.min_segment_size, bool(opts.workdir))",
         "2, bool(opts.workdir))",
-        ("tests/test_options.py", "tests/test_mutation_guards.py"),
+        (
+            "tests/test_mutation_guards.py::test_min_segment_size_decides_whether_a_small_subgraph_compiles",
+            "tests/test_options.py",
+        ),
         "--min-segment-size is obeyed, not parsed and then silently ignored",
     ),
     # -- the server: batching and version lifecycle -------------------------------------------------------
     Mutation(
         "server-loads-incomplete-version",
-        "src/tfaccel/serving/manager.py",
-        "settled = fingerprint == record.fingerprint and _complete(fingerprint)",
+        _MANAGER,
+        "settled = fingerprint == record.fingerprint and complete",
         "settled = fingerprint == record.fingerprint",
-        ("tests/test_server.py",),
+        (f"{_LIFECYCLE}::test_completeness_is_judged_by_the_index",),
         "a version directory missing a file its SavedModel announces (a shard, the index) is not loaded",
-        select="roll or settle or copy or complete or version",
     ),
     Mutation(
         "server-unloads-before-the-new-version-loads",
-        "src/tfaccel/serving/manager.py",
+        _MANAGER,
         "if gone or (settled and any_available):",
         "if gone or True:",
-        ("tests/test_server.py",),
+        (
+            f"{_LIFECYCLE}::test_a_version_copied_in_steps_is_loaded_only_once_settled",
+            "tests/test_server.py::test_version_roll_over_under_load",
+        ),
         "the old version serves until the new one is available (no NOT_FOUND during a roll-over)",
-        select="roll or version",
     ),
     Mutation(
         "server-batching-misroutes-rows",
         "src/tfaccel/serving/batching.py",
         "                start += task.rows\n",
         "",
-        ("tests/test_server.py",),
+        ("tests/test_server.py::test_batching_merges_concurrent_requests",),
         "each batched request gets its own rows of the merged answer",
-        select="batch",
     ),
     Mutation(
         "server-batching-never-merges",
         "src/tfaccel/serving/batching.py",
         "            while rows < self.limit:",
         "            while False:",
-        ("tests/test_server.py",),
+        ("tests/test_server.py::test_batching_merges_concurrent_requests",),
         "concurrent requests are merged into one model call",
-        select="batch",
     ),
     Mutation(
         "server-batching-queue-unbounded",
         "src/tfaccel/serving/batching.py",
         "if len(self.tasks) >= self.params.max_enqueued_batches * self.limit:",
         "if False:",
-        ("tests/test_server.py",),
+        ("tests/test_server.py::test_a_full_batching_queue_answers_503",),
         "a full batching queue answers UNAVAILABLE (HTTP 503) at once instead of growing without bound",
-        select="batch or queue or 503",
     ),
 )
 
