@@ -10,6 +10,7 @@ import pty
 import select
 import shutil
 import subprocess
+import sys
 import time
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -315,3 +316,105 @@ def test_progress_is_drawn_on_a_terminal_only(src: Path, tmp_path: Path) -> None
     assert "compiling subgraph 1/1: tfaccel_sg_0 on xla (" in text, text
     assert "s] compiling" in text  # the elapsed time leads the line
     assert "tfaccel placement (xla)" in text
+
+
+def test_trace_overwrite_replaces_dst(src: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "again"
+    dst.mkdir()
+    (dst / "stale.txt").write_text("from an earlier run")
+    proc = cli("trace", src, dst, "--overwrite", "--batch-size", "2", "--flags", "--backend=xla")
+    assert proc.returncode == 0, proc.stderr
+    assert not (dst / "stale.txt").exists() and (dst / "assets.extra" / "tfaccel.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging directory left
+    x = np.random.default_rng(4).random((2, 8), dtype=np.float32)
+    got = tf.saved_model.load(str(dst)).signatures["serving_default"](features=tf.constant(x))
+    want = _reference(src, x)
+    assert_close(got["logits"], want["logits"])
+    np.testing.assert_array_equal(got["best"].numpy(), want["best"])
+
+
+def test_tag_selects_the_metagraph(tmp_path: Path) -> None:
+    """A SavedModel whose only MetaGraph is tagged 'custom': --tag custom loads it, --tag serve is refused."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    module = _Checked()
+    tagged = tmp_path / "tagged"
+    tf.saved_model.save(module, str(tagged), signatures={"serving_default": module.serve})
+    proto = saved_model_pb2.SavedModel.FromString((tagged / "saved_model.pb").read_bytes())
+    tags = proto.meta_graphs[0].meta_info_def.tags
+    del tags[:]
+    tags.append("custom")
+    (tagged / "saved_model.pb").write_bytes(proto.SerializeToString())
+    np.savez(tmp_path / "x.npz", x=np.array([[0.0, 1.0, 4.0, 9.0]], np.float32))
+    dst = tmp_path / "out"
+    proc = cli("trace", tagged, dst, "--tag", "custom", "--inputs", tmp_path / "x.npz", "--json")
+    assert proc.returncode == 0, proc.stderr
+    got = tf.saved_model.load(str(dst)).signatures["serving_default"](x=tf.constant([[0.0, 1.0, 4.0, 9.0]]))
+    np.testing.assert_array_equal(got["y"].numpy(), [[0.0, 1.0, 2.0, 3.0]])
+    refused = cli("analyze", tagged, "--tag", "serve")
+    assert_fails(refused, 1, "analyze", "['serve']", "['custom']")
+
+
+NATIVE = [sys.executable, "-m", "tfaccel.native"]
+
+
+def test_python_m_tfaccel_native_prints_the_library_or_why_not(tmp_path: Path) -> None:
+    proc = subprocess.run(NATIVE, capture_output=True, text=True, timeout=600, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    library = Path(proc.stdout.strip())
+    assert library.name == "libtfaccel_openvino.so" and library.is_file()
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    env = _env(TFACCEL_CACHE_DIR=str(blocker / "cache"))
+    proc = subprocess.run(NATIVE, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("the OpenVINO op library is unavailable: the op library's cache folder is not writable")
+    ), proc.stderr
+
+
+@pytest.mark.slow
+def test_concurrent_first_builds_share_one_build(tmp_path: Path) -> None:
+    """Two processes building into an empty cache at once: one compiles, the other waits on the lock and
+    loads the same library (the first import on a machine, with several server or pytest processes).
+    """
+    env = _env(TFACCEL_CACHE_DIR=str(tmp_path / "cache"), TF_CPP_MIN_LOG_LEVEL="2")
+    procs = [
+        subprocess.Popen(NATIVE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=1200) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    paths = {out.strip() for out, _ in outputs}
+    assert len(paths) == 1 and Path(paths.pop()).is_file()
+    builds = sum(err.count("building the OpenVINO op library") for _, err in outputs)
+    assert builds == 1, outputs
+    assert len(list((tmp_path / "cache").glob("*/libtfaccel_openvino.so"))) == 1
+
+
+DEMO = installed_script("tfaccel-demo", ["-m", "tfaccel.demo"])
+
+
+def test_demo_entry_point_is_installed_and_checks_its_arguments() -> None:
+    proc = subprocess.run([*DEMO, "--model", "nope"], capture_output=True, text=True, timeout=300, env=_env())
+    assert proc.returncode == 2 and "invalid choice: 'nope'" in proc.stderr, proc.stderr
+    assert "usage: python -m tfaccel.demo [-h] [--model" in proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_traces_an_example_and_reports_error_and_speed() -> None:
+    proc = subprocess.run(
+        [*DEMO, "--model", "mobilenetv2", "--runs", "3", "--placement", "static"],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=_env(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "traced mobilenetv2 (batch 1) in " in out and "tfaccel placement (openvino)" in out
+    error = float(out.split("max relative error vs original: ")[1].split()[0])
+    assert error <= 1e-5
+    assert "median latency over 3 interleaved runs: TensorFlow " in out and "speed-up" in out
