@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -80,4 +81,23 @@ def test_compile_errors_name_the_problem(model_dir: Path, tmp_path: Path) -> Non
         tfn.saved_model.compile(model_dir, tmp_path / "out", compiler_args="--bogus")
     with pytest.warns(DeprecationWarning), pytest.raises(tfn.SourceError, match="missing x"):
         tfn.saved_model.compile(model_dir, tmp_path / "out", model_feed_dict={"z": np.zeros((1, 6))})
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("keyword", "advice"),
+    [
+        ("no_fuse_ops", "subgraph_builder_function=lambda node: node.name not in ops"),
+        ("force_fuse_ops", "subgraph_builder_function=lambda node: node.name in ops"),
+        ("compiler_timeout", "there is no compiler timeout"),
+        ("compiler_recovery", "always goes back to TensorFlow"),
+        ("convert_constants_to_variables", "use --extract-weights"),
+    ],
+)
+def test_each_reference_keyword_without_an_equivalent_is_refused_with_advice(
+    model_dir: Path, tmp_path: Path, keyword: str, advice: str
+) -> None:
+    expected = rf"saved_model\.compile\(\): {keyword}= is not supported by tfaccel; .*{re.escape(advice)}"
+    with pytest.warns(DeprecationWarning), pytest.raises(tfn.OptionsError, match=expected):
+        tfn.saved_model.compile(model_dir, tmp_path / "out", **{keyword: 1})
     assert not (tmp_path / "out").exists()
