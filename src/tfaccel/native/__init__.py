@@ -8,11 +8,12 @@ milliseconds. Concurrent first imports (pytest workers, server processes) serial
 
 Nothing here is fatal: if OpenVINO is not installed or the build fails, :func:`load` says why, the
 ``openvino`` backend reports itself unavailable with that reason, and the ``xla`` backend still works.
+The cache is trusted only when no one else can write it, and a library is loaded only when it matches the
+sha256 recorded when it was built (:mod:`tfaccel.native.trust`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import hashlib
 import importlib.metadata
@@ -27,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tfaccel.native import trust
 
 __all__ = ["OP_TYPE", "OpLibrary", "cache_dir", "compile_cache_stats", "load", "ops"]
 
@@ -95,32 +98,33 @@ def compile_cache_stats(release_pending: bool = False) -> dict[str, int]:
     return {"live": int(live), "pending": int(pending), "compiles": int(compiles)}
 
 
-def _load_once(retry: bool) -> OpLibrary:
+def _load_once(retry: bool, force: bool = False) -> OpLibrary:
     try:
         ov_libs, ov_version = _openvino_install()
     except LookupError as err:
         return OpLibrary(None, str(err))
     import tensorflow as tf
 
+    def unavailable(message: str) -> OpLibrary:
+        logger.warning("the openvino backend is unavailable: %s", message)
+        return OpLibrary(None, message)
+
     try:
-        path = _build(ov_libs, ov_version, tf, retry)
-    except BuildError as err:
-        logger.warning("the openvino backend is unavailable: %s", err)
-        return OpLibrary(None, str(err))
+        path = _build(ov_libs, ov_version, tf, retry, force)
+    except (BuildError, trust.UnsafeCacheError, TimeoutError) as err:
+        return unavailable(str(err))
     except OSError as err:  # the cache folder cannot be created or written (read-only home, bad path)
-        message = (
+        return unavailable(
             f"the op library's cache folder is not writable ({err}); set TFACCEL_CACHE_DIR to a writable "
             "folder"
         )
-        logger.warning("the openvino backend is unavailable: %s", message)
-        return OpLibrary(None, message)
     global _module
+    if _module is not None:  # rebuilt (--force) after this process loaded it: the new file serves others
+        return OpLibrary(str(path), None)
     try:
         _module = tf.load_op_library(str(path))
     except (tf.errors.OpError, OSError) as err:
-        message = f"loading {path} failed: {err}"
-        logger.warning("the openvino backend is unavailable: %s", message)
-        return OpLibrary(None, message)
+        return unavailable(f"loading {path} failed: {err}; python -m tfaccel.native --force rebuilds it")
     return OpLibrary(str(path), None)
 
 
@@ -137,7 +141,7 @@ def _openvino_install() -> tuple[Path, str]:
     return root / "libs", importlib.metadata.version("openvino")
 
 
-def _build(ov_libs: Path, ov_version: str, tf: Any, retry: bool) -> Path:
+def _build(ov_libs: Path, ov_version: str, tf: Any, retry: bool, force: bool = False) -> Path:
     include = ov_libs.parent / "include"
     candidates = sorted(glob.glob(str(ov_libs / "libopenvino.so.*")))
     if not include.is_dir() or not candidates:
@@ -149,19 +153,24 @@ def _build(ov_libs: Path, ov_version: str, tf: Any, retry: bool) -> Path:
     key = hashlib.sha256(
         "\0".join([tf.__version__, ov_version, str(ov_libs), *compile_flags, *link_flags]).encode() + source
     ).hexdigest()[:16]
-    folder = cache_dir() / f"tf{tf.__version__}-ov{ov_version}-{key}"
+    folder = trust.secure_root(cache_dir()) / f"tf{tf.__version__}-ov{ov_version}-{key}"
     target = folder / "libtfaccel_openvino.so"
-    if target.exists():
-        return target
-    failed = folder / "build-failed.txt"
-    if failed.exists() and not retry:
-        raise BuildError(f"{failed.read_text().strip()} (python -m tfaccel.native builds again)")
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)  # another process may be building the same library
-        if target.exists():
+    if os.path.lexists(folder):
+        trust.check_ours(folder)
+    if os.path.lexists(target) and not force:
+        why = trust.library_verified(target)
+        if why is None:
             return target
-        compiler = os.environ.get("CXX", "g++")
+        logger.warning("the cached op library %s is not used: %s; rebuilding it", target, why)
+    compiler = os.environ.get("CXX", "g++")
+    failed = folder / "build-failed.txt"
+    if not retry and (message := trust.fresh_failure(failed, key, compiler)) is not None:
+        raise BuildError(f"{message} (python -m tfaccel.native builds again)")
+    folder.mkdir(mode=0o700, exist_ok=True)
+    trust.check_ours(folder)
+    with trust.build_lock(folder):  # another process may be building the same library
+        if os.path.lexists(target) and not force and trust.library_verified(target) is None:
+            return target  # built (or repaired) by the process that held the lock
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
             partial = Path(tmp) / target.name
             command = [
@@ -200,8 +209,10 @@ def _build(ov_libs: Path, ov_version: str, tf: Any, retry: bool) -> Path:
                 errors = [line for line in lines if ": error:" in line or "undefined reference" in line]
                 tail = "\n".join((errors or lines)[-20:])
                 message = f"building the OpenVINO op library failed ({' '.join(command)}):\n{tail}"
-                failed.write_text(message)
+                trust.write_failure(failed, message, key, compiler)
                 raise BuildError(message)
+            os.chmod(partial, 0o755)
+            trust.write_record(partial, target)
             os.replace(partial, target)  # atomic: a reader never sees half a library
             failed.unlink(missing_ok=True)
         logger.info("built %s in %.1f s", target, time.perf_counter() - start)
@@ -209,8 +220,18 @@ def _build(ov_libs: Path, ov_version: str, tf: Any, retry: bool) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tfaccel.native``: build and load the library, print where it is (or why not)."""
-    library = load(retry=True)
+    """``python -m tfaccel.native [--force]``: build (again, with ``--force``) and load the library, print
+    where it is (or why not). A failed build is retried at once; a corrupt library is rebuilt.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if args not in ([], ["--force"]):
+        print("usage: python -m tfaccel.native [--force]", file=sys.stderr)
+        return 2
+    global _loaded
+    with _lock:
+        if args or _loaded is None or not _loaded.available:
+            _loaded = _load_once(retry=True, force=bool(args))
+        library = _loaded
     if library.available:
         print(library.path)
         return 0
