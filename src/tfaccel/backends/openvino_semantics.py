@@ -1,0 +1,421 @@
+"""TensorFlow's numeric semantics on the openvino backend: what OpenVINO computes differently, and the fixes.
+
+Why: OpenVINO's CPU plugin is fast because it bends numerics TensorFlow keeps. Measured against TF (the
+conformance harness, tests/test_op_conformance.py, runs every claimed op x dtype x edge value):
+
+- **NaN**: its ``Relu``, ``Clamp``, ``Maximum``/``Minimum`` and ``ReduceMax``/``ReduceMin`` return a number
+  for NaN (TF keeps the NaN), so a ReLU network fed one NaN answers with finite logits. Those TF ops are
+  rewritten before conversion (:func:`preserve_nan`) into ``SelectV2(<NaN seen>, NaN, op)``, which is exact
+  for NaN, +-inf and finite values. ``ArgMax``/``ArgMin`` on floats pick a NaN where TF skips it: not
+  claimed.
+- **int64**: the CPU plugin computes int64 in 32 bits (``a*a``, ``a+b``, comparisons, even ``Gather`` of
+  an int64 table are wrong past 2**31). int64 values that depend only on shapes and small constants (the
+  ``Shape -> StridedSlice -> Pack`` arithmetic of every dynamic reshape) stay on OpenVINO: they are folded
+  at compile time or are dimension sizes far below 2**31. Index outputs (``ArgMax``...) may also flow into
+  ops that only move, compare or convert them. Any other int64 value computed at run time is not claimed.
+- **integer division**: ``FloorDiv``, ``FloorMod``, ``TruncateDiv``, ``TruncateMod``... divide through
+  float32, so large int32 values lose precision (hashed ids -> floormod -> embedding picks wrong rows).
+- **8-bit integers**: int8/uint8 arithmetic saturates where TF wraps around.
+
+:func:`semantic_verdict` is the per-node rule the backend's support query applies on top of the frontend's
+own verdict; :func:`preserve_nan` runs on every subgraph before conversion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import graph_pb2, node_def_pb2
+
+from tfaccel.ir import Graph, Node, TensorRef
+
+__all__ = ["FLOAT_DTYPES", "NAN_GUARDED_OPS", "int64_classes", "preserve_nan", "semantic_verdict"]
+
+FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32"})
+
+#: TF op -> its output argument's name (how a FunctionDef body refers to the output)
+NAN_GUARDED_OPS = {
+    "Relu": "activations",
+    "Relu6": "activations",
+    "Maximum": "z",
+    "Minimum": "z",
+    "ClipByValue": "output",
+    "Max": "output",
+    "Min": "output",
+    "Exp": "y",
+    "Softmax": "softmax",
+    "LogSoftmax": "logsoftmax",
+}
+
+_RAW_SUFFIX = "/tfaccel_nan_raw"
+
+# -- support rules ---------------------------------------------------------------------------------------
+
+#: integer ops the CPU plugin computes through float32 (inexact past 2**24)
+_FLOAT_THROUGH_DIVISION = frozenset(
+    {"FloorDiv", "FloorMod", "TruncateDiv", "TruncateMod", "Mod", "Div", "DivNoNan", "RealDiv", "Pow"}
+)
+
+#: float ops whose OpenVINO formula departs from TF's at infinities, NaN and huge operands
+_FLOAT_EDGES_DIFFER = frozenset({"FloorDiv", "FloorMod", "TruncateMod", "Mod", "Atan2"})
+
+#: int32 ops the CPU plugin computes through float32 (2**31 - 1 comes back as -2**31)
+_INT32_THROUGH_FLOAT = frozenset({"Relu", "Sum", "Max", "Min", "Mean"})
+#: narrow-integer ops that cannot overflow, so saturation never shows
+_NARROW_SAFE = frozenset({"Sign", "Relu", "Relu6", "BitwiseAnd", "BitwiseOr", "BitwiseXor"})
+
+#: ops that only move, select, compare or convert values: exact on any integer the plugin holds exactly
+_VALUE_PRESERVING = frozenset(
+    {
+        "Identity",
+        "IdentityN",
+        "Reshape",
+        "Squeeze",
+        "ExpandDims",
+        "Transpose",
+        "ConjugateTranspose",
+        "Tile",
+        "BroadcastTo",
+        "Pack",
+        "Unpack",
+        "ConcatV2",
+        "Concat",
+        "Split",
+        "SplitV",
+        "Slice",
+        "StridedSlice",
+        "Gather",
+        "GatherV2",
+        "GatherNd",
+        "Reverse",
+        "ReverseV2",
+        "Pad",
+        "PadV2",
+        "MirrorPad",
+        "Fill",
+        "ZerosLike",
+        "OnesLike",
+        "Select",
+        "SelectV2",
+        "Where",
+        "Equal",
+        "NotEqual",
+        "Less",
+        "LessEqual",
+        "Greater",
+        "GreaterEqual",
+        "Maximum",
+        "Minimum",
+        "Max",
+        "Min",
+        "Cast",
+        "OneHot",
+        "ArgMax",
+        "ArgMin",
+        "Shape",
+        "ShapeN",
+        "Size",
+        "Rank",
+        "Range",
+        "TopKV2",
+        "Unique",
+        "SpaceToBatchND",
+        "BatchToSpaceND",
+        "DepthToSpace",
+        "SpaceToDepth",
+        "Snapshot",
+        "StopGradient",
+        "PreventGradient",
+        "EnsureShape",
+        "CheckNumerics",
+        "LogicalAnd",
+        "LogicalOr",
+        "LogicalNot",
+        "IsNan",
+        "IsInf",
+        "IsFinite",
+    }
+)
+
+#: int64 outputs whose values are indices into a tensor, so far below 2**31 (the plugin's int32 holds them)
+_INDEX_OUTPUTS = {"ArgMax": 0, "ArgMin": 0, "TopKV2": 1, "Unique": 1, "Where": 0}
+#: int64 outputs that depend on a tensor's shape only
+_SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank"})
+
+#: 8-bit integers: the plugin saturates their arithmetic where TF wraps (16-bit values wrap, as in TF)
+_NARROW_INTS = frozenset({"int8", "uint8"})
+_INT_DTYPES = frozenset({"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"})
+_INT32_MAX = 2**31 - 1
+#: dtypes whose every value the plugin's int32 holds
+_FITS_INT32 = frozenset({"bool", "int8", "uint8", "int16", "uint16", "int32"})
+#: integer dtypes the plugin computes in 32 bits
+_WIDE_INTS = frozenset({"int64", "uint32", "uint64"})
+
+
+def int64_classes(graph: Graph) -> dict[TensorRef, str]:
+    """Each tensor's class for the plugin's 32-bit integers: ``"shape"`` (depends on shapes and
+    int32-sized constants only), ``"index"`` (fits in int32: an index output, an int32-or-narrower value,
+    or a wide integer only moved, compared or converted since) or ``"data"`` (anything else).
+    """
+    classes: dict[TensorRef, str] = {}
+    for name in graph.topological_order():
+        node = graph[name]
+        ins = [classes.get(ref, "data") for ref in node.inputs]
+        for port, info in enumerate(node.outputs):
+            if node.op in _SHAPE_OPS:
+                kind = "shape"
+            elif node.op == "Const":
+                kind = "shape" if _small_const(node) else "data"
+            elif node.op == "Placeholder":
+                kind = "data"
+            elif _INDEX_OUTPUTS.get(node.op) == port:
+                kind = "index"
+            elif ins and all(k == "shape" for k in ins):
+                kind = "shape"
+            elif info.dtype in _FITS_INT32 or (
+                node.op in _VALUE_PRESERVING and all(k in ("shape", "index") for k in ins)
+            ):
+                kind = "index"
+            else:
+                kind = "data"
+            classes[TensorRef(node.name, port)] = kind
+    return classes
+
+
+def _small_const(node: Node) -> bool:
+    """A constant whose integer values all fit in int32 (floats and bools count as small)."""
+    payload = node.payload
+    if not isinstance(payload, node_def_pb2.NodeDef) or "value" not in payload.attr:
+        return False
+    try:
+        value = tf.make_ndarray(payload.attr["value"].tensor)
+    except (TypeError, ValueError):
+        return False
+    if value.dtype.kind not in "iu" or value.size == 0:
+        return True
+    return bool(int(value.min()) >= -(2**31) and int(value.max()) <= _INT32_MAX)
+
+
+def semantic_verdict(node: Node, graph: Graph | None, classes: dict[TensorRef, str]) -> str | None:
+    """Why OpenVINO would compute ``node`` differently from TF (None when it matches TF exactly)."""
+    dtypes = [info.dtype for info in node.outputs]
+    in_dtypes: list[str] = []
+    in_classes: list[str] = []
+    if graph is not None:
+        for ref in node.inputs:
+            if ref.node in graph:
+                in_dtypes.append(graph[ref.node].outputs[ref.port].dtype)
+                in_classes.append(classes.get(ref, "data"))
+    every = set(dtypes) | set(in_dtypes)
+    floats = sorted(set(in_dtypes) & FLOAT_DTYPES)
+    if floats and node.op in ("ArgMax", "ArgMin"):
+        return f"OpenVINO's {node.op} picks a NaN where TensorFlow skips it"
+    if floats and node.op in _FLOAT_EDGES_DIFFER:
+        return (
+            f"OpenVINO's {floats[0]} {node.op} differs from TensorFlow's at infinities, huge operands and "
+            "signed zeros"
+        )
+    if floats and node.op == "Cast" and "bool" in dtypes:
+        return "OpenVINO casts NaN to False, TensorFlow to True"
+    ints = sorted(every & _INT_DTYPES)
+    # dimension sizes are far below 2**24, where float32 is exact: shape arithmetic stays
+    from_shapes = all(k == "shape" for d, k in zip(in_dtypes, in_classes, strict=True) if d in _INT_DTYPES)
+    if ints and node.op in _FLOAT_THROUGH_DIVISION and node.op != "RealDiv" and not from_shapes:
+        return (
+            f"OpenVINO computes {ints[-1]} {node.op} through float32 (wrong for large values): exact only "
+            "for values computed from shapes"
+        )
+    if "int32" in in_dtypes[:1] and node.op in _INT32_THROUGH_FLOAT and not from_shapes:
+        return (
+            f"OpenVINO computes int32 {node.op} through float32: exact only for values computed from shapes"
+        )
+    if node.op == "Cast" and "bool" in dtypes and set(in_dtypes) - {"bool", "int8", "uint8"} - FLOAT_DTYPES:
+        return f"OpenVINO casts {in_dtypes[0]} to bool through its low byte (256 becomes False)"
+    if node.op == "OneHot" and in_dtypes[:1] and in_dtypes[0] not in ("int32", "int64"):
+        return f"OpenVINO's CPU plugin runs OneHot on int32/int64 indices only, not {in_dtypes[0]}"
+    narrow = sorted(every & _NARROW_INTS)
+    if narrow and node.op not in _VALUE_PRESERVING and node.op not in _NARROW_SAFE:
+        return (
+            f"OpenVINO's {narrow[0]} arithmetic saturates where TensorFlow wraps around ({narrow[0]} runs "
+            f"on openvino only in ops that move, compare or convert values, not {node.op})"
+        )
+    wide = [(dtype, kind) for dtype, kind in zip(in_dtypes, in_classes, strict=True) if dtype in _WIDE_INTS]
+    wide += [
+        (info.dtype, classes.get(TensorRef(node.name, port), "data"))
+        for port, info in enumerate(node.outputs)
+        if info.dtype in _WIDE_INTS
+    ]
+    for dtype, kind in wide:
+        if kind == "shape":
+            continue
+        if kind == "index" and node.op in _VALUE_PRESERVING and node.op not in _INT32_THROUGH_FLOAT:
+            continue
+        return (
+            f"OpenVINO computes {dtype} {node.op} in 32 bits: exact only for values computed from "
+            "shapes and small constants"
+        )
+    return None
+
+
+# -- the NaN rewrite -------------------------------------------------------------------------------------
+
+
+def preserve_nan(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:
+    """A copy of ``graph_def`` where every float op OpenVINO turns NaN into a number is guarded.
+
+    ``y = op(x...)`` becomes ``SelectV2(nan_in, nan_value, y)``: for ``Relu``, ``Relu6``, ``ClipByValue``
+    ``nan_in = IsNan(x)`` (any NaN operand, for the clip bounds) and the value is ``x`` (the operands'
+    sum for several); for ``Maximum``/``Minimum`` either operand NaN gives ``a + b``; for ``Max``/``Min``
+    reductions ``Any(IsNan(x))`` over the same axes gives a NaN constant. Everything else (+-inf, finite
+    values, signed zeros) is the op's own result. Loop and branch bodies in the library are rewritten too.
+    """
+    out = graph_pb2.GraphDef()
+    out.CopyFrom(graph_def)
+    _rewrite_nodes(out.node, graph_def=True)
+    for function in out.library.function:
+        renames = _rewrite_nodes(function.node_def, graph_def=False)
+        if renames:
+            for key, value in list(function.ret.items()):
+                function.ret[key] = renames.get(value, value)
+    return out
+
+
+def _rewrite_nodes(nodes: Iterable[node_def_pb2.NodeDef], graph_def: bool) -> dict[str, str]:
+    """Guard the NaN-losing nodes of one scope in place; returns the renamed output references."""
+    container = nodes
+    originals = [n for n in container if n.op in NAN_GUARDED_OPS and _float_attr(n)]
+    renames: dict[str, str] = {}
+    for node in originals:
+        name = node.name
+        if not graph_def:  # a body refers to outputs by argument name, and SelectV2's is "output"
+            renames[f"{name}:{NAN_GUARDED_OPS[node.op]}:0"] = f"{name}:output:0"
+        for new in _guard(node, graph_def):
+            container.add().CopyFrom(new)  # type: ignore[attr-defined]
+    if renames:
+        for node in container:
+            for i, text in enumerate(node.input):
+                node.input[i] = renames.get(text, text)
+    return renames
+
+
+def _float_attr(node: node_def_pb2.NodeDef) -> bool:
+    return "T" in node.attr and tf.as_dtype(node.attr["T"].type).name in FLOAT_DTYPES
+
+
+def _guard(node: node_def_pb2.NodeDef, graph_def: bool) -> list[node_def_pb2.NodeDef]:
+    """Rename ``node`` to ``<name>/tfaccel_nan_raw`` and return the nodes that recompute ``<name>``."""
+    name, op, dtype = node.name, node.op, node.attr["T"].type
+    args = [i for i in node.input if not i.startswith("^")]
+    controls = [i for i in node.input if i.startswith("^")]
+    node.name = name + _RAW_SUFFIX
+    raw = f"{node.name}:{NAN_GUARDED_OPS[op]}:0" if not graph_def else node.name
+    prefix = f"{name}/tfaccel_nan_"
+    added: list[node_def_pb2.NodeDef] = []
+
+    def make(suffix: str, op_type: str, inputs: list[str], **attrs: object) -> str:
+        new = node_def_pb2.NodeDef(name=prefix + suffix, op=op_type)
+        new.input.extend(inputs)
+        if node.device:
+            new.device = node.device
+        for key, value in attrs.items():
+            if key == "value":
+                new.attr[key].tensor.CopyFrom(value)  # type: ignore[arg-type]
+            elif isinstance(value, bool):
+                new.attr[key].b = value
+            else:
+                new.attr[key].type = value  # type: ignore[assignment]
+        added.append(new)
+        out_arg = {
+            "IsNan": "y",
+            "IsInf": "y",
+            "LogicalOr": "z",
+            "AddV2": "z",
+            "Any": "output",
+            "Max": "output",
+            "Cast": "y",
+        }.get(op_type, "output")
+        return new.name if graph_def else f"{new.name}:{out_arg}:0"
+
+    def nan_constant() -> str:
+        # a float32 constant, cast: OpenVINO's frontend cannot read bfloat16 constants
+        f32 = tf.float32.as_datatype_enum
+        nan = make("nan", "Const", [], dtype=f32, value=tf.make_tensor_proto(np.float32(np.nan)))
+        return nan if dtype == f32 else make("nan_cast", "Cast", [nan], SrcT=f32, DstT=dtype)
+
+    def is_nan(i: int) -> str:
+        return make(f"isnan{i}", "IsNan", [args[i]], T=dtype)
+
+    if op in ("Max", "Min"):
+        tidx = node.attr["Tidx"].type
+        keep = node.attr["keep_dims"].b
+        cond = make("any", "Any", [is_nan(0), args[1]], Tidx=tidx, keep_dims=keep)
+        value = nan_constant()
+    elif op in ("Softmax", "LogSoftmax"):
+        # TF: a row holding NaN or +inf, or all -inf, is NaN throughout (x - max(x) meets NaN or inf - inf)
+        axis = make(
+            "axis", "Const", [], dtype=tf.int32.as_datatype_enum, value=tf.make_tensor_proto(-1, tf.int32)
+        )
+        int32 = tf.int32.as_datatype_enum
+        any_nan = make("any", "Any", [is_nan(0), axis], Tidx=int32, keep_dims=True)
+        peak = make("max", "Max", [args[0], axis], T=dtype, Tidx=int32, keep_dims=True)
+        cond = make("or", "LogicalOr", [any_nan, make("isinf", "IsInf", [peak], T=dtype)])
+        value = nan_constant()
+    elif op in ("Maximum", "Minimum"):
+        cond = make("or", "LogicalOr", [is_nan(0), is_nan(1)])
+        value = make("sum", "AddV2", [args[0], args[1]], T=dtype)
+    elif op == "ClipByValue":
+        cond = make("or", "LogicalOr", [make("or01", "LogicalOr", [is_nan(0), is_nan(1)]), is_nan(2)])
+        value = make("sum", "AddV2", [make("sum01", "AddV2", [args[0], args[1]], T=dtype), args[2]], T=dtype)
+    else:
+        cond = is_nan(0)
+        value = args[0]
+    select = node_def_pb2.NodeDef(name=name, op="SelectV2")
+    select.input.extend([cond, value, raw, *controls])
+    select.attr["T"].type = dtype
+    if node.device:
+        select.device = node.device
+    added.append(select)
+    return added
+
+
+# -- the same rules, per op type, for docs/supported-ops.md -------------------------------------------------
+
+
+def documented(op: str) -> tuple[frozenset[str], list[str]]:
+    """The dtypes the rules above never claim for ``op`` on openvino, and a note per rule that applies."""
+    dropped: set[str] = set()
+    notes: list[str] = []
+    if op in NAN_GUARDED_OPS:
+        notes.append("NaN kept as in TF by a rewrite (OpenVINO's own op turns NaN into a number)")
+    if op in ("ArgMax", "ArgMin"):
+        dropped |= FLOAT_DTYPES
+        notes.append("float inputs stay on TF (OpenVINO picks a NaN where TF skips it)")
+    if op in _FLOAT_EDGES_DIFFER:
+        dropped |= FLOAT_DTYPES
+        notes.append(
+            "float operands stay on TF (OpenVINO differs at infinities, huge operands and signed zeros)"
+        )
+    if op in _FLOAT_THROUGH_DIVISION and op != "RealDiv":
+        notes.append("integers only for values computed from shapes (OpenVINO divides them through float32)")
+    if op in _INT32_THROUGH_FLOAT:
+        notes.append("int32 only for values computed from shapes (OpenVINO computes it through float32)")
+    if op == "Cast":
+        notes.append("to bool only from bool and 8-bit integers (NaN and wider integers cast differently)")
+    if op == "OneHot":
+        notes.append("int32/int64 indices only")
+    if op not in _VALUE_PRESERVING and op not in _NARROW_SAFE:
+        dropped |= _NARROW_INTS
+    return frozenset(dropped), notes
+
+
+#: the rules that hold for every op, for the document's header
+GENERAL_RULES = (
+    "int64, uint32 and uint64 run on openvino only for values computed from tensor shapes and constants "
+    "that fit in int32 (the `Shape -> StridedSlice -> Pack` arithmetic of dynamic reshapes), or for "
+    "values that fit in int32 (indices, casts from int32) in ops that only move, compare or convert "
+    "them: OpenVINO's CPU plugin computes these dtypes in 32 bits, so every other such node stays on TF. "
+    "int8/uint8 arithmetic stays on TF (OpenVINO saturates where TF wraps around). The rules are "
+    "measured op by op, dtype by dtype, on edge values by tests/test_op_conformance.py."
+)
