@@ -19,7 +19,7 @@ import logging
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from tensorflow.core.framework import graph_pb2, node_def_pb2
 from tfaccel import native
 from tfaccel.assemble import SubgraphDef, input_placeholder
 from tfaccel.backends import CompiledSubgraph, SubgraphCompileError
-from tfaccel.ir import Graph, Node, TensorInfo
+from tfaccel.backends import openvino_semantics as semantics
+from tfaccel.ir import Graph, Node, TensorInfo, TensorRef
 
 __all__ = ["OV_DTYPES", "OpenVinoBackend", "PRECISIONS", "UNSUPPORTED_DTYPES", "conversion_rules"]
 
@@ -69,6 +70,8 @@ class _GraphSupport:
 
     unsupported: dict[str, str]
     graph: Graph | None = None
+    #: tensor -> "shape" / "index" / "data": what OpenVINO's 32-bit integers can hold exactly
+    classes: dict[TensorRef, str] = field(default_factory=dict)
 
 
 class OpenVinoBackend:
@@ -99,7 +102,7 @@ class OpenVinoBackend:
     # -- support ---------------------------------------------------------------------------------------
     def support_for(self, graph: Graph, graph_def: graph_pb2.GraphDef) -> OpenVinoBackend:
         """Ask the frontend about every node of ``graph_def`` once; ``supports`` then answers from that."""
-        self._support = _GraphSupport(_frontend_verdict(graph_def), graph)
+        self._support = _GraphSupport(_frontend_verdict(graph_def), graph, semantics.int64_classes(graph))
         return self
 
     def avoids(self, node: Node) -> str | None:
@@ -122,6 +125,9 @@ class OpenVinoBackend:
             return False, f"OpenVINO's TensorFlow frontend has no conversion for {node.op}"
         if why is not None:
             return False, why
+        differs = semantics.semantic_verdict(node, graph, self._support.classes)
+        if differs is not None:
+            return False, differs
         return True, f"OpenVINO converts {node.op}"
 
     # -- compile ---------------------------------------------------------------------------------------
@@ -129,7 +135,7 @@ class OpenVinoBackend:
         import openvino as ov
 
         start = time.perf_counter()
-        graph_def = _with_named_outputs(subgraph)
+        graph_def = semantics.preserve_nan(_with_named_outputs(subgraph))
         outputs = [f"{_OUTPUT_PREFIX}{k}:0" for k in range(len(subgraph.outputs))]
         with tempfile.TemporaryDirectory() as tmp:
             # through a file: the frontend's reader of in-memory GraphDefs cannot follow loop/branch bodies
