@@ -33,7 +33,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from conftest import assert_close, installed_script
 from tfaccel.serving.errors import ServingError
-from tfaccel.serving.tensors import columns_from_json, rows_from_json
+from tfaccel.serving.tensors import columns_from_json, parse_request_json, rows_from_json
 
 SERVER = installed_script(
     "tfaccel-model-server", ["-c", "import sys, tfaccel_cli; sys.exit(tfaccel_cli.serve_main())"]
@@ -256,6 +256,15 @@ REST_CASES: list[tuple[str, str, str, bytes | None, dict[str, str], int, str]] =
         "does not fit int32",
     ),
     ("int64-overflow", "POST", MIX, _body({"inputs": {**MIXED, "l": [2**70]}}), {}, 400, "input 'l'"),
+    (
+        "int-309-digits",
+        "POST",
+        MIX,
+        _body({"inputs": {**MIXED, "i": "__I__"}}).replace(b'"__I__"', b"[" + b"9" * 309 + b"]"),
+        {},
+        400,
+        "beyond 64 bits",
+    ),
     ("fraction-in-int", "POST", MIX, _body({"inputs": {**MIXED, "i": [1.5]}}), {}, 400, "input 'i'"),
     (
         "nan-in-int",
@@ -923,6 +932,24 @@ def test_fuzz_decoder_gives_arrays_or_invalid_argument(value: Any, spec: str, ro
         assert array.dtype == want, (name, array.dtype)
         if inputs[name].dtype != tf.bool and array.dtype != object:
             assert not _holds_bools(value), "booleans were taken as numbers"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.binary(max_size=200)
+    | st.builds(lambda v: json.dumps(v).encode(), _JSON)
+    | st.builds(
+        lambda n, d: b'{"instances": [' + b"9" * n + b"]}" + b"]" * d, st.integers(1, 2000), st.integers(0, 3)
+    )
+)
+def test_fuzz_body_parser_gives_an_object_or_invalid_argument(body: bytes) -> None:
+    try:
+        value, may_hold_bools = parse_request_json(body)
+    except ServingError as err:
+        assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.message.startswith("JSON"), err
+        return
+    assert isinstance(value, dict)
+    assert may_hold_bools or not _holds_bools(value)
 
 
 def _holds_bools(value: Any) -> bool:

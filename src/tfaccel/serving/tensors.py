@@ -178,7 +178,7 @@ def _json_int(text: str) -> int | float:
             f"{MAX_JSON_DIGITS}"
         )
     value = int(text)
-    return value if -(2**63) <= value < 2**64 else float(value)
+    return value if -(2**63) <= value < 2**64 else float(text)  # float(text): infinity past 1.8e308
 
 
 def parse_request_json(body: bytes) -> tuple[dict[str, Any], bool]:
@@ -278,7 +278,8 @@ def _to_array(value: Any, spec: tf.TensorSpec, name: str, may_hold_bools: bool) 
     if dtype.is_floating:
         if kind not in "iuf":
             raise ServingError.invalid(f"input {name!r} expects {dtype.name} numbers, {_found(kind)}")
-        return array.astype(dtype.as_numpy_dtype)
+        with np.errstate(over="ignore"):  # beyond float32's range is infinity, as TF Serving reads it
+            return array.astype(dtype.as_numpy_dtype)
     if dtype.is_bool:
         if kind != "b":
             raise ServingError.invalid(f"input {name!r} expects bool values (true/false), {_found(kind)}")
