@@ -82,6 +82,7 @@ def generate() -> str:
     """The whole markdown document, deterministic for one TensorFlow and OpenVINO version."""
     import openvino
 
+    from tfaccel.backends import openvino_semantics
     from tfaccel.backends.openvino import OV_DTYPES, UNSUPPORTED_DTYPES, conversion_rules
     from tfaccel.backends.xla import SLOW_ON_CPU, kernel_dtypes
 
@@ -108,10 +109,12 @@ def generate() -> str:
                 notes.append(f"xla: {SLOW_ON_CPU[op]}")
         ov_cell = "—"
         if in_ov:
-            ov_dtypes = (ov_ok if "*" in allowed else allowed & ov_ok) - UNSUPPORTED_DTYPES
+            dropped, semantics = openvino_semantics.documented(op)
+            ov_dtypes = (ov_ok if "*" in allowed else allowed & ov_ok) - UNSUPPORTED_DTYPES - dropped
             ov_cell = _dtypes_text(ov_dtypes) if ov_dtypes else "— (no dtype OpenVINO computes exactly)"
             if ov_why is not None:
                 notes.append(f"openvino: {ov_why}")
+            notes.extend(f"openvino: {note}" for note in semantics)
         stuck = sorted(fixed_outputs & UNPLACEABLE_DTYPES)
         if stuck == ["variant"]:
             notes.append(
@@ -139,7 +142,8 @@ def generate() -> str:
         "constraints (`any`: unconstrained; quantized, 4-bit and float8 types left out).",
         "- **openvino**: OpenVINO's TensorFlow frontend has a conversion rule for the op (probed with one "
         "node of every op type). The dtypes are the op's own TensorFlow dtypes that OpenVINO's CPU plugin "
-        "computes exactly; float64 and complex tensors stay on TensorFlow.",
+        "computes exactly; float64 and complex tensors stay on TensorFlow. "
+        + openvino_semantics.GENERAL_RULES,
         "",
         "For every backend: `Placeholder`, `Const` and `NoOp` never move (constants are copied into the "
         "subgraphs that read them), and a string, resource or variant tensor never crosses a subgraph's "
