@@ -8,6 +8,8 @@ deadline, 501 not implemented). Requests are served by a thread per connection w
 Requests are untrusted: a body above ``max_body_bytes`` is answered 413 before it is read (its
 ``Content-Length`` says so), the listen backlog is deep enough for a burst of a thousand connections,
 and whatever a request holds ends in an answer (a server bug is a 500, never a dropped connection).
+With an SSL config the port speaks HTTPS only (TF Serving leaves REST in plaintext; this server never
+serves plaintext once TLS is asked for).
 """
 
 from __future__ import annotations
