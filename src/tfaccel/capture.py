@@ -463,7 +463,13 @@ def _as_tensor(leaf: Any, where: str) -> tf.Tensor:
     if isinstance(leaf, tf.Tensor) and not isinstance(leaf, tf.Variable):
         tensor = leaf
     elif isinstance(leaf, np.ndarray):
-        tensor = tf.convert_to_tensor(leaf)
+        try:
+            tensor = tf.convert_to_tensor(leaf)
+        except (TypeError, ValueError) as err:
+            raise CaptureTypeError(
+                f"{where} is a numpy array of dtype {leaf.dtype}, which TensorFlow cannot hold ({err}); "
+                "pass numbers, booleans or strings (e.g. x.astype(np.float32))"
+            ) from err
     else:
         hint = (
             " (nested structures are not supported: pass one flat tuple, list or dict of tensors)"

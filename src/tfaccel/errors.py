@@ -26,6 +26,11 @@ __all__ = [
 class TraceError(Exception):
     """Base class of every error tfaccel raises on purpose."""
 
+    # Exception's own constructor, also for the subclasses that derive from TypeError/ValueError: AutoGraph
+    # re-raises an error from converted code (a traced model called inside the user's tf.function) as its
+    # own type only when the type's __init__ is Exception.__init__; otherwise it becomes a StagingError.
+    __init__ = Exception.__init__
+
 
 class CaptureError(TraceError):
     """The function or its example inputs cannot be turned into a graph."""

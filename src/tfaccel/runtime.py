@@ -46,14 +46,15 @@ def input_where(layout: InputLayout, index: int) -> str:
 
 
 def loose_specs(layout: InputLayout) -> list[tf.TensorSpec]:
-    """The input signature of ``call_flat``: every dim unknown (the rank kept).
+    """The input signature of ``call_flat``: the dtypes, with unknown shapes (not even the rank).
 
     Why not the traced shapes: a caller whose own shapes are unknown (an outer ``tf.function`` with
-    ``[None, 4]``) binds to a static signature without any check, and inside a function with static
-    argument shapes TensorFlow folds ``tf.shape`` to a constant, so an in-graph check would be folded away
-    too. With unknown dims the check in :func:`checked_inputs` survives, in the SavedModel as well.
+    ``[None, 4]``, or with an unknown rank) binds to a static signature without any check, and inside a
+    function with static argument shapes (or a static rank) TensorFlow folds ``tf.shape`` (or its size) to
+    a constant, so an in-graph check would be folded away too. With unknown shapes the check in
+    :func:`checked_inputs` survives, in the SavedModel as well.
     """
-    return [tf.TensorSpec([None] * len(s.shape), tf.as_dtype(s.dtype), name=s.name) for s in layout.specs]
+    return [tf.TensorSpec(None, tf.as_dtype(s.dtype), name=s.name) for s in layout.specs]
 
 
 def checked_inputs(flat: Sequence[tf.Tensor], layout: InputLayout, dynamic_batch: bool) -> list[tf.Tensor]:
@@ -91,7 +92,7 @@ def checked_inputs(flat: Sequence[tf.Tensor], layout: InputLayout, dynamic_batch
                 shape,
                 f"but the model was traced for {traced}; {remedy}",
             ],
-            summarize=max(rank, 1),
+            summarize=64,
         )
         with tf.control_dependencies([check]):
             checked.append(tf.identity(tensor))
