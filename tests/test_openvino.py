@@ -227,7 +227,7 @@ def test_the_kernel_refuses_a_wrong_shape_naming_the_input(cnn):
 
 
 def test_concurrent_calls_are_bit_identical_to_serial(cnn):
-    _, x, traced = cnn
+    model, x, traced = cnn
     rng = np.random.default_rng(7)
     inputs = [
         [tf.constant(rng.uniform(size=x.shape).astype(np.float32)) for _ in range(25)] for _ in range(8)
@@ -251,6 +251,9 @@ def test_concurrent_calls_are_bit_identical_to_serial(cnn):
     for row_serial, row_concurrent in zip(serial, results, strict=True):
         for a, b in zip(row_serial, row_concurrent, strict=True):
             np.testing.assert_array_equal(a, b)
+    for row, row_serial in zip(inputs, serial, strict=True):  # and the answers are the model's
+        assert_close(row_serial[0], model(row[0], training=False))
+        assert_close(row_serial[-1], model(row[-1], training=False))
 
 
 @pytest.mark.parametrize("mode", ["matmult", "all"])
@@ -262,9 +265,11 @@ def test_fp32_cast_runs_openvino_in_bf16(mode):
     assert call.attr["precision"].s == b"bf16"
     # the TF graph is not rewritten: OpenVINO's precision hint does the cast
     assert not any(n.op == "Cast" for n in traced.tfaccel_executable.graph_def.node)
-    err = _relative_error(traced(x), model(x, training=False))
-    assert 0 < err <= BF16_RELATIVE_ERROR
     assert f"--fp32-cast={mode}" in traced.placement_report.options.split()
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("OpenVINO's CPU plugin has no bf16 on this CPU: it compiles f32 whatever the hint")
+    err = _relative_error(traced(x), model(x, training=False))
+    assert 1e-4 < err <= BF16_RELATIVE_ERROR  # fp32 stays below 1e-6 here: the arithmetic is bf16
 
 
 def test_dynamic_batch_is_one_graph_for_any_batch(cnn):
