@@ -66,6 +66,8 @@ def test_compile_takes_feed_dicts_and_compiler_args(model_dir: Path, tmp_path: P
         tfn.saved_model.compile(model_dir, tmp_path / "shaped", model_shape_feed_dict={"x": [5, 6]})
     served = tf.saved_model.load(str(tmp_path / "shaped")).signatures["serving_default"]
     assert served.structured_input_signature[1]["x"].shape.as_list() == [5, 6]
+    x = np.random.default_rng(2).random((5, 6), dtype=np.float32)
+    assert_close(served(x=tf.constant(x))["y"], _original(model_dir, x))
 
 
 def test_compile_errors_name_the_problem(model_dir: Path, tmp_path: Path) -> None:

@@ -147,6 +147,8 @@ def test_subgraph_builder_function_is_not_second_guessed_by_profiling():
     assert report.placement == "static" and report.measurements == ()
     assert any("subgraph_builder_function decides the placement" in f for f in report.fallbacks)
     assert {r["op"] for r in report.decisions if r["subgraph"]} == {"MatMul"}
+    x = tf.random.uniform([2, 8], seed=4)
+    assert_close(traced(x), mixed(x))
 
 
 # -- analyze_model ------------------------------------------------------------------------------------------

@@ -96,13 +96,21 @@ def test_one_subgraph_is_reproduced_from_its_saved_graphdef(workdir):
 def test_without_workdir_nothing_is_left_on_disk(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    tfaccel.trace(f, tf.ones([2, 4]))
+    traced = tfaccel.trace(f, tf.ones([2, 4]))
     assert os.listdir(tmp_path) == []
+    x = tf.random.uniform([2, 4], seed=3)
+    for key, value in f(x).items():
+        assert_close(traced(x)[key], value, atol=1e-4)  # "h" goes through text: 6 significant digits
 
 
 def test_workdir_with_pipeline_stages(tmp_path):
     x = tf.random.uniform([4, 4], seed=2)
-    tfaccel.trace(f, x, workdir=str(tmp_path / "art"), neuroncore_pipeline_cores=2)
+    traced = tfaccel.trace(f, x, workdir=str(tmp_path / "art"), neuroncore_pipeline_cores=2)
+    for key, value in f(x).items():
+        assert_close(traced(x)[key], value, atol=1e-4)
+    placed = json.loads((tmp_path / "art" / "placement.json").read_text())
+    assert placed["backend"] == "openvino"
+    assert {s["backend"] for s in placed["subgraphs"]} == {"openvino"}
     subgraphs = sorted(p.name for p in (tmp_path / "art" / "subgraphs").iterdir())
     assert subgraphs == [
         "tfaccel_sg_0_stage0",
