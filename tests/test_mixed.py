@@ -71,14 +71,14 @@ def test_a_mixed_model_saves_and_reloads_in_a_fresh_process(static_mixed, tmp_pa
     x, traced = static_mixed
     traced.save(str(tmp_path / "m"))
     np.save(tmp_path / "x.npy", x.numpy())
-    np.save(tmp_path / "y.npy", traced(x).numpy())
+    np.save(tmp_path / "y.npy", mixed(x).numpy())  # the original's answers, not the traced model's
     code = f"""
         import sys, numpy as np, tensorflow as tf
         {FRESH_IMPORT["openvino"]}
         m = tfaccel.load("m")
         assert m.on_neuron_ratio == 1.0, m.on_neuron_ratio
         assert sorted({{s.backend for s in m.placement_report.subgraphs}}) == ["openvino", "xla"]
-        np.testing.assert_allclose(m(np.load("x.npy")), np.load("y.npy"), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(m(np.load("x.npy")), np.load("y.npy"), rtol=1e-5, atol=1e-5)
         print("reloaded")
     """
     assert run_python(code, cwd=tmp_path, env={"PYTHONPATH": SRC}).strip().endswith("reloaded")

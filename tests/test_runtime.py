@@ -73,6 +73,8 @@ def test_ratio_counts_only_real_ops_and_summary_lists_subgraphs(traced):
     traced.summary(print_fn=lines.append)
     assert lines[0].startswith("tfaccel placement (openvino): 3/3 ops on the accelerator (100.0%)")
     assert any(line.strip().startswith("tfaccel_sg_0") for line in lines)
+    x = tf.random.uniform([2, 4], seed=8)
+    assert_close(traced(x), dense(x))  # the compiled subgraph computes the model
 
 
 def test_low_ratio_warns_with_the_reasons(caplog):
@@ -85,6 +87,8 @@ def test_low_ratio_warns_with_the_reasons(caplog):
     assert model.on_neuron_ratio < 0.5
     assert "dtype the backend cannot hold (AsString" in caplog.text
     assert "model.summary()" in caplog.text
+    x = tf.random.uniform([3], seed=9)
+    assert_close(model(x), f(x))
 
 
 def test_ratio_of_a_graph_without_counted_ops_is_zero_not_a_crash():
