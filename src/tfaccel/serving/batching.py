@@ -52,6 +52,8 @@ class _Queue:
         self.on_batch = on_batch
         self.threads: list[threading.Thread] = []
         self.last_used = time.monotonic()
+        #: set when the version is unloaded: the threads finish what is queued, then end at once
+        self.closed = False
 
     def submit(self, task: _Task) -> None:
         with self.cond:
@@ -72,8 +74,9 @@ class _Queue:
     def _take_batch(self) -> list[_Task] | None:
         with self.cond:
             while not self.tasks:
-                if not self.cond.wait(timeout=_IDLE_EXIT_S) and not self.tasks:
-                    # idle: the thread ends, leaving the list first so that a new request starts another
+                if self.closed or (not self.cond.wait(timeout=_IDLE_EXIT_S) and not self.tasks):
+                    # idle or closed: the thread ends (dropping its hold on the model version), leaving
+                    # the list first so that a new request starts another
                     self.threads.remove(threading.current_thread())
                     return None
             first = self.tasks.popleft()
@@ -196,10 +199,15 @@ class Batcher:
         return task.outputs
 
     def forget(self, servable: Servable) -> None:
-        """Drop the queues of an unloaded version (their threads end when idle), so it can be freed."""
+        """Drop the queues of an unloaded version; their threads finish what is queued and end, so the
+        version can be freed.
+        """
         with self._lock:
             for key in [k for k in self._queues if k[0] == id(servable)]:
-                del self._queues[key]
+                queue = self._queues.pop(key)
+                with queue.cond:
+                    queue.closed = True
+                    queue.cond.notify_all()
 
     def _forget_idle(self) -> None:
         cutoff = time.monotonic() - 2 * _IDLE_EXIT_S

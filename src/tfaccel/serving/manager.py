@@ -5,6 +5,10 @@ The rules (TF Serving's, plus one of ours):
 - A new version is loaded and warmed before an old one it replaces is unloaded; requests in flight keep
   their reference to the old version and finish on it (an unloaded version is freed when the last one
   lets go).
+- Ours: after an unload, each poll runs the garbage collector until the unloaded version is gone. A
+  loaded TensorFlow graph is full of reference cycles, and a server allocates too few Python objects for
+  the collector's oldest generation to run on its own: without this, every rolled-over version (its
+  graph, weights and compiled model) stayed in memory.
 - Ours: a version directory is loaded only once its files have stopped changing between two polls and
   every file its ``variables.index`` announces is there, so a version being copied in is never
   half-loaded; a load that fails is retried when the directory changes again, and the failure is reported
@@ -19,11 +23,13 @@ Every load, unload and failure is one structured (JSON) log line.
 from __future__ import annotations
 
 import enum
+import gc
 import json
 import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -188,8 +194,8 @@ class Manager:
         self._warmup = warmup
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        #: completed polls (tests wait on it rather than on the clock)
-        self.polls = 0
+        #: unloaded versions not yet freed (see the module docstring)
+        self._unloaded: list[weakref.ref[Servable]] = []
         #: called with each servable that is unloaded (e.g. the batcher drops its queues)
         self.on_unload: list[Callable[[Servable], None]] = []
 
@@ -232,7 +238,18 @@ class Manager:
                 self._poll_model(model)
             except Exception:  # a poll must never stop at one model; logged with its trace
                 logger.exception("polling model %s (%s) failed", model.config.name, model.config.base_path)
-        self.polls += 1
+        self._collect_unloaded()
+
+    def _collect_unloaded(self) -> None:
+        """Free unloaded versions no request holds any more (their graphs sit in reference cycles)."""
+        with self._lock:
+            pending = self._unloaded
+        if not pending:
+            return
+        gc.collect()
+        alive = [ref for ref in pending if ref() is not None]
+        with self._lock:
+            self._unloaded = alive + [r for r in self._unloaded if r not in pending]
 
     def _poll_model(self, model: _Model) -> None:
         config = model.config
@@ -315,8 +332,9 @@ class Manager:
                     unloaded = record.servable
                     record.servable = None  # requests holding it finish; then it is freed
                     record.state = State.END
-                    for hook in self.on_unload:
-                        if unloaded is not None:
+                    if unloaded is not None:
+                        self._unloaded.append(weakref.ref(unloaded))
+                        for hook in self.on_unload:
                             hook(unloaded)
                     log_event(
                         "unload",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,6 +189,7 @@ def load_servable(name: str, version: int, path: str, warmup: bool = True) -> Se
         if not signatures:
             raise ValueError(f"{path} has no signatures to serve")
         servable = Servable(name, version, path, signatures, dict(meta_graph.signature_def), session)
+        weakref.finalize(servable, session.close)  # the session goes with the last request holding it
         if warmup:
             _warm(servable)
     except BaseException:
