@@ -1,10 +1,11 @@
 """What keeping TF's NaN semantics costs on openvino: speed-up over TF at batch 1, before and after the fix.
 
-Why: OpenVINO's Relu/Clamp/Maximum/Minimum/ReduceMax/Exp/Softmax turn NaN into numbers; tfaccel guards
-them (``tfaccel.backends.openvino_semantics.preserve_nan``) with ``SelectV2(IsNan(x), x, op(x))`` and
-friends. This prints, per zoo model, plain TF, the traced model with the rewrite switched off ("before",
-the old numerics) and the default traced model ("after"), timed interleaved in one process (medians), and
-checks that "after" keeps a NaN pixel's NaN like TF while "before" does not.
+Why: OpenVINO's Relu/Clamp/Maximum/Minimum/ReduceMax/Exp/Softmax turn NaN into numbers; tfaccel rewrites
+them before conversion (``tfaccel.backends.openvino_semantics.preserve_nan``: ``op(x) + 0 / (x * x + 1)``
+for the elementwise ones). This prints, per zoo model, plain TF, the traced model with the rewrite
+switched off ("before", the old numerics) and the default traced model ("after"), timed interleaved in
+one process (medians), and whether a NaN pixel's NaN reaches the output in TF, before and after (TF's
+own MaxPool skips NaN, so ResNet50's logits stay finite in TF too; MobileNetV2 has no MaxPool).
 
     python benchmarks/bench_nan_semantics.py              # resnet50 and mobilenetv2, 30 interleaved runs
     python benchmarks/bench_nan_semantics.py --runs 50 --models resnet50

@@ -3,11 +3,12 @@
 Why: OpenVINO's CPU plugin is fast because it bends numerics TensorFlow keeps. Measured against TF (the
 conformance harness, tests/test_op_conformance.py, runs every claimed op x dtype x edge value):
 
-- **NaN**: its ``Relu``, ``Clamp``, ``Maximum``/``Minimum`` and ``ReduceMax``/``ReduceMin`` return a number
-  for NaN (TF keeps the NaN), so a ReLU network fed one NaN answers with finite logits. Those TF ops are
-  rewritten before conversion (:func:`preserve_nan`) into ``SelectV2(<NaN seen>, NaN, op)``, which is exact
-  for NaN, +-inf and finite values. ``ArgMax``/``ArgMin`` on floats pick a NaN where TF skips it: not
-  claimed.
+- **NaN**: its ``Relu``, ``Clamp``, ``Maximum``/``Minimum``, ``Exp``, ``Softmax`` and
+  ``ReduceMax``/``ReduceMin`` return a number for NaN (TF keeps the NaN), so a ReLU network fed one NaN
+  answers with finite logits. Those TF ops are rewritten before conversion (:func:`preserve_nan`): the
+  elementwise ones by adding ``0 / (x * x + 1)`` (0 for every number and +-inf, NaN for NaN; the cheapest
+  exact form measured), the reductions by an explicit ``SelectV2``. ``ArgMax``/``ArgMin`` on floats pick
+  a NaN where TF skips it: not claimed.
 - **int64**: the CPU plugin computes int64 in 32 bits (``a*a``, ``a+b``, comparisons, even ``Gather`` of
   an int64 table are wrong past 2**31). int64 values that depend only on shapes and small constants (the
   ``Shape -> StridedSlice -> Pack`` arithmetic of every dynamic reshape) stay on OpenVINO: they are folded
@@ -24,6 +25,7 @@ own verdict; :func:`preserve_nan` runs on every subgraph before conversion.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -50,6 +52,8 @@ NAN_GUARDED_OPS = {
 }
 
 _RAW_SUFFIX = "/tfaccel_nan_raw"
+#: elementwise ops guarded by adding ``0 / (x * x + 1)`` per operand (the rest by SelectV2)
+_ADDITIVE = frozenset({"Relu", "Relu6", "Maximum", "Minimum", "ClipByValue", "Exp"})
 
 # -- support rules ---------------------------------------------------------------------------------------
 
@@ -265,11 +269,15 @@ def semantic_verdict(node: Node, graph: Graph | None, classes: dict[TensorRef, s
 def preserve_nan(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:
     """A copy of ``graph_def`` where every float op OpenVINO turns NaN into a number is guarded.
 
-    ``y = op(x...)`` becomes ``SelectV2(nan_in, nan_value, y)``: for ``Relu``, ``Relu6``, ``ClipByValue``
-    ``nan_in = IsNan(x)`` (any NaN operand, for the clip bounds) and the value is ``x`` (the operands'
-    sum for several); for ``Maximum``/``Minimum`` either operand NaN gives ``a + b``; for ``Max``/``Min``
-    reductions ``Any(IsNan(x))`` over the same axes gives a NaN constant. Everything else (+-inf, finite
-    values, signed zeros) is the op's own result. Loop and branch bodies in the library are rewritten too.
+    Elementwise ops (``Relu``, ``Relu6``, ``Maximum``, ``Minimum``, ``ClipByValue``, ``Exp``) become
+    ``op(x...) + nan_of(x) + ...`` with ``nan_of(v) = 0 / (v * v + 1)``: +0 for every finite value and
+    +-inf (``v * v`` may overflow to inf, and ``0 / inf = 0``), NaN for NaN. It is plain arithmetic, so
+    OpenVINO fuses it into one pass after the convolution, keeps its blocked layouts and sinks the
+    NHWC transposes through it (a ``SelectV2(IsNan(x), x, op(x))`` guard blocked both and cost ResNet50
+    2x, MobileNetV2 4-7x; see benchmarks/bench_nan_semantics.py). The only change it can make to a
+    non-NaN result is -0.0 -> +0.0. Reductions keep an explicit guard: ``Max``/``Min`` become
+    ``SelectV2(Any(IsNan(x)), NaN, op(x))`` over the same axes, ``Softmax``/``LogSoftmax`` give NaN to
+    a row holding NaN or +inf or only -inf, as TF does. Loop and branch bodies are rewritten too.
     """
     out = graph_pb2.GraphDef()
     out.CopyFrom(graph_def)
@@ -289,8 +297,9 @@ def _rewrite_nodes(nodes: Iterable[node_def_pb2.NodeDef], graph_def: bool) -> di
     renames: dict[str, str] = {}
     for node in originals:
         name = node.name
-        if not graph_def:  # a body refers to outputs by argument name, and SelectV2's is "output"
-            renames[f"{name}:{NAN_GUARDED_OPS[node.op]}:0"] = f"{name}:output:0"
+        if not graph_def:  # a body refers to outputs by argument name: SelectV2's "output", AddV2's "z"
+            final = "z" if node.op in _ADDITIVE else "output"
+            renames[f"{name}:{NAN_GUARDED_OPS[node.op]}:0"] = f"{name}:{final}:0"
         for new in _guard(node, graph_def):
             container.add().CopyFrom(new)  # type: ignore[attr-defined]
     if renames:
@@ -335,14 +344,33 @@ def _guard(node: node_def_pb2.NodeDef, graph_def: bool) -> list[node_def_pb2.Nod
             "Any": "output",
             "Max": "output",
             "Cast": "y",
+            "Mul": "z",
+            "RealDiv": "z",
         }.get(op_type, "output")
         return new.name if graph_def else f"{new.name}:{out_arg}:0"
 
-    def nan_constant() -> str:
+    def constant(label: str, number: float) -> str:
         # a float32 constant, cast: OpenVINO's frontend cannot read bfloat16 constants
         f32 = tf.float32.as_datatype_enum
-        nan = make("nan", "Const", [], dtype=f32, value=tf.make_tensor_proto(np.float32(np.nan)))
-        return nan if dtype == f32 else make("nan_cast", "Cast", [nan], SrcT=f32, DstT=dtype)
+        value = make(label, "Const", [], dtype=f32, value=tf.make_tensor_proto(np.float32(number)))
+        return value if dtype == f32 else make(f"{label}_cast", "Cast", [value], SrcT=f32, DstT=dtype)
+
+    def nan_constant() -> str:
+        return constant("nan", np.nan)
+
+    if op in _ADDITIVE:
+        zero, one = constant("zero", 0.0), constant("one", 1.0)
+        total = raw
+        for i, arg in enumerate(args):
+            square = make(f"square{i}", "Mul", [arg, arg], T=dtype)
+            nan_of = make(
+                f"nan_of{i}", "RealDiv", [zero, make(f"den{i}", "AddV2", [square, one], T=dtype)], T=dtype
+            )
+            last = i == len(args) - 1
+            total = _add(
+                make, name, prefix, total, nan_of, dtype, last, controls, graph_def, added, node.device
+            )
+        return added
 
     def is_nan(i: int) -> str:
         return make(f"isnan{i}", "IsNan", [args[i]], T=dtype)
@@ -378,6 +406,31 @@ def _guard(node: node_def_pb2.NodeDef, graph_def: bool) -> list[node_def_pb2.Nod
         select.device = node.device
     added.append(select)
     return added
+
+
+def _add(
+    make: Any,
+    name: str,
+    prefix: str,
+    total: str,
+    term: str,
+    dtype: int,
+    last: bool,
+    controls: list[str],
+    graph_def: bool,
+    added: list[node_def_pb2.NodeDef],
+    device: str,
+) -> str:
+    """``total + term``; the last sum takes the guarded node's own name (and its control inputs)."""
+    if not last:
+        return str(make(f"plus_{term.split('/')[-1].split(':')[0]}", "AddV2", [total, term], T=dtype))
+    final = node_def_pb2.NodeDef(name=name, op="AddV2")
+    final.input.extend([total, term, *controls])
+    final.attr["T"].type = dtype
+    if device:
+        final.device = device
+    added.append(final)
+    return name if graph_def else f"{name}:z:0"
 
 
 # -- the same rules, per op type, for docs/supported-ops.md -------------------------------------------------
