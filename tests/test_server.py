@@ -684,12 +684,21 @@ def test_version_roll_over_under_load(repo: Path, tmp_path: Path) -> None:
         shutil.copytree(src, dst, ignore=lambda d, names: [n for n in names if n == shard.name])
         data = (src / shard).read_bytes()
         (dst / shard).write_bytes(data[: len(data) // 2])
-        # keep the half-written shard changing (its mtime) until a poll has seen the directory so
+        # keep the half-written shard changing (its mtime) until two polls have seen the directory so: a
+        # load the first one might wrongly start runs in the poll thread, so it is over by the second
         deadline = time.monotonic() + 60
         tick = time.time_ns()
-        while not [
-            e for e in _log_events(log, "version_pending") if e["version"] == 2 and e["bytes"] < total
-        ]:
+        partial = total - len(data) + len(data) // 2  # every file there, the shard half-written
+        while (
+            len(
+                [
+                    e
+                    for e in _log_events(log, "version_pending")
+                    if e["version"] == 2 and e["bytes"] == partial
+                ]
+            )
+            < 2
+        ):
             assert time.monotonic() < deadline, "no poll saw the half-written version"
             tick += 1_000_000
             os.utime(dst / shard, ns=(tick, tick))
