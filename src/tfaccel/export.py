@@ -9,6 +9,7 @@ What a saved model holds: ``serving_default`` (inputs by their original names, o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -30,12 +31,15 @@ __all__ = [
     "load_report",
     "read_metadata",
     "save",
+    "verify_files",
     "write_metadata",
     "write_saved_model",
 ]
 
 METADATA_FILE = os.path.join("assets.extra", "tfaccel.json")
-_FORMAT = 1
+#: the metadata format written; format 1 (before file digests) is still read, unverified
+_FORMAT = 2
+_READABLE = (1, 2)
 
 
 #: what a save writes, so what it replaces in an existing SavedModel directory (anything else there, e.g. a
@@ -149,12 +153,16 @@ def _replace(staging: str, target: str) -> None:
 
 
 def write_metadata(path: str, executable: Executable) -> None:
+    """Write ``assets.extra/tfaccel.json`` into the SavedModel just written at ``path`` (its files are
+    final: their digests are recorded, see :func:`verify_files`).
+    """
     meta = {
         "format": _FORMAT,
         "layout": executable.layout.to_json(),
         "output_names": list(executable.output_names),
         "report": executable.report.to_json(),
         "dynamic_batch": executable.batch,
+        "sha256": _digests(path),
     }
     target = os.path.join(path, METADATA_FILE)
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -175,6 +183,7 @@ def load(path: str | os.PathLike[str]) -> Any:
     path = _fspath(path, "load")
     meta = read_metadata(path)
     layout, output_names, report, batch = _parse_metadata(path, meta)
+    verify_files(path, meta)
     try:
         restored = tf.saved_model.load(path)
     except Exception as err:
@@ -200,6 +209,63 @@ def load(path: str | os.PathLike[str]) -> Any:
     )
     executable.restored = restored  # type: ignore[attr-defined]  # keep the loaded object alive
     return make_model(executable)
+
+
+def _digests(path: str) -> dict[str, str]:
+    """SHA-256 of every file of the SavedModel at ``path`` but ``assets.extra`` (where users and TF Serving
+    add warm-up files), by ``/``-separated relative path.
+    """
+    found = {}
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            relative = os.path.relpath(full, path).replace(os.sep, "/")
+            if relative.split("/")[0] != os.path.dirname(METADATA_FILE):
+                found[relative] = _sha256(full)
+    return found
+
+
+def _sha256(file: str) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_files(path: str, meta: dict[str, Any]) -> None:
+    """Check the SavedModel's files against the digests recorded when it was saved.
+
+    Why: TensorFlow checks the variables' checksums but not ``saved_model.pb``, so a flipped byte in a
+    constant (the weights of a model traced without ``--extract-weights``) would load and answer wrongly.
+    A damaged or edited file is an :class:`ExportError` naming it; a model saved before digests were
+    recorded is not checked.
+    """
+    recorded = meta.get("sha256")
+    if recorded is None:
+        return
+    where = os.path.join(path, METADATA_FILE)
+    if not isinstance(recorded, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in recorded.items()
+    ):
+        raise ExportError(f"{where} is malformed (sha256 is not a map of file digests); save the model again")
+    for relative, want in sorted(recorded.items()):
+        full = os.path.join(path, *relative.split("/"))
+        if ".." in relative.split("/") or not os.path.isfile(full):
+            raise ExportError(
+                f"{path!r} lacks {relative}, which was saved with the model; the directory is incomplete: "
+                "copy it again or save the traced model again"
+            )
+        try:
+            got = _sha256(full)
+        except OSError as err:
+            raise ExportError(f"cannot read {full} ({err.strerror or err}); check its permissions") from err
+        if got != want:
+            raise ExportError(
+                f"{full} is not the file saved with the model (its SHA-256 differs from the one recorded in "
+                f"{METADATA_FILE}): it was damaged or edited; copy the model again or save it again"
+            )
 
 
 def _fspath(path: Any, verb: str) -> str:
@@ -294,10 +360,13 @@ def read_metadata(path: str) -> dict[str, Any]:
             meta: dict[str, Any] = json.load(handle)
     except (OSError, ValueError) as err:
         raise ExportError(f"{meta_path} cannot be read ({err}); save the traced model again") from err
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise ExportError(f"{meta_path} has format {found!r}; this tfaccel reads format {_FORMAT}")
-    missing = [key for key in ("layout", "output_names", "report") if key not in meta]
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or isinstance(found, bool) or found not in _READABLE:
+        raise ExportError(
+            f"{meta_path} has format {found!r}; this tfaccel reads formats {', '.join(map(str, _READABLE))}"
+        )
+    required = ("layout", "output_names", "report", *(("sha256",) if found >= 2 else ()))
+    missing = [key for key in required if key not in meta]
     if missing:
         raise ExportError(f"{meta_path} lacks {', '.join(missing)}; save the traced model again")
     return meta

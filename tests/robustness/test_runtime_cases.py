@@ -505,8 +505,9 @@ META = r"assets.extra/tfaccel.json"
 LOAD_ERRORS: list[tuple[str, Callable[[Any], None], str]] = [
     ("no_metadata", _delete(META), r"has no assets.extra/tfaccel.json: it was not saved by tfaccel"),
     ("metadata_not_json", _meta_edit(lambda m: "{{{"), r"cannot be read .*save the traced model again"),
-    ("metadata_a_list", _meta_edit(lambda m: [1]), r"has format None; this tfaccel reads format 1"),
-    ("metadata_newer_format", _meta_edit(lambda m: m.update(format=2)), r"has format 2"),
+    ("metadata_a_list", _meta_edit(lambda m: [1]), r"has format None; this tfaccel reads formats 1, 2"),
+    ("metadata_newer_format", _meta_edit(lambda m: m.update(format=3)), r"has format 3"),
+    ("metadata_lacks_digests", _meta_edit(lambda m: m.pop("sha256") and None), r"lacks sha256"),
     ("metadata_lacks_layout", _meta_edit(lambda m: m.pop("layout") and None), r"lacks layout"),
     ("layout_a_string", _meta_edit(lambda m: m.update(layout="x")), r"is malformed \(TypeError"),
     ("unknown_convention", _meta_edit(lambda m: m["layout"].update(convention="zzz")), r"is malformed .*zzz"),
@@ -529,14 +530,25 @@ LOAD_ERRORS: list[tuple[str, Callable[[Any], None], str]] = [
         r"positive integer or null",
     ),
     ("dynamic_batch_claimed", _meta_edit(lambda m: m.update(dynamic_batch=2)), r"does not match"),
-    ("no_saved_model_pb", _delete("saved_model.pb"), r"loading the SavedModel at .* failed"),
-    ("truncated_saved_model_pb", _truncate("saved_model.pb"), r"loading the SavedModel at .* failed"),
-    ("no_variables", _delete("variables"), r"loading the SavedModel at .* failed"),
-    ("no_variables_index", _delete("variables/variables.index"), r"loading the SavedModel at .* failed"),
+    ("no_saved_model_pb", _delete("saved_model.pb"), r"lacks saved_model.pb, which was saved with the model"),
+    (
+        "truncated_saved_model_pb",
+        _truncate("saved_model.pb"),
+        r"saved_model.pb is not the file saved with the model",
+    ),
+    ("no_variables", _delete("variables"), r"lacks variables/variables"),
+    ("no_variables_index", _delete("variables/variables.index"), r"lacks variables/variables.index"),
     (
         "truncated_variables_data",
         _truncate("variables/variables.data-*"),
-        r"loading the SavedModel at .* failed",
+        r"variables.data-.* is not the file saved",
+    ),
+    ("digests_not_a_map", _meta_edit(lambda m: m.update(sha256=[1])), r"sha256 is not a map of file digests"),
+    ("digest_path_escapes", _meta_edit(lambda m: m.update(sha256={"../x": "0"})), r"lacks \.\./x"),
+    (
+        "digest_edited",
+        _meta_edit(lambda m: m["sha256"].update({"saved_model.pb": "0" * 64})),
+        r"is not the file saved",
     ),
 ]
 
