@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import keras
@@ -294,3 +295,17 @@ def test_keras_formats_are_refused_and_export_writes_the_savedmodel(saved, tmp_p
         assert_close(got[key], expected[key])
     with pytest.raises(tfaccel.ExportError, match="format"):
         traced.export(str(tmp_path / "onnx"), format="onnx")
+
+
+def test_a_model_saved_before_file_digests_still_loads(saved, tmp_path):
+    path, _, _, xs, expected = saved
+    old = tmp_path / "format1"
+    shutil.copytree(path, old)
+    meta_file = old / "assets.extra" / "tfaccel.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["format"] == 2 and "saved_model.pb" in meta["sha256"]
+    del meta["sha256"]
+    meta_file.write_text(json.dumps({**meta, "format": 1}))
+    got = tfaccel.load(old)(xs)
+    for key in expected:
+        assert_close(got[key], expected[key])
