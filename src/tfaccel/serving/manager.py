@@ -243,13 +243,11 @@ class Manager:
     def _collect_unloaded(self) -> None:
         """Free unloaded versions no request holds any more (their graphs sit in reference cycles)."""
         with self._lock:
-            pending = self._unloaded
-        if not pending:
-            return
+            if not self._unloaded:
+                return
         gc.collect()
-        alive = [ref for ref in pending if ref() is not None]
         with self._lock:
-            self._unloaded = alive + [r for r in self._unloaded if r not in pending]
+            self._unloaded = [ref for ref in self._unloaded if ref() is not None]
 
     def _poll_model(self, model: _Model) -> None:
         config = model.config
