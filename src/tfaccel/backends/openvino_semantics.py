@@ -33,7 +33,14 @@ from tensorflow.core.framework import graph_pb2, node_def_pb2
 
 from tfaccel.ir import Graph, Node, TensorRef
 
-__all__ = ["FLOAT_DTYPES", "NAN_GUARDED_OPS", "int64_classes", "preserve_nan", "semantic_verdict"]
+__all__ = [
+    "FLOAT_DTYPES",
+    "NAN_GUARDED_OPS",
+    "XLA_NAN_GUARDED_OPS",
+    "int64_classes",
+    "preserve_nan",
+    "semantic_verdict",
+]
 
 FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32"})
 
@@ -49,7 +56,17 @@ NAN_GUARDED_OPS = {
     "Exp": "y",
     "Softmax": "softmax",
     "LogSoftmax": "logsoftmax",
+    "MaxPool": "output",
 }
+
+#: what the xla backend guards. XLA:CPU computes min/max "fast", ignoring NaN (measured: ``maximum(x, y)``
+#: with NaN in ``y`` and ``reduce_max``/``reduce_min`` return numbers where TF gives NaN). ``MaxPool``: TF's
+#: kernel starts each window at float32's lowest number and skips NaN, so a window of only NaN (or -inf)
+#: gives -3.4e38 where XLA gives -inf; the guard clamps there. Not fixed: a ``Relu`` that XLA fuses into a
+#: following max-pool turns a window of only NaN into 0 (guarding the Relu does not survive the fusion).
+XLA_NAN_GUARDED_OPS = frozenset({"Maximum", "Minimum", "Max", "Min", "MaxPool"})
+#: what the openvino backend guards (its MaxPool matches TF's, measured by the conformance harness)
+OPENVINO_NAN_GUARDED_OPS = frozenset(NAN_GUARDED_OPS) - {"MaxPool"}
 
 _RAW_SUFFIX = "/tfaccel_nan_raw"
 #: elementwise ops guarded by adding ``0 / (x * x + 1)`` per operand (the rest by SelectV2)
@@ -266,8 +283,11 @@ def semantic_verdict(node: Node, graph: Graph | None, classes: dict[TensorRef, s
 # -- the NaN rewrite -------------------------------------------------------------------------------------
 
 
-def preserve_nan(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:
+def preserve_nan(graph_def: graph_pb2.GraphDef, ops: Iterable[str] | None = None) -> graph_pb2.GraphDef:
     """A copy of ``graph_def`` where every float op OpenVINO turns NaN into a number is guarded.
+
+    ``ops`` names the op types to guard: by default OpenVINO's (:data:`OPENVINO_NAN_GUARDED_OPS`); the
+    xla backend guards only the ones XLA:CPU gets wrong (:data:`XLA_NAN_GUARDED_OPS`).
 
     Elementwise ops (``Relu``, ``Relu6``, ``Maximum``, ``Minimum``, ``ClipByValue``, ``Exp``) become
     ``op(x...) + nan_of(x) + ...`` with ``nan_of(v) = 0 / (v * v + 1)``: +0 for every finite value and
@@ -279,26 +299,31 @@ def preserve_nan(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:
     ``SelectV2(Any(IsNan(x)), NaN, op(x))`` over the same axes, ``Softmax``/``LogSoftmax`` give NaN to
     a row holding NaN or +inf or only -inf, as TF does. Loop and branch bodies are rewritten too.
     """
+    guarded = frozenset(OPENVINO_NAN_GUARDED_OPS if ops is None else ops)
     out = graph_pb2.GraphDef()
     out.CopyFrom(graph_def)
-    _rewrite_nodes(out.node, graph_def=True)
+    _rewrite_nodes(out.node, guarded, graph_def=True)
     for function in out.library.function:
-        renames = _rewrite_nodes(function.node_def, graph_def=False)
+        renames = _rewrite_nodes(function.node_def, guarded, graph_def=False)
         if renames:
             for key, value in list(function.ret.items()):
                 function.ret[key] = renames.get(value, value)
     return out
 
 
-def _rewrite_nodes(nodes: Iterable[node_def_pb2.NodeDef], graph_def: bool) -> dict[str, str]:
+def _rewrite_nodes(
+    nodes: Iterable[node_def_pb2.NodeDef], guarded: frozenset[str], graph_def: bool
+) -> dict[str, str]:
     """Guard the NaN-losing nodes of one scope in place; returns the renamed output references."""
     container = nodes
-    originals = [n for n in container if n.op in NAN_GUARDED_OPS and _float_attr(n)]
+    originals = [n for n in container if n.op in guarded and n.op in NAN_GUARDED_OPS and _float_attr(n)]
+    # MaxPool's clamp is float32's lowest number: other float widths keep XLA's own result
+    originals = [n for n in originals if n.op != "MaxPool" or n.attr["T"].type == tf.float32.as_datatype_enum]
     renames: dict[str, str] = {}
     for node in originals:
         name = node.name
         if not graph_def:  # a body refers to outputs by argument name: SelectV2's "output", AddV2's "z"
-            final = "z" if node.op in _ADDITIVE else "output"
+            final = "z" if node.op in _ADDITIVE or node.op == "MaxPool" else "output"
             renames[f"{name}:{NAN_GUARDED_OPS[node.op]}:0"] = f"{name}:{final}:0"
         for new in _guard(node, graph_def):
             container.add().CopyFrom(new)  # type: ignore[attr-defined]
@@ -370,6 +395,16 @@ def _guard(node: node_def_pb2.NodeDef, graph_def: bool) -> list[node_def_pb2.Nod
             total = _add(
                 make, name, prefix, total, nan_of, dtype, last, controls, graph_def, added, node.device
             )
+        return added
+
+    if op == "MaxPool":
+        lowest = constant("lowest", float(np.finfo(np.float32).min))
+        final = node_def_pb2.NodeDef(name=name, op="Maximum")
+        final.input.extend([raw, lowest, *controls])
+        final.attr["T"].type = dtype
+        if node.device:
+            final.device = node.device
+        added.append(final)
         return added
 
     def is_nan(i: int) -> str:

@@ -26,6 +26,8 @@ from tensorflow.core.framework import function_pb2, graph_pb2, kernel_def_pb2, n
 from tfaccel import _tf_compat
 from tfaccel.assemble import SubgraphDef, call_node, input_placeholder
 from tfaccel.backends import CompiledSubgraph, SubgraphCompileError
+from tfaccel.backends import openvino_semantics as semantics
+from tfaccel.backends.openvino_semantics import XLA_NAN_GUARDED_OPS
 from tfaccel.ir import Graph, Node
 
 __all__ = ["XlaBackend", "SLOW_ON_CPU"]
@@ -119,7 +121,8 @@ class XlaBackend:
     def compile(self, subgraph: SubgraphDef, artifacts: bool = False) -> CompiledSubgraph:
         start = time.perf_counter()
         specs = subgraph.input_specs()
-        graph_def = _without_input_placeholders(subgraph)
+        # XLA:CPU's min/max ignore NaN where TF keeps it (a wrong answer, not a rounding): guard them
+        graph_def = semantics.preserve_nan(_without_input_placeholders(subgraph), XLA_NAN_GUARDED_OPS)
         outputs = list(subgraph.outputs)
         input_map_keys = [f"{input_placeholder(i)}:0" for i in range(len(specs))]
 
