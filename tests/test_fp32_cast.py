@@ -94,12 +94,6 @@ def test_openvino_computes_in_bfloat16(mode):
     assert traced.placement_report.options == f"--backend=openvino --fp32-cast={mode} {STATIC}"
 
 
-@pytest.mark.xfail(
-    not openvino_has_bf16(),
-    strict=True,
-    reason="not reported yet: on a CPU without bf16 the openvino backend runs --fp32-cast models in fp32 "
-    "without a word (OpenVINO's compiled model reports f32 as its inference precision)",
-)
 def test_openvino_says_when_it_cannot_compute_in_bfloat16():
     model = cnn()
     x = tf.random.uniform([2, 16, 16, 3], seed=5)

@@ -74,6 +74,9 @@ class Backend(Protocol):
     dynamic_shapes: bool
     #: string/resource/variant dtypes a subgraph may hold inside (never at its boundary)
     internal_dtypes: frozenset[str]
+    #: sentences for the placement report's fallbacks: what the backend cannot do as asked on this machine
+    #: (logged when the backend is made; never a silent downgrade)
+    notes: tuple[str, ...]
 
     def support_for(self, graph: Graph, graph_def: graph_pb2.GraphDef) -> Backend:
         """The backend ready to answer ``supports`` for nodes of this graph (a backend whose support
@@ -148,7 +151,8 @@ def candidate_backends(name: str, fp32_cast: str = "none") -> tuple[list[Backend
     both.
     """
     if name != "auto":
-        return [get_backend(name, fp32_cast)], []
+        backend = get_backend(name, fp32_cast)
+        return [backend], list(backend.notes)
     names = list(AUTO_ORDER)
     notes: list[str] = []
     first, why_not = resolve_auto()
@@ -161,4 +165,5 @@ def candidate_backends(name: str, fp32_cast: str = "none") -> tuple[list[Backend
             f"compiler, {', '.join(names[1:])} would need a differently captured graph)"
         )
         names = names[:1]
-    return [get_backend(n, fp32_cast) for n in names], notes
+    backends = [get_backend(n, fp32_cast) for n in names]
+    return backends, [*notes, *(note for b in backends for note in b.notes)]

@@ -98,6 +98,13 @@ class OpenVinoBackend:
             )
         self.precision = PRECISIONS[fp32_cast]
         self._support = _GraphSupport({})
+        self.notes: tuple[str, ...] = ()
+        if self.precision == "bf16" and not _cpu_has_bf16():
+            self.notes = (
+                f"--fp32-cast={fp32_cast}: OpenVINO's CPU plugin has no bf16 on this CPU, so openvino "
+                "subgraphs run in fp32 (exact, without the bf16 speed-up)",
+            )
+            logger.warning("%s", self.notes[0])
 
     # -- support ---------------------------------------------------------------------------------------
     def support_for(self, graph: Graph, graph_def: graph_pb2.GraphDef) -> OpenVinoBackend:
@@ -213,6 +220,13 @@ class OpenVinoBackend:
         for info in subgraph.output_infos:
             node.attr["output_shapes"].list.shape.add().CopyFrom(tf.TensorShape(info.shape).as_proto())
         return node
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin honours a bf16 inference precision here (else it compiles f32)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def _frontend_verdict(graph_def: graph_pb2.GraphDef) -> dict[str, str]:

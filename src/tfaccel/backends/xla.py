@@ -90,6 +90,7 @@ class XlaBackend:
     dynamic_shapes = False
     #: XLA compiles a TensorList loop (a Keras LSTM/GRU) whole, when the list never leaves the subgraph
     internal_dtypes: frozenset[str] = frozenset({"variant"})
+    notes: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self._table = _kernel_table()
