@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -105,3 +106,27 @@ def installed_script(name: str, module_args: list[str]) -> list[str]:
     ]
     found = [str(p) for p in candidates if p.is_file()] or [shutil.which(name) or ""]
     return [found[0]] if found[0] else [sys.executable, *module_args]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports on 127.0.0.1 (all held open while choosing, so they differ)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Terminate a server process, killing it if it has not exited after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

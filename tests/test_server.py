@@ -8,7 +8,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -32,7 +31,7 @@ from tensorflow_serving.apis import (
 )
 
 import tfaccel
-from conftest import STATIC, assert_close, installed_script
+from conftest import STATIC, assert_close, free_ports, installed_script, stop_process
 
 SERVER = installed_script(
     "tfaccel-model-server", ["-c", "import sys, tfaccel_cli; sys.exit(tfaccel_cli.serve_main())"]
@@ -140,23 +139,11 @@ def _flags(text: str) -> dict[str, Any]:
     return parse_flags(f"{STATIC} {text}", "test")
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct free ports (all held open while choosing, so they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 class Server:
     """A server subprocess; ``rest(...)``/``stub`` talk to it; stopped and its log kept on exit."""
 
     def __init__(self, args: list[str], log: Path) -> None:
-        self.grpc_port, self.rest_port = _free_ports(2)
+        self.grpc_port, self.rest_port = free_ports(2)
         self.log = log
         env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
         self.proc = subprocess.Popen(
@@ -211,12 +198,7 @@ class Server:
 
     def stop(self) -> str:
         self.channel.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         return self.log.read_text()
 
 

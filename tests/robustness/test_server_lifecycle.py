@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -29,7 +28,7 @@ import pytest
 import tensorflow as tf
 
 import tfaccel
-from conftest import STATIC, assert_close, installed_script
+from conftest import STATIC, assert_close, free_ports, installed_script
 from tfaccel.serving.config import ModelConfig
 from tfaccel.serving.manager import Manager, State
 
@@ -237,15 +236,6 @@ def test_a_version_copied_in_steps_is_loaded_only_once_settled(models: Path, tmp
 
 
 # -- item 10: memory over version roll-overs -----------------------------------------------------------
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _rest(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -291,7 +281,7 @@ def _roll_over(tmp_path: Path, backend: str, size: int, rollovers: int) -> list[
     base, staging = tmp_path / "base", tmp_path / "staging"
     base.mkdir()
     shutil.copytree(versions[0][0], base / "1")
-    grpc_port, rest_port = _free_ports(2)
+    grpc_port, rest_port = free_ports(2)
     log = tmp_path / "server.log"
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     env["MALLOC_ARENA_MAX"] = "2"  # fewer malloc arenas: RSS then shows what is kept, not where it was freed

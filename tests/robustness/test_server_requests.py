@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from conftest import assert_close, installed_script
+from conftest import assert_close, free_ports, installed_script, stop_process
 from tfaccel.serving.errors import ServingError
 from tfaccel.serving.tensors import columns_from_json, parse_request_json, rows_from_json
 
@@ -76,17 +76,6 @@ class _Mixed(tf.Module):
         }
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def _run_server(args: list[str], timeout: int = 120) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     return subprocess.run([*SERVER, *args], capture_output=True, text=True, timeout=timeout, env=env)
@@ -96,7 +85,7 @@ class Server:
     """One server process on 127.0.0.1 (both APIs bound to loopback only)."""
 
     def __init__(self, args: list[str], log: Path) -> None:
-        self.grpc_port, self.rest_port = _free_ports(2)
+        self.grpc_port, self.rest_port = free_ports(2)
         self.log = log
         env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
         self.proc = subprocess.Popen(
@@ -156,12 +145,7 @@ class Server:
 
     def stop(self) -> str:
         self.channel.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         return self.log.read_text()
 
 
@@ -678,7 +662,7 @@ def test_flag_defaults_follow_tf_serving() -> None:
 )
 def test_unsafe_start_up_is_refused(tmp_path: Path, flags: list[str], words: str) -> None:
     (tmp_path / "m" / "1").mkdir(parents=True)
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     done = _run_server([f"--model_base_path={tmp_path / 'm'}", f"--port={port}", *flags])
     lines = [line for line in done.stderr.splitlines() if ": error: " in line]
     assert done.returncode == 1, done.stderr[-2000:]
@@ -769,7 +753,7 @@ def test_tls_with_client_certificates_and_never_plaintext(tmp_path: Path) -> Non
     (tmp_path / "ssl.config").write_text(_ssl_config(certs, client_verify=True))
     for name, data in certs.items():
         (tmp_path / f"{name}.pem").write_bytes(data)
-    grpc_port, rest_port = _free_ports(2)
+    grpc_port, rest_port = free_ports(2)
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     log = tmp_path / "tls.log"
     proc = subprocess.Popen(
