@@ -449,6 +449,26 @@ def _k_matches(expression: str, node_id: str) -> bool:
         return True  # an expression this approximation cannot read: let pytest decide
 
 
+def _build_op_library(tree: Path, op_cache: Path, timeout: int) -> str | None:
+    """Build and load the copy's (mutated) op library into ``op_cache``; None when it loads, else why not."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tfaccel.native"],
+            cwd=tree,
+            env=copy_env(tree, op_cache),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return f"the mutated op library did not build within {timeout} s"
+    if proc.returncode != 0 or not Path(proc.stdout.strip() or "/").resolve().is_relative_to(
+        op_cache.resolve()
+    ):
+        return f"the mutated op library does not build or load: {_summary(proc.stderr or proc.stdout)}"
+    return None
+
+
 _FAILED = re.compile(r"^(FAILED|ERROR) (\S+)", re.MULTILINE)
 
 
@@ -463,6 +483,10 @@ def run_mutation(mutation: Mutation, base: Path, workdir: Path, keep: bool = Fal
         except StaleMutation as err:
             return Result(mutation, "STALE", 0.0, str(err))
         op_cache = tree / ".op-cache" if mutation.file.endswith(".cc") else None
+        if op_cache is not None:  # a library that fails to build would fail the tests: not a kill
+            built = _build_op_library(tree, op_cache, mutation.timeout)
+            if built is not None:
+                return Result(mutation, "ERROR", time.monotonic() - start, built)
         command = pytest_command(mutation.tests, mutation.select)
         try:
             proc = subprocess.run(

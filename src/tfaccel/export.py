@@ -9,7 +9,6 @@ What a saved model holds: ``serving_default`` (inputs by their original names, o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ import tensorflow as tf
 from tfaccel import native
 from tfaccel.capture import InputLayout
 from tfaccel.errors import ExportError
+from tfaccel.native.trust import sha256_file
 from tfaccel.report import PlacementReport
 from tfaccel.runtime import Executable, make_model
 
@@ -222,16 +222,8 @@ def _digests(path: str) -> dict[str, str]:
             full = os.path.join(root, name)
             relative = os.path.relpath(full, path).replace(os.sep, "/")
             if relative.split("/")[0] != os.path.dirname(METADATA_FILE):
-                found[relative] = _sha256(full)
+                found[relative] = sha256_file(full)
     return found
-
-
-def _sha256(file: str) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_files(path: str, meta: dict[str, Any]) -> None:
@@ -258,7 +250,7 @@ def verify_files(path: str, meta: dict[str, Any]) -> None:
                 "copy it again or save the traced model again"
             )
         try:
-            got = _sha256(full)
+            got = sha256_file(full)
         except OSError as err:
             raise ExportError(f"cannot read {full} ({err.strerror or err}); check its permissions") from err
         if got != want:

@@ -33,6 +33,7 @@ __all__ = [
     "library_verified",
     "record_path",
     "secure_root",
+    "sha256_file",
     "write_failure",
     "write_record",
 ]
@@ -92,7 +93,8 @@ def record_path(library: Path) -> Path:
     return library.with_name(library.name + ".sha256")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (also used by ``export`` for saved files)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -104,7 +106,7 @@ def write_record(library: Path, final: Path) -> None:
     """Record ``library``'s sha256 as the build record of ``final`` (where it is about to be moved)."""
     record = record_path(final)
     partial = record.with_name(record.name + f".{os.getpid()}.tmp")
-    partial.write_text(_sha256(library) + "\n")
+    partial.write_text(sha256_file(library) + "\n")
     os.chmod(partial, 0o644)
     os.replace(partial, record)
 
@@ -119,7 +121,7 @@ def library_verified(library: Path) -> str | None:
     if not os.path.lexists(record):
         return "it has no build record"
     check_ours(record)
-    if record.read_text().strip() != _sha256(library):
+    if record.read_text().strip() != sha256_file(library):
         return "its sha256 does not match its build record (corrupt or replaced)"
     return None
 
