@@ -208,6 +208,16 @@ def _retag(saved_model_dir, key):
                 node.attr["model_key"].s = key
                 count += 1
     path.write_bytes(proto.SerializeToString())
+    # an attacker who can edit the model can also rewrite the digests tfaccel.load checks (they catch
+    # damage, not authors): record the edited file's, so the op's own defence is what is tested
+    import json
+
+    from tfaccel import export
+
+    meta_path = saved_model_dir / export.METADATA_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["sha256"] = export._digests(str(saved_model_dir))
+    meta_path.write_text(json.dumps(meta))
     return count
 
 
