@@ -13,7 +13,8 @@ must occur exactly once (else the mutation is STALE: the code moved and the muta
 silently skipped). The tests named by the mutation then run in the copy with ``PYTHONPATH`` pointing at the
 copy's ``src`` (ahead of the editable install), and the copy's own ``tests/conftest.py`` hands that path to
 every subprocess, server and console script the tests start. A mutation of the OpenVINO op's C++ source
-gets a private op-library cache, so its library is rebuilt (20-40 s) and never pollutes the user's cache.
+gets a private op-library cache, so its library is rebuilt (20-40 s) and never pollutes the user's cache;
+that library must build and load before its tests run (a build failure is an ERROR, not a kill).
 
 Before the mutations, the unmutated copy is checked: ``tfaccel`` must resolve to the copy, and every named
 test must be collected (a renamed test is an ERROR, not a mutation that "survives" by running nothing).
@@ -410,8 +411,9 @@ def check_tests_collect(tree: Path, mutations: Sequence[Mutation]) -> dict[str, 
     command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *files]
     proc = subprocess.run(command, cwd=tree, env=copy_env(tree), capture_output=True, text=True)
     output = proc.stdout + proc.stderr
+    # one node id per line (parametrized ids may hold spaces), then a summary line
     collected = [
-        line.strip() for line in proc.stdout.splitlines() if "::" in line and " " not in line.strip()
+        line.strip() for line in proc.stdout.splitlines() if line.startswith("tests/") and "::" in line
     ]
     broken = set(re.findall(r"^ERROR (tests/\S+\.py)", output, re.MULTILINE))
     problems: dict[str, str] = {}
