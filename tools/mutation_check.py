@@ -471,7 +471,7 @@ def _build_op_library(tree: Path, op_cache: Path, timeout: int) -> str | None:
     return None
 
 
-_FAILED = re.compile(r"^(FAILED|ERROR) (\S+)", re.MULTILINE)
+_FAILED = re.compile(r"^(FAILED|ERROR) (.+?)(?: - .*)?$", re.MULTILINE)  # node ids may hold spaces
 
 
 def run_mutation(mutation: Mutation, base: Path, workdir: Path, keep: bool = False) -> Result:
