@@ -107,6 +107,8 @@ def generate() -> str:
             xla_cell = _dtypes_text(xla[op])
             if op in SLOW_ON_CPU:
                 notes.append(f"xla: {SLOW_ON_CPU[op]}")
+            if op in openvino_semantics.XLA_NAN_GUARDED_OPS:
+                notes.append("xla: NaN handled as in TF by a rewrite (XLA:CPU's own min/max ignore NaN)")
         ov_cell = "—"
         if in_ov:
             dropped, semantics = openvino_semantics.documented(op)

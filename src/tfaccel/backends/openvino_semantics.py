@@ -475,7 +475,7 @@ def documented(op: str) -> tuple[frozenset[str], list[str]]:
     """The dtypes the rules above never claim for ``op`` on openvino, and a note per rule that applies."""
     dropped: set[str] = set()
     notes: list[str] = []
-    if op in NAN_GUARDED_OPS:
+    if op in OPENVINO_NAN_GUARDED_OPS:
         notes.append("NaN kept as in TF by a rewrite (OpenVINO's own op turns NaN into a number)")
     if op in ("ArgMax", "ArgMin"):
         dropped |= FLOAT_DTYPES
