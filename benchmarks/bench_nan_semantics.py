@@ -24,8 +24,8 @@ import tensorflow as tf
 
 import tfaccel
 from tfaccel.backends import openvino_semantics
-from tfaccel.timing import interleaved
-from tfaccel.zoo import ZOO
+from tfaccel.compiler.timing import interleaved
+from tfaccel.tools.zoo import ZOO
 
 
 def _trace(model: object, x: tf.Tensor, rewrite: bool) -> object:

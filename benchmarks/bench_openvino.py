@@ -25,9 +25,9 @@ import openvino as ov
 import tensorflow as tf
 
 import tfaccel
-from tfaccel.examples import EXAMPLES, example_input
-from tfaccel.timing import interleaved
-from tfaccel.zoo import relative_error
+from tfaccel.compiler.timing import interleaved
+from tfaccel.tools.examples import EXAMPLES, example_input
+from tfaccel.tools.zoo import relative_error
 
 
 def fp32_speed(runs: int) -> None:

@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 import tfaccel
-from tfaccel.examples import example_input, resnet50
-from tfaccel.timing import interleaved
+from tfaccel.compiler.timing import interleaved
+from tfaccel.tools.examples import example_input, resnet50
 
 
 def mlp() -> keras.Model:

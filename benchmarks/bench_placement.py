@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from typing import Any
 
 import tfaccel
-from tfaccel.zoo import ZOO
+from tfaccel.tools.zoo import ZOO
 
 
 def _trace(name: str, placement: str) -> tuple[float, Any]:

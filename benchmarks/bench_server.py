@@ -34,7 +34,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import tfaccel
 from tfaccel.cli import loadtest
-from tfaccel.examples import EXAMPLES, example_input
+from tfaccel.tools.examples import EXAMPLES, example_input
 
 
 def _free_port() -> int:

@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 import tfaccel
-from tfaccel.examples import EXAMPLES, example_input
-from tfaccel.timing import interleaved
+from tfaccel.compiler.timing import interleaved
+from tfaccel.tools.examples import EXAMPLES, example_input
 
 
 def main() -> None:

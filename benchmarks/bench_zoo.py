@@ -1,6 +1,6 @@
 """The zoo benchmark: tfaccel next to the tools a user would pick instead, model by model, on this machine.
 
-For every zoo model (``tfaccel.zoo``) at batch 1 and 8, in one process per model, interleaved runs after a
+For every zoo model (``tfaccel.tools.zoo``) at batch 1 and 8, one process per model, interleaved runs after a
 warm-up, medians:
 
 * ``tf``           the original, ``tf.function`` graph mode (the baseline of every ratio)
@@ -201,7 +201,7 @@ def count_flops(model: Any, x: Any) -> float | None:
     """FLOPs of one sample, from TensorFlow's profiler on the frozen graph (ops in loops counted once)."""
     import tensorflow as tf
 
-    from tfaccel.capture import capture
+    from tfaccel.compiler.capture import capture
 
     one = {k: v[:1] for k, v in x.items()} if isinstance(x, dict) else x[:1]
     try:
@@ -218,8 +218,8 @@ def count_flops(model: Any, x: Any) -> float | None:
 
 
 def bench_model(name: str, batches: list[int], runs: int, tools: list[str]) -> dict[str, Any]:
-    from tfaccel.timing import interleaved
-    from tfaccel.zoo import ZOO, relative_error
+    from tfaccel.compiler.timing import interleaved
+    from tfaccel.tools.zoo import ZOO, relative_error
 
     entry = ZOO[name]
     model = entry.build()
@@ -463,7 +463,7 @@ def _chart(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
-    from tfaccel.zoo import ZOO
+    from tfaccel.tools.zoo import ZOO
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

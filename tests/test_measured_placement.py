@@ -2,7 +2,7 @@
 
 The rest of the suite traces with static placement (conftest), because timings decide here. So these
 tests assert what must hold whatever the timings: every candidate's measurements are in the report, each
-choice is the rule's (:func:`tfaccel.selection.choose`) on those numbers, each node's reason names its
+choice is the rule's (``selection.choose``) on those numbers, each node's reason names its
 candidate's measurement, and the answers are the original's. A placement itself is asserted only where
 the decision is clear-cut (a fused chain of element-wise ops that XLA runs in one pass and TF in 64).
 """
@@ -18,8 +18,8 @@ import tensorflow as tf
 
 import tfaccel
 from conftest import assert_close
-from tfaccel.profiling import MIN_RUNS
-from tfaccel.selection import ABS_MARGIN_MS, REL_MARGIN, choose
+from tfaccel.compiler.profiling import MIN_RUNS
+from tfaccel.compiler.selection import ABS_MARGIN_MS, REL_MARGIN, choose
 
 RNG = np.random.default_rng(3)
 W = tf.constant(RNG.standard_normal((64, 64)) / 8, tf.float32)

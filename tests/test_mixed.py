@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import tfaccel
 from conftest import FRESH_IMPORT, SRC, assert_close, run_python
-from tfaccel.selection import choose
+from tfaccel.compiler.selection import choose
 
 RNG = np.random.default_rng(5)
 W1 = tf.constant(RNG.standard_normal((8, 8)), tf.float32)

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import tfaccel
-from tfaccel.examples import EXAMPLES, example_input
+from tfaccel.tools.examples import EXAMPLES, example_input
 
 #: max |traced - original| / max |original| allowed at fp32 (XLA fuses and reorders sums)
 MAX_RELATIVE_ERROR = 1e-5

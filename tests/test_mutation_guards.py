@@ -18,8 +18,8 @@ import tensorflow as tf
 
 import tfaccel
 from conftest import SRC, STATIC, assert_close
-from tfaccel.ir import Graph, Node, TensorInfo, TensorRef
-from tfaccel.partition import partition
+from tfaccel.compiler.ir import Graph, Node, TensorInfo, TensorRef
+from tfaccel.compiler.partition import partition
 
 INPUTS = 10
 
@@ -41,12 +41,12 @@ def test_cluster_inputs_keep_the_graph_order():
 
 _PARTITION_IN_A_FRESH_PROCESS = """
 import json, sys, types
-# tfaccel.ir and tfaccel.partition need no TensorFlow: import them without the package's __init__
+# the compiler's ir and partition need no TensorFlow: import them without the package's __init__
 package = types.ModuleType("tfaccel")
 package.__path__ = [sys.argv[1] + "/tfaccel"]
 sys.modules["tfaccel"] = package
-from tfaccel.ir import Graph, Node, TensorInfo, TensorRef
-from tfaccel.partition import partition
+from tfaccel.compiler.ir import Graph, Node, TensorInfo, TensorRef
+from tfaccel.compiler.partition import partition
 info = (TensorInfo("float32", (2, 3)),)
 nodes = [Node(f"p{i}", "Placeholder", outputs=info) for i in range(10)]
 nodes.append(Node("sum", "AddN", tuple(TensorRef(f"p{i}") for i in range(10)), outputs=info))

@@ -25,7 +25,7 @@ import tensorflow as tf
 from op_conformance_table import ALL, CASES, EDGES, FLOATS, TOLERANCE, Case
 from tfaccel.backends import openvino_semantics as semantics
 from tfaccel.backends.openvino import OpenVinoBackend
-from tfaccel.capture import graph_from_graph_def
+from tfaccel.compiler.capture import graph_from_graph_def
 
 Operands = list[np.ndarray]
 Build = Callable[..., tf.Tensor]

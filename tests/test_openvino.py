@@ -361,7 +361,7 @@ print("ok")
 
 def test_an_input_the_frontend_dropped_becomes_an_unused_parameter(tmp_path):
     from tfaccel.backends.openvino import _in_call_order
-    from tfaccel.ir import TensorInfo
+    from tfaccel.compiler.ir import TensorInfo
 
     graph = tf.Graph()
     with graph.as_default():

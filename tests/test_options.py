@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import tfaccel
 from conftest import STATIC
-from tfaccel.options import TraceOptions, parse_flags, resolve_options
+from tfaccel.compiler.options import TraceOptions, parse_flags, resolve_options
 
 W = tf.constant(np.random.default_rng(0).standard_normal((4, 4)), tf.float32)
 

@@ -12,8 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfaccel.ir import Graph, IRError, Node, TensorRef
-from tfaccel.partition import Cluster, PartitionResult, _DynamicOrder, contract, is_acyclic, partition
+from tfaccel.compiler.ir import Graph, IRError, Node, TensorRef
+from tfaccel.compiler.partition import (
+    Cluster,
+    PartitionResult,
+    _DynamicOrder,
+    contract,
+    is_acyclic,
+    partition,
+)
 
 # -- helpers -------------------------------------------------------------------------------------------------
 
@@ -287,13 +294,13 @@ def test_partition_module_imports_nothing_that_needs_tensorflow() -> None:
     import pathlib
     import sys
 
-    import tfaccel.partition
+    import tfaccel.compiler.partition
 
-    tree = ast.parse(pathlib.Path(tfaccel.partition.__file__).read_text(encoding="utf-8"))
+    tree = ast.parse(pathlib.Path(tfaccel.compiler.partition.__file__).read_text(encoding="utf-8"))
     imported = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
     imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     local = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
-    assert local == {"tfaccel.ir"}
+    assert local == {"tfaccel.compiler.ir"}
 
 
 def test_is_acyclic() -> None:

@@ -14,8 +14,8 @@ import tensorflow as tf
 
 import tfaccel
 from conftest import SRC, STATIC, assert_close, legacy_trace_then_reload, run_python
-from tfaccel.ir import Graph, Node, TensorInfo, TensorRef
-from tfaccel.stages import split_balanced
+from tfaccel.compiler.core_stages import split_balanced
+from tfaccel.compiler.ir import Graph, Node, TensorInfo, TensorRef
 
 
 def mlp():

@@ -8,7 +8,7 @@ import numpy as np
 import tf_keras as keras
 
 import tfaccel
-from tfaccel.progress import Event, TerminalProgress, reporting
+from tfaccel.compiler.progress import Event, TerminalProgress, reporting
 
 
 class _Recorder:

@@ -1,11 +1,11 @@
-"""The measured-placement rule (``tfaccel.selection``) on given numbers: no TensorFlow, no timing."""
+"""The measured-placement rule (``tfaccel.compiler.selection``) on given numbers: no TensorFlow, no timing."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tfaccel.selection import ABS_MARGIN_MS, REL_MARGIN, Measurement, choose, margin_ms
+from tfaccel.compiler.selection import ABS_MARGIN_MS, REL_MARGIN, Measurement, choose, margin_ms
 
 ORDER = ["openvino", "xla"]
 

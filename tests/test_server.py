@@ -134,7 +134,7 @@ def _trace(src: Path, dst: Path, batch: int, flags: str) -> None:
 
 
 def _flags(text: str) -> dict[str, Any]:
-    from tfaccel.options import parse_flags
+    from tfaccel.compiler.options import parse_flags
 
     return parse_flags(f"{STATIC} {text}", "test")
 

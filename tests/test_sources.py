@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from tfaccel.cli.loadtest import LoadResult, percentile, run
+from tfaccel.compiler.sources import example_inputs, open_signature, read_npz
 from tfaccel.errors import SourceError
-from tfaccel.sources import example_inputs, open_signature, read_npz
 
 
 class _Mixed(tf.Module):

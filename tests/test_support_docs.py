@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tfaccel.backends.openvino import conversion_rules
-from tfaccel.support_docs import generate
+from tfaccel.tools.support_docs import generate
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "supported-ops.md"
 
@@ -15,7 +15,7 @@ def test_supported_ops_doc_is_current() -> None:
     current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.exists() else ""
     assert current == expected, (
         f"{DOC_PATH} is stale (TensorFlow or OpenVINO changed what they support, or the generator "
-        "changed): run `python -m tfaccel.support_docs --write` and commit the result"
+        "changed): run `python -m tfaccel.tools.support_docs --write` and commit the result"
     )
 
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import tfaccel
 from conftest import SRC, run_python
-from tfaccel.zoo import ZOO, relative_error
+from tfaccel.tools.zoo import ZOO, relative_error
 
 BACKENDS = ["openvino", "xla"]
 FAST = sorted(name for name, m in ZOO.items() if m.fast)

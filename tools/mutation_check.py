@@ -137,7 +137,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "dynamic-batch-pads-with-minus-7",
-        "src/tfaccel/batching.py",
+        "src/tfaccel/runtime/batching.py",
         "tf.reshape(tf.gather(x, rows), tf.concat([[chunks, batch], tf.shape(x)[1:]], axis=0))",
         "tf.reshape(tf.concat([x, tf.fill(tf.concat([[chunks * batch - n], tf.shape(x)[1:]], 0), "
         "tf.cast(-7, x.dtype))], 0), tf.concat([[chunks, batch], tf.shape(x)[1:]], axis=0))",
@@ -146,7 +146,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "dynamic-batch-wrong-rows",
-        "src/tfaccel/batching.py",
+        "src/tfaccel/runtime/batching.py",
         "tf.shape(r)[2:]], axis=0))[:n] for r in results]",
         "tf.shape(r)[2:]], axis=0))[-n:] for r in results]",
         (
@@ -157,7 +157,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "pipeline-one-micro-batch-in-flight",
-        "src/tfaccel/batching.py",
+        "src/tfaccel/runtime/batching.py",
         "parallel_iterations=in_flight,",
         "parallel_iterations=1,",
         ("tests/test_pipeline.py::test_stages_run_on_micro_batches_with_several_in_flight",),
@@ -165,7 +165,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "pipeline-stages-on-whole-batch",
-        "src/tfaccel/batching.py",
+        "src/tfaccel/runtime/batching.py",
         "rows = -(-batch // stages)",
         "rows = batch",
         (
@@ -176,7 +176,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "extract-weights-ignored",
-        "src/tfaccel/tracing.py",
+        "src/tfaccel/compiler/pipeline.py",
         "extract_weights=opts.extract_weights,",
         "extract_weights=False,",
         ("tests/test_extract_weights.py",),
@@ -192,7 +192,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "partition-skips-cycle-check",
-        "src/tfaccel/partition.py",
+        "src/tfaccel/compiler/partition.py",
         "        if self.reachable(a, b):\n            self.succ[a].add(b)",
         "        if False:\n            self.succ[a].add(b)",
         ("tests/test_partition.py",),
@@ -201,7 +201,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- capture ------------------------------------------------------------------------------------------
     Mutation(
         "capture-keras-in-training-mode",
-        "src/tfaccel/capture.py",
+        "src/tfaccel/compiler/capture.py",
         'kwargs["training"] = False',
         'kwargs["training"] = True',
         ("tests/test_capture.py::test_keras_model_is_traced_in_inference_mode",),
@@ -209,7 +209,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "capture-shares-the-original-weights",
-        "src/tfaccel/capture.py",
+        "src/tfaccel/compiler/capture.py",
         "weights += tuple(tf.Variable(v.read_value(), trainable=False) for _, v in lifted)",
         "weights += tuple(v for _, v in lifted)",
         ("tests/test_extract_weights.py::test_traced_model_keeps_its_own_copy_of_the_weights",),
@@ -217,7 +217,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "fp32-cast-silent-when-it-changes-nothing",
-        "src/tfaccel/capture.py",
+        "src/tfaccel/compiler/capture.py",
         'if fp32_cast != "none" and count == 0:',
         "if False:",
         ("tests/test_fp32_cast.py::test_a_cast_that_changes_nothing_is_logged_and_reported",),
@@ -226,7 +226,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- assembly -----------------------------------------------------------------------------------------
     Mutation(
         "assemble-reads-output-0-only",
-        "src/tfaccel/assemble.py",
+        "src/tfaccel/compiler/assemble.py",
         "replaced[ref] = TensorRef(cluster.name, k)",
         "replaced[ref] = TensorRef(cluster.name, 0)",
         ("tests/test_dynamic_batch.py::test_any_batch_size_equals_the_original",),
@@ -234,7 +234,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "assemble-swaps-subgraph-inputs",
-        "src/tfaccel/assemble.py",
+        "src/tfaccel/compiler/assemble.py",
         "input_index = {ref: i for i, ref in enumerate(cluster.inputs)}",
         "input_index = {ref: len(cluster.inputs) - 1 - i for i, ref in enumerate(cluster.inputs)}",
         ("tests/test_dynamic_batch.py::test_any_batch_size_equals_the_original",),
@@ -243,7 +243,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- placement, selection, partition determinism ------------------------------------------------------
     Mutation(
         "selection-ignores-the-noise-margin",
-        "src/tfaccel/selection.py",
+        "src/tfaccel/compiler/selection.py",
         "    if tf_ms - best_ms <= needed:",
         "    if tf_ms - best_ms <= 0:",
         ("tests/test_selection.py",),
@@ -251,7 +251,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "placement-prefers-the-last-backend",
-        "src/tfaccel/placement.py",
+        "src/tfaccel/compiler/placement.py",
         "chosen = next((d for d in options if d.accelerated), None)",
         "chosen = next((d for d in reversed(options) if d.accelerated), None)",
         ("tests/test_mixed.py::test_static_placement_puts_each_node_on_the_first_backend_that_takes_it",),
@@ -259,7 +259,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "partition-boundary-order-not-reproducible",
-        "src/tfaccel/partition.py",
+        "src/tfaccel/compiler/partition.py",
         "inputs=tuple(inputs),",
         "inputs=tuple(set(inputs)),",
         ("tests/test_mutation_guards.py", "tests/test_partition.py"),
@@ -269,7 +269,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # -- options ------------------------------------------------------------------------------------------
     Mutation(
         "options-precedence-reversed",
-        "src/tfaccel/options.py",
+        "src/tfaccel/compiler/options.py",
         'ENV_VARS = ("NEURON_CC_FLAGS", "TFACCEL_CC_FLAGS")',
         'ENV_VARS = ("TFACCEL_CC_FLAGS", "NEURON_CC_FLAGS")',
         ("tests/test_options.py::test_precedence_keyword_over_tfaccel_over_neuron",),
@@ -277,7 +277,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "options-min-segment-size-ignored",
-        "src/tfaccel/tracing.py",
+        "src/tfaccel/compiler/pipeline.py",
         "opts.min_segment_size, bool(opts.workdir))",
         "2, bool(opts.workdir))",
         (

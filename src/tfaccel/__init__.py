@@ -33,7 +33,7 @@ __version__ = "0.1.0"
 def _register_op_library() -> None:
     # A model traced with the openvino backend holds tfaccel's op: TensorFlow can load it only once the op
     # library is registered, so importing tfaccel registers it (building it on the first import on a
-    # machine). This imports TensorFlow; tfaccel.ir, tfaccel.partition and tfaccel.placement themselves
+    # machine). This imports TensorFlow; the compiler's ir, partition and placement themselves
     # never do (tests/test_layering.py).
     from tfaccel import native
 
@@ -43,27 +43,27 @@ def _register_op_library() -> None:
 _register_op_library()
 
 if TYPE_CHECKING:
-    from tfaccel.analyze import analyze_model
-    from tfaccel.export import load, load_report
-    from tfaccel.tracing import trace
+    from tfaccel.compiler.analyze import analyze_model
+    from tfaccel.compiler.pipeline import trace
+    from tfaccel.runtime.export import load, load_report
 
 
 def __getattr__(name: str) -> Any:
     # the tracing and export modules are imported on first use, keeping ``import tfaccel`` light
     if name == "trace":
-        from tfaccel.tracing import trace
+        from tfaccel.compiler.pipeline import trace
 
         return trace
     if name == "analyze_model":
-        from tfaccel.analyze import analyze_model
+        from tfaccel.compiler.analyze import analyze_model
 
         return analyze_model
     if name == "load":
-        from tfaccel.export import load
+        from tfaccel.runtime.export import load
 
         return load
     if name == "load_report":
-        from tfaccel.export import load_report
+        from tfaccel.runtime.export import load_report
 
         return load_report
     if name == "saved_model":

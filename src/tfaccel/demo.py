@@ -14,7 +14,7 @@ import numpy as np
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from tfaccel.examples import EXAMPLES
+    from tfaccel.tools.examples import EXAMPLES
 
     parser = argparse.ArgumentParser(prog="python -m tfaccel.demo", description=__doc__)
     parser.add_argument("--model", choices=sorted(EXAMPLES), default="mobilenetv2")
@@ -32,8 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import tensorflow as tf
 
     import tfaccel
-    from tfaccel.examples import example_input
-    from tfaccel.timing import interleaved
+    from tfaccel.compiler.timing import interleaved
+    from tfaccel.tools.examples import example_input
 
     model = EXAMPLES[args.model]()
     x = example_input(args.model, args.batch)

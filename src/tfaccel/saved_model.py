@@ -14,9 +14,9 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tfaccel.compiler.options import parse_flags
+from tfaccel.compiler.sources import example_inputs, open_signature
 from tfaccel.errors import OptionsError
-from tfaccel.options import parse_flags
-from tfaccel.sources import example_inputs, open_signature
 
 __all__ = ["compile"]
 

@@ -212,7 +212,7 @@ def _retag(saved_model_dir, key):
     # damage, not authors): record the edited file's, so the op's own defence is what is tested
     import json
 
-    from tfaccel import export
+    from tfaccel.runtime import export
 
     meta_path = saved_model_dir / export.METADATA_FILE
     meta = json.loads(meta_path.read_text())

@@ -264,7 +264,7 @@ def _traced_versions(root: Path, backend: str, size: int, count: int) -> list[tu
     found = []
     for index in range(count if backend == "openvino" else 1):
         module = _Affine(1.0 + index, size=size, width=size, seed=index)
-        from tfaccel.options import parse_flags
+        from tfaccel.compiler.options import parse_flags
 
         traced = tfaccel.trace(module.serve, {"x": x}, **parse_flags(f"{STATIC} --backend={backend}", "test"))
         path = root / f"{backend}-{index}"

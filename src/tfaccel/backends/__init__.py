@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from tensorflow.core.framework import function_pb2, graph_pb2, node_def_pb2
 
+from tfaccel.compiler.ir import Graph, Node
+from tfaccel.compiler.partition import Cluster
 from tfaccel.errors import OptionsError
-from tfaccel.ir import Graph, Node
-from tfaccel.partition import Cluster
 
 if TYPE_CHECKING:
-    from tfaccel.assemble import SubgraphDef
+    from tfaccel.compiler.assemble import SubgraphDef
 
 __all__ = [
     "Backend",

@@ -27,10 +27,10 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
 from tfaccel import native
-from tfaccel.assemble import SubgraphDef, input_placeholder
 from tfaccel.backends import CompiledSubgraph, SubgraphCompileError
 from tfaccel.backends import openvino_semantics as semantics
-from tfaccel.ir import Graph, Node, TensorInfo, TensorRef
+from tfaccel.compiler.assemble import SubgraphDef, input_placeholder
+from tfaccel.compiler.ir import Graph, Node, TensorInfo, TensorRef
 
 __all__ = ["OV_DTYPES", "OpenVinoBackend", "PRECISIONS", "UNSUPPORTED_DTYPES", "conversion_rules"]
 

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
-from tfaccel.ir import Graph, Node, TensorRef
+from tfaccel.compiler.ir import Graph, Node, TensorRef
 
 __all__ = [
     "FLOAT_DTYPES",

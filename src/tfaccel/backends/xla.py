@@ -24,11 +24,11 @@ import tensorflow as tf
 from tensorflow.core.framework import function_pb2, graph_pb2, kernel_def_pb2, node_def_pb2
 
 from tfaccel import _tf_compat
-from tfaccel.assemble import SubgraphDef, call_node, input_placeholder
 from tfaccel.backends import CompiledSubgraph, SubgraphCompileError
 from tfaccel.backends import openvino_semantics as semantics
 from tfaccel.backends.openvino_semantics import XLA_NAN_GUARDED_OPS
-from tfaccel.ir import Graph, Node
+from tfaccel.compiler.assemble import SubgraphDef, call_node, input_placeholder
+from tfaccel.compiler.ir import Graph, Node
 
 __all__ = ["XlaBackend", "SLOW_ON_CPU"]
 

@@ -271,7 +271,7 @@ class _ClearingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Erases a progress line before writing a record, so the two never share a line."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        from tfaccel import progress
+        from tfaccel.compiler import progress
 
         progress.clear()
         super().emit(record)

@@ -15,10 +15,10 @@ import numpy as np
 
 import tfaccel
 from tfaccel.cli import loadtest
+from tfaccel.compiler.options import parse_flags
+from tfaccel.compiler.progress import TerminalProgress, reporting
+from tfaccel.compiler.sources import Signature, check_savedmodel_dir, example_inputs, open_signature, read_npz
 from tfaccel.errors import SourceError
-from tfaccel.options import parse_flags
-from tfaccel.progress import TerminalProgress, reporting
-from tfaccel.sources import Signature, check_savedmodel_dir, example_inputs, open_signature, read_npz
 
 __all__ = ["analyze", "bench", "report", "trace"]
 

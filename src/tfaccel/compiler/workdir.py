@@ -33,12 +33,12 @@ import tensorflow as tf
 from google.protobuf import text_format
 
 from tfaccel import _tf_compat
-from tfaccel.assemble import extract_subgraph, input_placeholder
 from tfaccel.backends import CompiledSubgraph
-from tfaccel.capture import CapturedFunction, feed_values
-from tfaccel.ir import Graph
-from tfaccel.options import TraceOptions
-from tfaccel.report import PlacementReport
+from tfaccel.compiler.assemble import extract_subgraph, input_placeholder
+from tfaccel.compiler.capture import CapturedFunction, feed_values
+from tfaccel.compiler.ir import Graph
+from tfaccel.compiler.options import TraceOptions
+from tfaccel.compiler.report import PlacementReport
 
 __all__ = ["write_capture", "write_workdir"]
 

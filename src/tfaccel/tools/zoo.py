@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tfaccel.examples import bert_like, mobilenet_v2, resnet50
+from tfaccel.tools.examples import bert_like, mobilenet_v2, resnet50
 
 __all__ = ["ZOO", "ZooModel", "relative_error"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from tfaccel.ir import Graph, Node
+from tfaccel.compiler.ir import Graph, Node
 
 __all__ = ["node_cost", "split_balanced"]
 

@@ -2,7 +2,7 @@
 
 Why it exists: before a long trace (or before rewriting a model to suit the accelerator) a user wants to
 know what will stay on TensorFlow. The answer comes from the same capture and the same support rules as
-``trace``'s static placement (:func:`tfaccel.placement.decide_across`), so the two can never disagree; only
+``trace``'s static placement (:func:`~.placement.decide_across`), so the two can never disagree; only
 compilation, the minimum subgraph size and measured placement are left out.
 """
 
@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tfaccel.backends import candidate_backends
-from tfaccel.options import resolve_options
-from tfaccel.placement import decide_across
-from tfaccel.tracing import capture_for_backends
+from tfaccel.compiler.options import resolve_options
+from tfaccel.compiler.pipeline import capture_for_backends
+from tfaccel.compiler.placement import decide_across
 
 __all__ = ["analyze_model", "render"]
 

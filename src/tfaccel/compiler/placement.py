@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from tfaccel.ir import Graph, Node
-from tfaccel.partition import Cluster
+from tfaccel.compiler.ir import Graph, Node
+from tfaccel.compiler.partition import Cluster
 
 __all__ = [
     "COMPUTE_HEAVY_OPS",

@@ -16,9 +16,9 @@ from tensorflow.core.framework import graph_pb2, node_def_pb2
 
 from tfaccel import _tf_compat
 from tfaccel.backends import CompiledSubgraph
+from tfaccel.compiler.ir import Graph, TensorInfo, TensorRef
+from tfaccel.compiler.partition import Cluster
 from tfaccel.errors import PartitionError
-from tfaccel.ir import Graph, TensorInfo, TensorRef
-from tfaccel.partition import Cluster
 
 __all__ = [
     "SubgraphDef",

@@ -23,9 +23,9 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
 from tfaccel import _tf_compat
+from tfaccel.compiler.ir import Graph, Node, TensorInfo, TensorRef
+from tfaccel.compiler.precision import cast_matmuls_to_bfloat16, count_bfloat16_compute
 from tfaccel.errors import CaptureError, CaptureTypeError, CaptureValueError, TraceError
-from tfaccel.ir import Graph, Node, TensorInfo, TensorRef
-from tfaccel.precision import cast_matmuls_to_bfloat16, count_bfloat16_compute
 
 __all__ = [
     "CapturedFunction",
@@ -172,7 +172,7 @@ def capture(
 
     With ``extract_weights`` the variables are not frozen: each becomes a Placeholder fed from a copy of
     the variable at run time (see :func:`tfaccel._tf_compat.freeze_lifting_variables`). ``fp32_cast``
-    rewrites the optimized graph for bfloat16 (see :mod:`tfaccel.precision`). With ``unknown_batch`` the
+    rewrites the optimized graph for bfloat16 (see :mod:`.precision`). With ``unknown_batch`` the
     function is traced with dim 0 of every input unknown (one graph for any batch size).
     ``grappler_off`` names grappler passes the backend wants skipped (see ``Backend.grappler_off``).
     """

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfaccel.capture import Convention, InputLayout
+from tfaccel.compiler.capture import Convention, InputLayout
+from tfaccel.compiler.report import PlacementReport
 from tfaccel.errors import ExportError, InputTypeError, InputValueError, KerasFormatError
-from tfaccel.report import PlacementReport
 
 __all__ = ["Executable", "checked_inputs", "keras_module", "loose_specs", "make_model", "uses_legacy_keras"]
 
@@ -351,7 +351,7 @@ def _define_model_class(keras: Any) -> type:
 
         def save(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
             """Write a SavedModel directory (``serving_default`` signature plus tfaccel metadata)."""
-            from tfaccel import export
+            from tfaccel.runtime import export
 
             path = export._fspath(filepath, "save")
             executable = self._tfaccel_executable

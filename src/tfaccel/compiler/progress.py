@@ -5,7 +5,7 @@ its steps to whatever sink the caller installed with :func:`reporting`, and the 
 :class:`TerminalProgress`, which draws one self-overwriting line and only when its stream is a terminal
 (a build log or a pipe gets nothing). A library user can do the same::
 
-    from tfaccel.progress import TerminalProgress, reporting
+    from tfaccel.compiler.progress import TerminalProgress, reporting
 
     with reporting(TerminalProgress()):
         traced = tfaccel.trace(model, x)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfaccel.capture import CapturedFunction, join_examples, split_examples
+from tfaccel.compiler.capture import CapturedFunction, join_examples, split_examples
 from tfaccel.errors import OptionsError
 
 __all__ = ["batch_size_of", "micro_batch", "run_in_chunks", "same_batch", "with_batch"]

@@ -19,11 +19,11 @@ from typing import Any
 import tensorflow as tf
 
 from tfaccel import native
-from tfaccel.capture import InputLayout
+from tfaccel.compiler.capture import InputLayout
+from tfaccel.compiler.report import PlacementReport
 from tfaccel.errors import ExportError
 from tfaccel.native.trust import sha256_file
-from tfaccel.report import PlacementReport
-from tfaccel.runtime import Executable, make_model
+from tfaccel.runtime.model import Executable, make_model
 
 __all__ = [
     "METADATA_FILE",

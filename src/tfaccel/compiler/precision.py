@@ -21,7 +21,7 @@ import logging
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
-from tfaccel.ir import TensorRef
+from tfaccel.compiler.ir import TensorRef
 
 __all__ = ["FP32_CAST_MODES", "cast_matmuls_to_bfloat16", "count_bfloat16_compute"]
 

@@ -81,7 +81,7 @@ def _non_negative(value: int) -> str | None:
 
 
 def _fp32_mode(value: str) -> str | None:
-    from tfaccel.precision import FP32_CAST_MODES
+    from tfaccel.compiler.precision import FP32_CAST_MODES
 
     return None if value in FP32_CAST_MODES else f"must be one of {', '.join(FP32_CAST_MODES)}"
 

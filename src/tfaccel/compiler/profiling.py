@@ -4,8 +4,8 @@ Why per subgraph, in isolation: timing whole-model variants would cost one full 
 a subgraph run alone on the values it sees in the traced model (computed once from the example inputs)
 costs only itself. Each variant is a graph function over the subgraph's inputs, so every variant pays
 the same function-call overhead and the differences are the subgraph's own. Variants run interleaved
-(:func:`tfaccel.timing.interleaved`) so that they share the machine's noise; the decision itself is
-:func:`tfaccel.selection.choose`.
+(:func:`tfaccel.compiler.timing.interleaved`) so that they share the machine's noise; the decision itself is
+:func:`tfaccel.compiler.selection.choose`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 
 from tfaccel import _tf_compat
-from tfaccel.assemble import SubgraphDef, input_placeholder, resource_placeholder
 from tfaccel.backends import CompiledSubgraph
-from tfaccel.capture import CapturedFunction, feed_values, split_examples
-from tfaccel.ir import TensorRef
-from tfaccel.partition import Cluster
-from tfaccel.timing import interleaved
+from tfaccel.compiler.assemble import SubgraphDef, input_placeholder, resource_placeholder
+from tfaccel.compiler.capture import CapturedFunction, feed_values, split_examples
+from tfaccel.compiler.ir import TensorRef
+from tfaccel.compiler.partition import Cluster
+from tfaccel.compiler.timing import interleaved
 
 __all__ = ["cluster_inputs", "time_variants"]
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tfaccel.placement import Decision, Placement, Reason, reasons_summary
+from tfaccel.compiler.placement import Decision, Placement, Reason, reasons_summary
 
 __all__ = ["PlacementReport", "SubgraphSummary"]
 
@@ -50,7 +50,7 @@ class PlacementReport:
     options: str = ""  # the trace options as flags (defaults left out)
     placement: str = "static"  # "profile" when subgraphs were placed by measurement
     #: ``--placement=profile``: per candidate subgraph, the measured times and the choice
-    #: (:meth:`tfaccel.selection.Measurement.to_json` records)
+    #: (:meth:`tfaccel.compiler.selection.Measurement.to_json` records)
     measurements: tuple[dict[str, Any], ...] = ()
     profile_seconds: float | None = None  # trace time the measurements added
 
@@ -169,7 +169,7 @@ class PlacementReport:
 
     def _render_measurements(self, print_fn: Callable[[str], Any]) -> None:
         """The profiled placement: each candidate's median ms on TF and each backend, and the choice."""
-        from tfaccel.selection import ABS_MARGIN_MS, REL_MARGIN
+        from tfaccel.compiler.selection import ABS_MARGIN_MS, REL_MARGIN
 
         columns = list(dict.fromkeys(k for m in self.measurements for k in m["times_ms"] if k != "tf"))
         added = f"{self.profile_seconds:.1f} s" if self.profile_seconds is not None else "?"

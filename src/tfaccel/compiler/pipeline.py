@@ -20,22 +20,23 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 
-from tfaccel import _tf_compat, progress
-from tfaccel.assemble import assemble, extract_subgraph, resources_of
+from tfaccel import _tf_compat
 from tfaccel.backends import Backend, CompiledSubgraph, SubgraphCompileError, candidate_backends
-from tfaccel.batching import batch_size_of, micro_batch, run_in_chunks, same_batch, with_batch
-from tfaccel.capture import CapturedFunction, capture, feed_values, split_examples
+from tfaccel.compiler import progress
+from tfaccel.compiler.assemble import assemble, extract_subgraph, resources_of
+from tfaccel.compiler.capture import CapturedFunction, capture, feed_values, split_examples
+from tfaccel.compiler.core_stages import split_balanced
+from tfaccel.compiler.ir import Graph, Node
+from tfaccel.compiler.options import TraceOptions, resolve_options
+from tfaccel.compiler.partition import Cluster, contract, is_acyclic, partition
+from tfaccel.compiler.placement import COMPUTE_HEAVY_OPS, Decision, Reason, boundary_violations, decide_across
+from tfaccel.compiler.profiling import cluster_inputs, compiled_runner, tf_runner, time_variants
+from tfaccel.compiler.report import PlacementReport, SubgraphSummary
+from tfaccel.compiler.selection import Measurement, choose
+from tfaccel.compiler.workdir import write_capture, write_workdir
 from tfaccel.errors import CaptureTypeError, CompileError, PartitionError, TraceError
-from tfaccel.ir import Graph, Node
-from tfaccel.options import TraceOptions, resolve_options
-from tfaccel.partition import Cluster, contract, is_acyclic, partition
-from tfaccel.placement import COMPUTE_HEAVY_OPS, Decision, Reason, boundary_violations, decide_across
-from tfaccel.profiling import cluster_inputs, compiled_runner, tf_runner, time_variants
-from tfaccel.report import PlacementReport, SubgraphSummary
-from tfaccel.runtime import Executable, checked_inputs, loose_specs, make_model
-from tfaccel.selection import Measurement, choose
-from tfaccel.stages import split_balanced
-from tfaccel.workdir import write_capture, write_workdir
+from tfaccel.runtime.batching import batch_size_of, micro_batch, run_in_chunks, same_batch, with_batch
+from tfaccel.runtime.model import Executable, checked_inputs, loose_specs, make_model
 
 __all__ = ["capture_for_backends", "trace"]
 
@@ -60,7 +61,7 @@ def trace(
     ``min_segment_size``, ``verbose``, ``backend``, ``fp32_cast`` and ``placement`` (flags spelled
     ``--dynamic-batch-size`` and so on; see the README). By default (``--placement=profile``) each
     candidate subgraph is timed on every available backend and on TF and goes to the fastest
-    (:mod:`tfaccel.selection`); ``--placement=static`` places by the support rules alone.
+    (:mod:`tfaccel.compiler.selection`); ``--placement=static`` places by the support rules alone.
 
     Example::
 
@@ -294,7 +295,7 @@ def _profile(
     decisions: dict[str, Decision],
 ) -> tuple[list[CompiledSubgraph], dict[str, Decision], list[Measurement], list[str]]:
     """``--placement=profile``: time each statically placed subgraph on TF and on every backend that
-    takes all its nodes, move it to the fastest by :func:`tfaccel.selection.choose` (TF included), then
+    takes all its nodes, move it to the fastest by :func:`.selection.choose` (TF included), then
     partition again so that neighbours now on the same backend merge into one call.
     """
     captured = plan.captured
@@ -400,7 +401,7 @@ def _executable(
 ) -> Executable:
     """The traced graph as a ``tf.function`` over flat inputs.
 
-    With ``chunk`` a batch runs as chunks of that size (:func:`tfaccel.batching.run_in_chunks`): any batch
+    With ``chunk`` a batch runs as chunks of that size (``run_in_chunks``): any batch
     size when ``dynamic``, the traced one otherwise. With ``stages > 1`` the chunks are pipelined: the
     graph is inlined into the loop body so that stage k of chunk i and stage k+1 of chunk i-1 are separate
     ops the executor runs concurrently, up to ``stages`` chunks in flight.

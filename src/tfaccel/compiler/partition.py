@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from tfaccel.ir import Graph, IRError, Node, TensorRef
+from tfaccel.compiler.ir import Graph, IRError, Node, TensorRef
 
 __all__ = ["Cluster", "PartitionResult", "contract", "is_acyclic", "partition"]
 
