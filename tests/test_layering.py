@@ -15,8 +15,10 @@ from conftest import SRC
 
 TF_FREE = (
     "tfaccel.compiler.ir",
+    "tfaccel.compiler.opclasses",
     "tfaccel.compiler.partition",
     "tfaccel.compiler.placement",
+    "tfaccel.compiler.support",
     "tfaccel.compiler.selection",
     "tfaccel.compiler.core_stages",
     "tfaccel.errors",

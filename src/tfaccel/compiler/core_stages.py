@@ -14,11 +14,9 @@ import math
 from collections.abc import Sequence
 
 from tfaccel.compiler.ir import Graph, Node
+from tfaccel.compiler.opclasses import CONV_OPS, MATMUL_OPS
 
 __all__ = ["node_cost", "split_balanced"]
-
-_MATMULS = frozenset({"MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3"})
-_CONVS = frozenset({"Conv2D", "Conv3D", "DepthwiseConv2dNative"})
 
 
 def _elements(shape: tuple[int | None, ...] | None) -> int:
@@ -32,10 +30,10 @@ def node_cost(graph: Graph, node: Node) -> int:
     if not node.counted:
         return 0
     out = _elements(node.outputs[0].shape) if node.outputs else 1
-    if node.op in _MATMULS and node.inputs:
+    if node.op in MATMUL_OPS and node.inputs:
         lhs = graph[node.inputs[0].node].outputs[node.inputs[0].port].shape
         return out * (lhs[-1] or 1 if lhs else 1)
-    if node.op in _CONVS and len(node.inputs) > 1:
+    if node.op in CONV_OPS and len(node.inputs) > 1:
         kernel = graph[node.inputs[1].node].outputs[node.inputs[1].port].shape
         return out * (_elements(kernel[:-1]) if kernel else 1)
     return out

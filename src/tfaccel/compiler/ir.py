@@ -13,21 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from tfaccel.compiler.opclasses import UNCOUNTED_OPS
 from tfaccel.errors import PartitionError
 
 __all__ = [
-    "UNCOUNTED_OPS",
     "Graph",
     "IRError",
     "Node",
     "TensorInfo",
     "TensorRef",
 ]
-
-#: Ops that move or hold data without computing; they are neither counted in ``on_neuron_ratio`` nor in a
-#: subgraph's effective size (the contract lists Placeholder, Identity, ReadVariableOp and NoOp; Const is
-#: copied wherever it is needed, so it belongs here too).
-UNCOUNTED_OPS = frozenset({"Placeholder", "Identity", "IdentityN", "ReadVariableOp", "NoOp", "Const"})
 
 
 class IRError(PartitionError, ValueError):
@@ -82,7 +77,7 @@ class Node:
 
     @property
     def counted(self) -> bool:
-        """True when the node does real work (it counts in ratios and subgraph sizes)."""
+        """True when the node does real work (it counts in ratios and subgraph sizes; ``UNCOUNTED_OPS``)."""
         return self.op not in UNCOUNTED_OPS
 
 

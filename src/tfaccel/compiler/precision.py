@@ -22,6 +22,7 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
 from tfaccel.compiler.ir import TensorRef
+from tfaccel.compiler.opclasses import CONV_OPS, EINSUM_OPS, MATMUL_OPS
 
 __all__ = ["FP32_CAST_MODES", "cast_matmuls_to_bfloat16", "count_bfloat16_compute"]
 
@@ -29,17 +30,15 @@ logger = logging.getLogger(__name__)
 
 FP32_CAST_MODES = ("none", "matmult", "all")
 
-#: op -> its type attributes that name the data inputs' (and output's) dtype
-_MATMULT_OPS: dict[str, tuple[str, ...]] = {
-    "MatMul": ("T",),
-    "BatchMatMul": ("T",),
-    "BatchMatMulV2": ("T",),
-    "BatchMatMulV3": ("Ta", "Tb", "Tout"),
-    "Einsum": ("T",),
-    "Conv2D": ("T",),
-    "Conv3D": ("T",),
-    "DepthwiseConv2dNative": ("T",),
-}
+#: the ops ``matmult`` runs in bfloat16: matrix multiplications, Einsum and forward convolutions
+_CAST_OPS = MATMUL_OPS | EINSUM_OPS | CONV_OPS
+#: the type attributes that name a cast op's data inputs' (and output's) dtype, where not just ``T``
+_TYPE_ATTRS: dict[str, tuple[str, ...]] = {"BatchMatMulV3": ("Ta", "Tb", "Tout")}
+
+
+def _type_attrs(op: str) -> tuple[str, ...]:
+    return _TYPE_ATTRS.get(op, ("T",))
+
 
 _F32 = tf.float32.as_datatype_enum
 _BF16 = tf.bfloat16.as_datatype_enum
@@ -55,7 +54,7 @@ def cast_matmuls_to_bfloat16(graph_def: graph_pb2.GraphDef) -> int:
     targets = {
         n.name
         for n in graph_def.node
-        if n.op in _MATMULT_OPS and all(n.attr[a].type == _F32 for a in _MATMULT_OPS[n.op] if a in n.attr)
+        if n.op in _CAST_OPS and all(n.attr[a].type == _F32 for a in _type_attrs(n.op) if a in n.attr)
     }
     added: list[node_def_pb2.NodeDef] = []
     bf16_consts: dict[str, str] = {}
@@ -77,7 +76,7 @@ def cast_matmuls_to_bfloat16(graph_def: graph_pb2.GraphDef) -> int:
                     cast = _cast(f"{node.name}/tfaccel_bf16_in{i}", text, _F32, _BF16)
                     added.append(cast)
                     node.input[i] = cast.name
-            for a in _MATMULT_OPS[node.op]:
+            for a in _type_attrs(node.op):
                 if a in node.attr:
                     node.attr[a].type = _BF16
         else:
@@ -98,7 +97,7 @@ def count_bfloat16_compute(graph_def: graph_pb2.GraphDef) -> int:
     return sum(
         1
         for n in graph_def.node
-        if n.op in _MATMULT_OPS and any(n.attr[a].type == _BF16 for a in _MATMULT_OPS[n.op] if a in n.attr)
+        if n.op in _CAST_OPS and any(n.attr[a].type == _BF16 for a in _type_attrs(n.op) if a in n.attr)
     )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from tfaccel import _tf_compat
-from tfaccel.compiler.placement import STRUCTURAL_RUNTIME_OPS, UNPLACEABLE_DTYPES
+from tfaccel.compiler.opclasses import STRUCTURAL_OPS, UNPLACEABLE_DTYPES
 
 __all__ = ["DOC_PATH", "generate", "main"]
 
@@ -93,7 +93,7 @@ def generate() -> str:
     rows: list[tuple[str, str, str, str]] = []
     on_xla = on_ov = on_both = 0
     for op in op_types:
-        if op in STRUCTURAL_RUNTIME_OPS:
+        if op in STRUCTURAL_OPS:
             continue
         in_xla = op in xla
         ov_why = ov_rules.get(op, "no conversion rule")
