@@ -32,7 +32,6 @@ from tfaccel.compiler.opclasses import (
     CONSTANT_OPS,
     GRAPH_INPUT_OPS,
     ORDERING_OPS,
-    STRUCTURAL_OPS,
     UNPLACEABLE_DTYPES,
 )
 
@@ -152,17 +151,18 @@ class Rule(Protocol):
     def __call__(self, facts: NodeFacts, /) -> Decision | None: ...
 
 
+#: what each class of :data:`~tfaccel.compiler.opclasses.STRUCTURAL_OPS` is, in the report's words
 _WHAT = ((GRAPH_INPUT_OPS, "a graph input"), (ORDERING_OPS, "an ordering node"), (CONSTANT_OPS, "a constant"))
 
 
 def structural(facts: NodeFacts) -> Decision | None:
     """Graph inputs, ordering nodes and constants stay where they are, whoever asks otherwise."""
     op = facts.node.op
-    if op not in STRUCTURAL_OPS:
-        return None
-    what = next(text for ops, text in _WHAT if op in ops)
-    copied = ", copied into each subgraph that reads it" if op in CONSTANT_OPS else ""
-    return facts.runtime(Reason.STRUCTURAL, f"{op} is {what}{copied}")
+    for ops, what in _WHAT:
+        if op in ops:
+            copied = ", copied into each subgraph that reads it" if op in CONSTANT_OPS else ""
+            return facts.runtime(Reason.STRUCTURAL, f"{op} is {what}{copied}")
+    return None
 
 
 def _but(chosen_by_user: bool) -> str:
