@@ -368,6 +368,7 @@ def test_each_stage_gives_its_artefact_with_its_key_property():
 def placed_run():
     """A run of string_diamond on xla up to place, and its Placed (two subgraphs around a string stretch)."""
     run = start(string_diamond, X, "xla")
+    run.check_stages = True  # as conftest's TFACCEL_CHECK_STAGES=1 sets it, whatever the environment says
     return run, run_stages(run, STAGES[:3])
 
 
