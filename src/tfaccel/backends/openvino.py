@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
-from tensorflow.core.framework import graph_pb2, node_def_pb2
+from tensorflow.core.framework import graph_pb2
 
 from tfaccel import native
-from tfaccel.backends import CompiledSubgraph, SubgraphCompileError
 from tfaccel.backends import openvino_semantics as semantics
-from tfaccel.compiler.assemble import SubgraphDef, input_placeholder
+from tfaccel.backends.base import Call, CompiledSubgraph, SubgraphCompileError, SubgraphDef, input_placeholder
 from tfaccel.compiler.ir import Graph, Node, TensorInfo, TensorRef
 
 __all__ = ["OV_DTYPES", "OpenVinoBackend", "PRECISIONS", "UNSUPPORTED_DTYPES", "conversion_rules"]
@@ -161,7 +160,6 @@ class OpenVinoBackend:
             weights = (Path(tmp) / "model.bin").read_bytes()
         key = hashlib.sha256(xml + b"\0" + weights + self.precision.encode()).hexdigest()[:16]
         names = (f"tfaccel_ov_{key}_xml", f"tfaccel_ov_{key}_bin")
-        call = self._call_node(subgraph, key, names)
         start = time.perf_counter()
         try:
             _compile_now(key, self.precision, xml, weights)
@@ -196,30 +194,22 @@ class OpenVinoBackend:
             }
         return CompiledSubgraph(
             cluster=subgraph.cluster,
-            call=call,
-            functions=(),
+            call=self._call(subgraph, key),
             artifacts=kept,
-            resources=((names[0], xml), (names[1], weights)),
+            resources=((names[0], xml), (names[1], weights)),  # the op's model_xml, model_weights inputs
         )
 
-    def _call_node(self, subgraph: SubgraphDef, key: str, resources: tuple[str, str]) -> node_def_pb2.NodeDef:
-        cluster = subgraph.cluster
-        node = node_def_pb2.NodeDef()
-        node.name = cluster.name
-        node.op = native.OP_TYPE
-        node.input.extend(f"{r}:0" for r in resources)
-        node.input.extend(str(ref) for ref in cluster.inputs)
-        node.input.extend(f"^{c}" for c in cluster.control_inputs)
-        node.attr["Tin"].list.type.extend(tf.as_dtype(i.dtype).as_datatype_enum for i in subgraph.input_infos)
-        node.attr["Tout"].list.type.extend(
-            tf.as_dtype(o.dtype).as_datatype_enum for o in subgraph.output_infos
+    def _call(self, subgraph: SubgraphDef, key: str) -> Call:
+        """A call of tfaccel's op: it compiles (or finds in its cache) the model keyed ``key`` and runs it."""
+        return Call(
+            op=native.OP_TYPE,
+            attrs={
+                "model_key": key,
+                "precision": self.precision,
+                "input_names": [str(ref) for ref in subgraph.cluster.inputs],
+                "output_shapes": [tf.TensorShape(info.shape) for info in subgraph.output_infos],
+            },
         )
-        node.attr["model_key"].s = key.encode()
-        node.attr["precision"].s = self.precision.encode()
-        node.attr["input_names"].list.s.extend(str(ref).encode() for ref in cluster.inputs)
-        for info in subgraph.output_infos:
-            node.attr["output_shapes"].list.shape.add().CopyFrom(tf.TensorShape(info.shape).as_proto())
-        return node
 
 
 def _cpu_has_bf16() -> bool:

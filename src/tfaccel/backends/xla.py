@@ -24,10 +24,9 @@ import tensorflow as tf
 from tensorflow.core.framework import function_pb2, graph_pb2, kernel_def_pb2, node_def_pb2
 
 from tfaccel import _tf_compat
-from tfaccel.backends import CompiledSubgraph, SubgraphCompileError
 from tfaccel.backends import openvino_semantics as semantics
+from tfaccel.backends.base import Call, CompiledSubgraph, SubgraphCompileError, SubgraphDef, input_placeholder
 from tfaccel.backends.openvino_semantics import XLA_NAN_GUARDED_OPS
-from tfaccel.compiler.assemble import SubgraphDef, call_node, input_placeholder
 from tfaccel.compiler.ir import Graph, Node
 
 __all__ = ["XlaBackend", "SLOW_ON_CPU"]
@@ -177,12 +176,11 @@ class XlaBackend:
                     "XLA:CPU compiles the executable on the first call of each input shape.\n"
                 ),
             }
-        call = call_node(subgraph, fname)
         # TF's runtime hands a call to XLA only when the *call node* says so: the function's own
         # _XlaMustCompile attribute is not enough (measured: without this the function ran op by op on
         # TF, 1.35 ms instead of 0.47 ms for the LSTM/GRU model). tf.function(jit_compile=True) marks
         # its call nodes the same way.
-        call.attr[_MUST_COMPILE].b = True
+        call = Call(function=fname, stateful=subgraph.stateful, attrs={_MUST_COMPILE: True})
         return CompiledSubgraph(
             cluster=subgraph.cluster,
             call=call,

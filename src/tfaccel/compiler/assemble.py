@@ -2,36 +2,26 @@
 
 Both directions live together because they must agree on one convention: a cluster's inputs become
 Placeholders ``tfaccel_in_<i>`` in ``cluster.inputs`` order, and output ``k`` of the call node that replaces
-the cluster is ``cluster.outputs[k]``. Everything here is deterministic (same plan -> same bytes).
+the cluster is ``cluster.outputs[k]``. Backends only say what to call (:class:`.base.Call`); the node that
+runs it is built here alone (:func:`call_node`). Everything here is deterministic (same plan -> same bytes).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import tensorflow as tf
-from tensorflow.core.framework import graph_pb2, node_def_pb2
+from tensorflow.core.framework import attr_value_pb2, graph_pb2, node_def_pb2
 
 from tfaccel import _tf_compat
-from tfaccel.backends import CompiledSubgraph
+from tfaccel.backends.base import AttrLike, CompiledSubgraph, SubgraphDef, input_placeholder
 from tfaccel.compiler.ir import Graph, TensorInfo, TensorRef
 from tfaccel.compiler.partition import Cluster
 from tfaccel.errors import PartitionError
 
-__all__ = [
-    "SubgraphDef",
-    "assemble",
-    "extract_subgraph",
-    "input_placeholder",
-    "resource_placeholder",
-    "resources_of",
-]
-
-
-def input_placeholder(index: int) -> str:
-    return f"tfaccel_in_{index}"
+__all__ = ["assemble", "call_node", "extract_subgraph", "resource_placeholder", "resources_of"]
 
 
 def resource_placeholder(name: str) -> node_def_pb2.NodeDef:
@@ -42,28 +32,6 @@ def resource_placeholder(name: str) -> node_def_pb2.NodeDef:
     node.attr["dtype"].type = tf.string.as_datatype_enum
     node.attr["shape"].shape.CopyFrom(tf.TensorShape([]).as_proto())
     return node
-
-
-@dataclass(frozen=True)
-class SubgraphDef:
-    """One cluster as a self-contained graph: Placeholders in, named tensors out."""
-
-    cluster: Cluster
-    graph_def: graph_pb2.GraphDef
-    input_infos: tuple[TensorInfo, ...]
-    outputs: tuple[str, ...]  # tensor names inside ``graph_def``, in ``cluster.outputs`` order
-    output_infos: tuple[TensorInfo, ...]
-    stateful: bool
-
-    @property
-    def name(self) -> str:
-        return self.cluster.name
-
-    def input_specs(self) -> list[tf.TensorSpec]:
-        return [
-            tf.TensorSpec(info.shape, tf.as_dtype(info.dtype), name=input_placeholder(i))
-            for i, info in enumerate(self.input_infos)
-        ]
 
 
 def extract_subgraph(cluster: Cluster, graph: Graph, library: graph_pb2.FunctionDefLibrary) -> SubgraphDef:
@@ -115,18 +83,75 @@ def extract_subgraph(cluster: Cluster, graph: Graph, library: graph_pb2.Function
     )
 
 
-def call_node(subgraph: SubgraphDef, function_name: str) -> node_def_pb2.NodeDef:
-    """The ``(Stateful)PartitionedCall`` node that runs ``function_name`` in place of the cluster."""
-    cluster = subgraph.cluster
+def call_node(
+    item: CompiledSubgraph, input_infos: Sequence[TensorInfo], output_infos: Sequence[TensorInfo]
+) -> node_def_pb2.NodeDef:
+    """The node that runs ``item.call`` in place of its cluster: the only place a call becomes a NodeDef.
+
+    It is named after the cluster; it reads the compiled resources (``<name>:0``), then the cluster's
+    inputs in order, then the cluster's control inputs; its output ``k`` is ``cluster.outputs[k]``.
+    ``input_infos``/``output_infos`` describe the cluster's inputs and outputs (their dtypes are ``Tin`` and
+    ``Tout``). A function call is a ``(Stateful)PartitionedCall`` whose ``f`` names the function.
+    """
+    cluster, call = item.cluster, item.call
     node = node_def_pb2.NodeDef()
     node.name = cluster.name
-    node.op = "StatefulPartitionedCall" if subgraph.stateful else "PartitionedCall"
+    node.input.extend(f"{name}:0" for name, _ in item.resources)
     node.input.extend(str(ref) for ref in cluster.inputs)
     node.input.extend(f"^{c}" for c in cluster.control_inputs)
-    node.attr["Tin"].list.type.extend(tf.as_dtype(i.dtype).as_datatype_enum for i in subgraph.input_infos)
-    node.attr["Tout"].list.type.extend(tf.as_dtype(o.dtype).as_datatype_enum for o in subgraph.output_infos)
-    node.attr["f"].func.name = function_name
+    node.attr["Tin"].CopyFrom(_attr_value([tf.as_dtype(i.dtype) for i in input_infos]))
+    node.attr["Tout"].CopyFrom(_attr_value([tf.as_dtype(o.dtype) for o in output_infos]))
+    if call.function is not None:
+        node.op = "StatefulPartitionedCall" if call.stateful else "PartitionedCall"
+        node.attr["f"].func.name = call.function
+    else:
+        node.op = call.op or ""
+    for name, value in call.attrs.items():
+        node.attr[name].CopyFrom(_attr_value(value))
     return node
+
+
+def _attr_value(value: AttrLike) -> attr_value_pb2.AttrValue:
+    """A backend's plain attribute value as the ``AttrValue`` proto (see :data:`.base.AttrLike`)."""
+    if isinstance(value, attr_value_pb2.AttrValue):
+        return value
+    attr = attr_value_pb2.AttrValue()
+    if isinstance(value, (bool, int, float, str, bytes, tf.DType, tf.TensorShape)):
+        field, item = _scalar_field(value)
+        if field == "shape":
+            attr.shape.CopyFrom(item)
+        else:
+            setattr(attr, field, item)
+        return attr
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"a call attribute cannot hold {type(value).__name__} ({value!r})")
+    attr.list.SetInParent()  # an empty list is a list too
+    for element in value:
+        field, item = _scalar_field(element)
+        if field == "shape":
+            attr.list.shape.add().CopyFrom(item)
+        else:
+            getattr(attr.list, field).append(item)
+    return attr
+
+
+def _scalar_field(value: object) -> tuple[str, Any]:
+    """The ``AttrValue`` field that holds ``value``, and ``value`` in that field's form."""
+    if isinstance(value, bool):  # before int: a bool is an int
+        return "b", value
+    if isinstance(value, int):
+        return "i", value
+    if isinstance(value, float):
+        return "f", value
+    if isinstance(value, str):
+        return "s", value.encode()
+    if isinstance(value, bytes):
+        return "s", value
+    if isinstance(value, tf.DType):
+        return "type", value.as_datatype_enum
+    if isinstance(value, tf.TensorShape):
+        return "shape", value.as_proto()
+    raise TypeError(f"a call attribute cannot hold {type(value).__name__} ({value!r})")
 
 
 def assemble(
@@ -147,7 +172,7 @@ def assemble(
             owner[name] = cluster.name
         for k, ref in enumerate(cluster.outputs):
             replaced[ref] = TensorRef(cluster.name, k)
-    calls = {item.cluster.name: item.call for item in compiled}
+    calls = {item.cluster.name: item for item in compiled}
     out = graph_pb2.GraphDef()
     out.versions.CopyFrom(graph_def.versions)
     resources = resources_of(compiled)
@@ -159,7 +184,10 @@ def assemble(
         if cluster_name is not None:
             if cluster_name not in placed_calls:  # the call goes where its first member was
                 placed_calls.add(cluster_name)
-                call = copy.deepcopy(calls[cluster_name])
+                item = calls[cluster_name]
+                call = call_node(
+                    item, _infos(graph, item.cluster.inputs), _infos(graph, item.cluster.outputs)
+                )
                 _rewrite_inputs(call, replaced, owner)  # it may read another cluster's outputs
                 out.node.append(call)
             continue
@@ -242,6 +270,10 @@ def _prune(
     pruned.node.extend(n for n in graph_def.node if n.name in keep)
     pruned.library.CopyFrom(graph_def.library)
     return pruned
+
+
+def _infos(graph: Graph, refs: Sequence[TensorRef]) -> list[TensorInfo]:
+    return [graph[ref.node].outputs[ref.port] for ref in refs]
 
 
 def _node_def(graph: Graph, name: str) -> node_def_pb2.NodeDef:

@@ -21,7 +21,8 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 
 from tfaccel import _tf_compat
-from tfaccel.backends import Backend, CompiledSubgraph, SubgraphCompileError, candidate_backends
+from tfaccel.backends import candidate_backends
+from tfaccel.backends.base import Backend, CompiledSubgraph, SubgraphCompileError
 from tfaccel.compiler import progress
 from tfaccel.compiler.assemble import assemble, extract_subgraph, resources_of
 from tfaccel.compiler.capture import CapturedFunction, capture, feed_values, split_examples
@@ -357,12 +358,8 @@ def _check_acyclic(graph: Graph, compiled: list[CompiledSubgraph]) -> None:
 
 
 def _renamed(item: CompiledSubgraph, cluster: Cluster) -> CompiledSubgraph:
-    """A cached compilation under ``cluster``'s name (the call node is named after its cluster)."""
-    if item.cluster.name == cluster.name:
-        return item
-    call = copy.deepcopy(item.call)
-    call.name = cluster.name
-    return replace(item, cluster=cluster, call=call)
+    """A cached compilation under ``cluster``'s name (assemble names the call node after its cluster)."""
+    return item.for_cluster(cluster)
 
 
 def _report(

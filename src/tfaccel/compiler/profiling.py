@@ -20,8 +20,8 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 
 from tfaccel import _tf_compat
-from tfaccel.backends import CompiledSubgraph
-from tfaccel.compiler.assemble import SubgraphDef, input_placeholder, resource_placeholder
+from tfaccel.backends.base import CompiledSubgraph, SubgraphDef, input_placeholder
+from tfaccel.compiler.assemble import call_node, resource_placeholder
 from tfaccel.compiler.capture import CapturedFunction, feed_values, split_examples
 from tfaccel.compiler.ir import TensorRef
 from tfaccel.compiler.partition import Cluster
@@ -77,7 +77,7 @@ def compiled_runner(
         placeholder = next(n for n in subgraph.graph_def.node if n.name == input_placeholder(i))
         graph_def.node.append(copy.deepcopy(placeholder))
     graph_def.node.extend(resource_placeholder(name) for name, _ in item.resources)
-    call = copy.deepcopy(item.call)
+    call = call_node(item, subgraph.input_infos, subgraph.output_infos)
     index = {ref: i for i, ref in enumerate(item.cluster.inputs)}
     texts = [text for text in call.input if not text.startswith("^")]  # no control edges: run alone
     del call.input[:]

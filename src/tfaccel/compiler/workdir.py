@@ -33,8 +33,8 @@ import tensorflow as tf
 from google.protobuf import text_format
 
 from tfaccel import _tf_compat
-from tfaccel.backends import CompiledSubgraph
-from tfaccel.compiler.assemble import extract_subgraph, input_placeholder
+from tfaccel.backends.base import CompiledSubgraph, input_placeholder
+from tfaccel.compiler.assemble import extract_subgraph
 from tfaccel.compiler.capture import CapturedFunction, feed_values
 from tfaccel.compiler.ir import Graph
 from tfaccel.compiler.options import TraceOptions
