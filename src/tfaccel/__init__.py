@@ -11,6 +11,7 @@ The public API is the ``tensorflow-neuron`` tracing API: code written for it run
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from tfaccel.errors import (
@@ -30,22 +31,31 @@ from tfaccel.errors import (
 __version__ = "0.1.0"
 
 
+#: Set (to "1") only by the command-line entry points in ``src/tfaccel_cli.py``, around their import of this
+#: package: a command parses its arguments before TensorFlow is imported, so that ``--help``, ``report`` and
+#: usage errors answer at once, and registers the op library itself (:mod:`tfaccel.cli.startup`) before a
+#: command that needs TensorFlow. Nothing else should set it: after ``import tfaccel`` the op is registered.
+_DEFER_OP_LIBRARY = "_TFACCEL_DEFER_OP_LIBRARY"
+
+
 def _register_op_library() -> None:
     # A model traced with the openvino backend holds tfaccel's op: TensorFlow can load it only once the op
     # library is registered, so importing tfaccel registers it (building it on the first import on a
-    # machine). This imports TensorFlow; the compiler's ir, partition and placement themselves
-    # never do (tests/test_layering.py).
+    # machine). This imports TensorFlow, and nothing else heavy: the openvino package, the backends, the
+    # compiler's stages and the server are imported on first use (tests/test_import_cost.py).
     from tfaccel import native
 
     native.load()
 
 
-_register_op_library()
+if os.environ.get(_DEFER_OP_LIBRARY) != "1":
+    _register_op_library()
 
 if TYPE_CHECKING:
     from tfaccel.compiler.analyze import analyze_model
     from tfaccel.compiler.pipeline import trace
-    from tfaccel.runtime.export import load, load_report
+    from tfaccel.runtime.export import load
+    from tfaccel.runtime.metadata import load_report
 
 
 def __getattr__(name: str) -> Any:
@@ -63,7 +73,7 @@ def __getattr__(name: str) -> Any:
 
         return load
     if name == "load_report":
-        from tfaccel.runtime.export import load_report
+        from tfaccel.runtime.metadata import load_report  # TF-free: a JSON read
 
         return load_report
     if name == "saved_model":

@@ -4,6 +4,10 @@ Exit codes: 0 success; 2 bad usage (a missing or malformed argument, an unknown 
 1 failure, with a one-line reason on stderr (the Python traceback only with ``--verbose``). The command
 calls tfaccel's public API (``trace``, ``analyze_model``, ``load_report``), so it can do nothing a
 script could not.
+
+Arguments are parsed before TensorFlow is imported (its import takes seconds): ``--help``, a usage error
+and ``report`` (a JSON read) never import it; the other commands import it, with tfaccel's op library,
+through :func:`tfaccel.cli.startup.load_tensorflow` once parsed.
 """
 
 from __future__ import annotations
@@ -201,15 +205,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(done.code or 0)
     args.verbose = args.verbose or args.verbose_all
     _configure_logging(args.verbose)
-    from tfaccel.cli import commands
-
-    handler = {
-        "trace": commands.trace,
-        "analyze": commands.analyze,
-        "report": commands.report,
-        "bench": commands.bench,
-    }[args.command]
     prog = f"tfaccel {args.command}"
+    if args.command == "report":  # the saved JSON alone: no TensorFlow
+        from tfaccel.cli.report_command import report as handler
+    else:
+        from tfaccel.cli.startup import load_tensorflow
+
+        if not load_tensorflow(prog, args.verbose):
+            return EXIT_FAILURE
+        from tfaccel.cli import commands
+
+        handler = {"trace": commands.trace, "analyze": commands.analyze, "bench": commands.bench}[
+            args.command
+        ]
     try:
         return handler(args)
     except OptionsError as err:
@@ -247,9 +255,8 @@ def _join_flags_value(argv: list[str]) -> list[str]:
 
 
 def _is_tensorflow_error(err: BaseException) -> bool:
-    import tensorflow as tf
-
-    return isinstance(err, tf.errors.OpError)
+    tf = sys.modules.get("tensorflow")  # not imported (``report``): the error cannot be TensorFlow's
+    return tf is not None and isinstance(err, tf.errors.OpError)
 
 
 def _fail(

@@ -1,5 +1,7 @@
-"""The ``tfaccel`` sub-commands. Each takes the parsed arguments and returns an exit code; failures are
-raised as tfaccel errors (one line each) and turned into exit codes by :func:`tfaccel.cli.main`.
+"""The ``tfaccel`` sub-commands that run TensorFlow (``report`` reads JSON only: ``report_command``).
+
+Each takes the parsed arguments and returns an exit code; failures are raised as tfaccel errors (one line
+each) and turned into exit codes by :func:`tfaccel.cli.main`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tfaccel.compiler.progress import TerminalProgress, reporting
 from tfaccel.compiler.sources import Signature, check_savedmodel_dir, example_inputs, open_signature, read_npz
 from tfaccel.errors import SourceError
 
-__all__ = ["analyze", "bench", "report", "trace"]
+__all__ = ["analyze", "bench", "trace"]
 
 
 def _source(args: argparse.Namespace, path: str) -> tuple[Signature, dict[str, np.ndarray]]:
@@ -116,15 +118,6 @@ def analyze(args: argparse.Namespace) -> int:
     results = tfaccel.analyze_model(sig.function, examples, print_fn=None if args.json else print, **options)
     if args.json:
         print(json.dumps(results, indent=1, sort_keys=True))
-    return 0
-
-
-def report(args: argparse.Namespace) -> int:
-    placement = tfaccel.load_report(args.dir)
-    if args.json:
-        print(json.dumps(placement.to_json(), indent=1, sort_keys=True))
-    else:
-        placement.render(print)
     return 0
 
 

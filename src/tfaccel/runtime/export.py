@@ -23,24 +23,16 @@ from tfaccel.compiler.capture import InputLayout
 from tfaccel.compiler.report import PlacementReport
 from tfaccel.errors import ExportError
 from tfaccel.native.trust import sha256_file
+from tfaccel.runtime.metadata import FORMAT, METADATA_FILE, fspath, read_metadata
 from tfaccel.runtime.model import Executable, make_model
 
 __all__ = [
-    "METADATA_FILE",
     "load",
-    "load_report",
-    "read_metadata",
     "save",
     "verify_files",
     "write_metadata",
     "write_saved_model",
 ]
-
-METADATA_FILE = os.path.join("assets.extra", "tfaccel.json")
-#: the metadata format written; format 1 (before file digests) is still read, unverified
-_FORMAT = 2
-_READABLE = (1, 2)
-
 
 #: what a save writes, so what it replaces in an existing SavedModel directory (anything else there, e.g. a
 #: TF Serving warm-up file in ``assets.extra``, is left alone); ``saved_model.pb`` goes last
@@ -57,7 +49,7 @@ _OWNED = (
 
 def save(executable: Executable, path: str) -> None:
     """Write ``executable`` as a SavedModel directory at ``path`` (see :func:`write_saved_model`)."""
-    path = _fspath(path, "save")
+    path = fspath(path, "save")
     if path.endswith((".keras", ".h5")):
         raise ExportError(
             f"cannot save a traced model as {os.path.basename(path)!r}: it is a compiled graph, not Keras "
@@ -84,7 +76,7 @@ def write_saved_model(path: str, write: Callable[[str], None]) -> None:
     SavedModel directory (whose :data:`_OWNED` entries are replaced); any other non-empty directory is
     refused rather than mixed into.
     """
-    path = _fspath(path, "save")
+    path = fspath(path, "save")
     target = os.path.abspath(path)
     _check_target(path, target)
     parent = os.path.dirname(target)
@@ -157,7 +149,7 @@ def write_metadata(path: str, executable: Executable) -> None:
     final: their digests are recorded, see :func:`verify_files`).
     """
     meta = {
-        "format": _FORMAT,
+        "format": FORMAT,
         "layout": executable.layout.to_json(),
         "output_names": list(executable.output_names),
         "report": executable.report.to_json(),
@@ -180,7 +172,7 @@ def load(path: str | os.PathLike[str]) -> Any:
         again = tfaccel.load("traced")
         again(x)
     """
-    path = _fspath(path, "load")
+    path = fspath(path, "load")
     meta = read_metadata(path)
     layout, output_names, report, batch = _parse_metadata(path, meta)
     verify_files(path, meta)
@@ -260,16 +252,6 @@ def verify_files(path: str, meta: dict[str, Any]) -> None:
             )
 
 
-def _fspath(path: Any, verb: str) -> str:
-    try:
-        return os.fsdecode(os.fspath(path))
-    except TypeError as err:
-        raise ExportError(
-            f"{verb}: the path must be a str or os.PathLike (a SavedModel directory), got "
-            f"{type(path).__name__}"
-        ) from err
-
-
 def _parse_metadata(
     path: str, meta: dict[str, Any]
 ) -> tuple[InputLayout, tuple[str, ...], PlacementReport, int | None]:
@@ -331,51 +313,3 @@ def _check_against_signature(
             f"signature ({'; '.join(problems)}): the directory was modified or mixed with another model; "
             "save the traced model again"
         )
-
-
-def read_metadata(path: str) -> dict[str, Any]:
-    """The ``assets.extra/tfaccel.json`` of the traced SavedModel at ``path``; :class:`ExportError` when
-    ``path`` is not a directory, was not saved by tfaccel, or was saved in another metadata format.
-    """
-    if not os.path.exists(path):
-        raise ExportError(f"{path!r} does not exist; give the directory of a traced SavedModel")
-    if not os.path.isdir(path):
-        raise ExportError(f"{path!r} is not a directory; a traced model is a SavedModel directory")
-    meta_path = os.path.join(path, METADATA_FILE)
-    if not os.path.exists(meta_path):
-        raise ExportError(
-            f"{path!r} has no {METADATA_FILE}: it was not saved by tfaccel. Load a plain SavedModel with "
-            "tf.saved_model.load(path)"
-        )
-    try:
-        with open(meta_path, encoding="utf-8") as handle:
-            meta: dict[str, Any] = json.load(handle)
-    except (OSError, ValueError) as err:
-        raise ExportError(f"{meta_path} cannot be read ({err}); save the traced model again") from err
-    found = meta.get("format") if isinstance(meta, dict) else None
-    if not isinstance(meta, dict) or isinstance(found, bool) or found not in _READABLE:
-        raise ExportError(
-            f"{meta_path} has format {found!r}; this tfaccel reads formats {', '.join(map(str, _READABLE))}"
-        )
-    required = ("layout", "output_names", "report", *(("sha256",) if found >= 2 else ()))
-    missing = [key for key in required if key not in meta]
-    if missing:
-        raise ExportError(f"{meta_path} lacks {', '.join(missing)}; save the traced model again")
-    return meta
-
-
-def load_report(path: str | os.PathLike[str]) -> PlacementReport:
-    """The placement report saved with a traced model, without loading the model.
-
-    Example::
-
-        tfaccel.load_report("traced").render(print)
-    """
-    path = _fspath(path, "load_report")
-    try:
-        return PlacementReport.from_json(read_metadata(path)["report"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise ExportError(
-            f"the placement report in {os.path.join(path, METADATA_FILE)} is malformed "
-            f"({type(err).__name__}: {err}); save the traced model again"
-        ) from err

@@ -352,8 +352,9 @@ def _define_model_class(keras: Any) -> type:
         def save(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
             """Write a SavedModel directory (``serving_default`` signature plus tfaccel metadata)."""
             from tfaccel.runtime import export
+            from tfaccel.runtime.metadata import fspath
 
-            path = export._fspath(filepath, "save")
+            path = fspath(filepath, "save")
             executable = self._tfaccel_executable
             if legacy and not path.endswith((".h5", ".keras")):
                 kwargs.setdefault("save_format", "tf")

@@ -2,8 +2,9 @@
 for SavedModels traced by tfaccel (every backend) and plain SavedModels alike.
 
 Why it exists: stock TF Serving rejects a model holding tfaccel's OpenVINO op ("Op type not
-registered"); this server imports tfaccel, so the op is there, and otherwise behaves as TF Serving does,
-so clients, containers and KServe set-ups written for TF Serving work unchanged.
+registered"); this server registers tfaccel's op library, so the op is there, and otherwise behaves as TF
+Serving does, so clients, containers and KServe set-ups written for TF Serving work unchanged. It parses
+its flags before importing TensorFlow, so ``--help`` and a flag error answer at once.
 """
 
 from __future__ import annotations
@@ -125,6 +126,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "tfaccel-model-server") 
         if getattr(args, name) is not None:
             logger.warning("--%s is accepted for compatibility and has no effect here", name)
 
+    # only now TensorFlow: a flag error above answers at once (the entry point deferred the op library)
+    from tfaccel.cli.startup import load_tensorflow
+
+    if not load_tensorflow(prog, verbose=False):  # registers the op of openvino-traced models
+        return 1
     import tensorflow as tf
 
     if args.tensorflow_intra_op_parallelism:
@@ -132,7 +138,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "tfaccel-model-server") 
     if args.tensorflow_inter_op_parallelism:
         tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
 
-    import tfaccel  # noqa: F401  (registers the op of openvino-traced models)
     from tfaccel.serving.config import (
         ConfigError,
         ModelConfig,
