@@ -67,11 +67,11 @@ def stability(names: list[str], repeats: int) -> None:
         for _ in range(repeats):
             _, traced = _trace(name, "profile")
             measured = traced.placement_report.measurements
-            choices.append(tuple((m["ops"], m["chosen"]) for m in measured))
+            choices.append(tuple((m.ops, m.chosen) for m in measured))
             rows.append(
                 "; ".join(
-                    f"{m['subgraph']}->{m['chosen'] or 'TF'} "
-                    + " ".join(f"{k}={v:.3f}" for k, v in sorted(m["times_ms"].items()))
+                    f"{m.subgraph}->{m.chosen or 'TF'} "
+                    + " ".join(f"{k}={v:.3f}" for k, v in sorted(m.times_ms.items()))
                     for m in measured
                 )
             )

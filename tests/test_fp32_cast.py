@@ -19,6 +19,7 @@ import tensorflow as tf
 
 import tfaccel
 from conftest import STATIC, legacy_trace_then_reload
+from tfaccel.compiler.placement import Placement
 
 #: bfloat16 keeps 8 bits of mantissa: one rounding of each matmul input is ~0.4% relative error, and a few
 #: layers compound it. This bound is what the tests accept for small models; the benchmark reports the rest.
@@ -127,9 +128,9 @@ def test_matmult_runs_matmuls_and_convolutions_in_bfloat16_only():
     model = cnn()
     x = tf.random.uniform([2, 16, 16, 3], seed=5)
     traced = tfaccel.trace(model, x, fp32_cast="matmult", backend="xla")  # a rewrite of the TF graph
-    rows = {r["node"]: r for r in traced.placement_report.decisions}
-    heavy = [r for r in rows.values() if r["op"] in ("Conv2D", "MatMul")]
-    assert len(heavy) == 3 and all(r["placement"] == "accelerator" for r in heavy)
+    rows = {r.node: r for r in traced.placement_report.decisions}
+    heavy = [r for r in rows.values() if r.op in ("Conv2D", "MatMul")]
+    assert len(heavy) == 3 and all(r.placement is Placement.ACCELERATOR for r in heavy)
     graph_def = traced.tfaccel_executable.graph_def
     (call,) = [n for n in graph_def.node if n.name == "tfaccel_sg_0"]
     (compiled,) = [f for f in graph_def.library.function if f.signature.name == call.attr["f"].func.name]

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 import tfaccel
 from conftest import assert_close
+from tfaccel.compiler.placement import Reason
 from tfaccel.compiler.profiling import MIN_RUNS
 from tfaccel.compiler.selection import ABS_MARGIN_MS, REL_MARGIN, choose
 
@@ -46,30 +47,28 @@ def assert_explained(report, order):
     rows = report.decisions
     backend_of = {s.name: s.backend for s in report.subgraphs}
     for m in report.measurements:
-        times = m["times_ms"]
-        assert times["tf"] > 0 and m["runs"] >= MIN_RUNS, m
+        times = m.times_ms
+        assert times["tf"] > 0 and m.runs >= MIN_RUNS, m
         measured = {k: v for k, v in times.items() if k != "tf"}
-        assert set(measured) | set(m["failed"]) == set(order), m  # each backend timed, or why not
-        assert (m["chosen"], m["why"]) == choose(times["tf"], measured, order)
+        assert set(measured) | set(m.failed) == set(order), m  # each backend timed, or why not
+        assert (m.chosen, m.why) == choose(times["tf"], measured, order)
         margin = max(REL_MARGIN * times["tf"], ABS_MARGIN_MS)  # the rule, restated: beat TF by the margin
-        if m["chosen"] is None:
+        if m.chosen is None:
             assert all(times["tf"] - t <= margin for t in measured.values()), m
         else:
-            assert times["tf"] - times[m["chosen"]] > margin, m
-        members = [r for r in rows if r["detail"] == f"{m['subgraph']}: {m['why']}"]
-        assert sum(1 for r in members if r["counted"]) == m["ops"], (m, members)
+            assert times["tf"] - times[m.chosen] > margin, m
+        members = [r for r in rows if r.detail == f"{m.subgraph}: {m.why}"]
+        assert sum(1 for r in members if r.counted) == m.ops, (m, members)
         for r in members:
-            if m["chosen"] is None:
-                assert r["reason"] == "slower" and r["subgraph"] is None, r
+            if m.chosen is None:
+                assert r.reason is Reason.SLOWER and r.subgraph is None, r
             else:
-                assert r["reason"] == "measured" and backend_of[r["subgraph"]] == m["chosen"], r
+                assert r.reason is Reason.MEASURED and backend_of[r.subgraph] == m.chosen, r
     lines: list[str] = []
     report.render(print_fn=lines.append)
     assert any(line.startswith("  measured placement (") for line in lines)
     for m in report.measurements:
-        assert any(
-            line.split()[:1] == [m["subgraph"]] and line.endswith(m["chosen"] or "TF") for line in lines
-        )
+        assert any(line.split()[:1] == [m.subgraph] and line.endswith(m.chosen or "TF") for line in lines)
 
 
 def test_every_candidate_is_measured_chosen_by_the_rule_and_explained():
@@ -83,7 +82,7 @@ def test_every_candidate_is_measured_chosen_by_the_rule_and_explained():
 
 
 def _placement(traced):
-    return {r["node"]: (r["reason"], r["subgraph"] is not None) for r in traced.placement_report.decisions}
+    return {r.node: (r.reason, r.subgraph is not None) for r in traced.placement_report.decisions}
 
 
 def test_a_clear_cut_choice_is_the_same_on_every_trace():
@@ -91,7 +90,7 @@ def test_a_clear_cut_choice_is_the_same_on_every_trace():
     traces = [tfaccel.trace(chain, x, placement="profile", backend="xla") for _ in range(2)]
     for traced in traces:
         (m,) = traced.placement_report.measurements
-        assert m["chosen"] == "xla", m  # one fused pass against 64: about 2x on this CPU, even under load
+        assert m.chosen == "xla", m  # one fused pass against 64: about 2x on this CPU, even under load
         assert_explained(traced.placement_report, ["xla"])
         assert_close(traced(x), chain(x))
     assert _placement(traces[0]) == _placement(traces[1])

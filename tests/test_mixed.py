@@ -14,6 +14,7 @@ import tensorflow as tf
 
 import tfaccel
 from conftest import FRESH_IMPORT, SRC, assert_close, run_python
+from tfaccel.compiler.placement import Reason
 from tfaccel.compiler.selection import choose
 
 RNG = np.random.default_rng(5)
@@ -34,7 +35,7 @@ def _placement(model):
     """node -> (backend, subgraph) for every node in a subgraph, from the report."""
     report = model.placement_report
     backend = {s.name: s.backend for s in report.subgraphs}
-    return {r["node"]: (backend[r["subgraph"]], r["subgraph"]) for r in report.decisions if r["subgraph"]}
+    return {r.node: (backend[r.subgraph], r.subgraph) for r in report.decisions if r.subgraph}
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +57,14 @@ def test_static_placement_puts_each_node_on_the_first_backend_that_takes_it(stat
     assert len(ov_subgraphs) == 2
     assert placed[_node(traced, "mm1")][1] != placed[_node(traced, "mm2")][1]
     assert traced.placement_report.backend == "openvino+xla"
-    rows = {r["node"]: r for r in traced.placement_report.decisions}
-    assert "openvino" in rows[_node(traced, "to64")]["detail"]  # says why it went to xla, not openvino
+    rows = {r.node: r for r in traced.placement_report.decisions}
+    assert "openvino" in rows[_node(traced, "to64")].detail  # says why it went to xla, not openvino
     assert traced.on_neuron_ratio == 1.0
     assert_close(traced(x), mixed(x))
 
 
 def _node(traced, suffix):
-    (name,) = [r["node"] for r in traced.placement_report.decisions if r["node"].split("/")[-1] == suffix]
+    (name,) = [r.node for r in traced.placement_report.decisions if r.node.split("/")[-1] == suffix]
     return name
 
 
@@ -91,9 +92,9 @@ def test_dynamic_batch_on_a_mixed_candidate_set_gives_right_answers_and_says_wha
         assert_close(traced(x), mixed(x))
     # one graph for any batch (openvino compiles the unknown dim); xla needs static shapes, so the float64
     # stretch stays on TF, and each such node says why
-    rows = {r["node"]: r for r in traced.placement_report.decisions}
+    rows = {r.node: r for r in traced.placement_report.decisions}
     to64 = rows[_node(traced, "to64")]
-    assert to64["subgraph"] is None and "unknown" in to64["detail"] and "xla" in to64["detail"]
+    assert to64.subgraph is None and "unknown" in to64.detail and "xla" in to64.detail
     assert {s.backend for s in traced.placement_report.subgraphs} == {"openvino"}
 
 
@@ -104,22 +105,22 @@ def test_profiled_placement_records_every_measurement_and_follows_the_rule(caplo
     assert report.placement == "profile" and report.profile_seconds > 0
     assert len(report.measurements) == 3  # one per statically placed subgraph
     for m in report.measurements:
-        assert m["times_ms"]["tf"] > 0 and m["runs"] >= 5
-        backends = {k: v for k, v in m["times_ms"].items() if k != "tf"}
+        assert m.times_ms["tf"] > 0 and m.runs >= 5
+        backends = {k: v for k, v in m.times_ms.items() if k != "tf"}
         assert backends, m  # every candidate ran on at least the backend that placed it
-        assert set(backends) | set(m["failed"]) == {"openvino", "xla"}
-        assert (m["chosen"], m["why"]) == choose(m["times_ms"]["tf"], backends, ["openvino", "xla"])
+        assert set(backends) | set(m.failed) == {"openvino", "xla"}
+        assert (m.chosen, m.why) == choose(m.times_ms["tf"], backends, ["openvino", "xla"])
     # the float64 stretch can only be measured on xla: openvino does not take its nodes
-    (f64,) = [m for m in report.measurements if "openvino" in m["failed"]]
-    assert "does not take node" in f64["failed"]["openvino"]
+    (f64,) = [m for m in report.measurements if "openvino" in m.failed]
+    assert "does not take node" in f64.failed["openvino"]
     # each node ends where its candidate's choice sent it (merging can only join same-backend neighbours)
-    rows = {r["node"]: r for r in report.decisions}
+    rows = {r.node: r for r in report.decisions}
     placed = _placement(traced)
     for node, row in rows.items():
-        if row["reason"] == "measured":
+        if row.reason is Reason.MEASURED:
             assert node in placed
-        if row["reason"] == "slower":
-            assert node not in placed and "stays on TF" in row["detail"]
+        if row.reason is Reason.SLOWER:
+            assert node not in placed and "stays on TF" in row.detail
     assert_close(traced(x), mixed(x))
     lines: list[str] = []
     traced.summary(print_fn=lines.append)
@@ -132,7 +133,7 @@ def test_profiled_placement_times_a_subgraph_on_every_backend_that_takes_it():
     x = tf.random.uniform([16, 64], seed=3)
     traced = tfaccel.trace(model, x, placement="profile")
     (m,) = traced.placement_report.measurements
-    assert set(m["times_ms"]) == {"tf", "openvino", "xla"}, m
+    assert set(m.times_ms) == {"tf", "openvino", "xla"}, m
     assert_close(traced(x), model(x))
 
 
@@ -146,7 +147,7 @@ def test_subgraph_builder_function_is_not_second_guessed_by_profiling():
     report = traced.placement_report
     assert report.placement == "static" and report.measurements == ()
     assert any("subgraph_builder_function decides the placement" in f for f in report.fallbacks)
-    assert {r["op"] for r in report.decisions if r["subgraph"]} == {"MatMul"}
+    assert {r.op for r in report.decisions if r.subgraph} == {"MatMul"}
     x = tf.random.uniform([2, 8], seed=4)
     assert_close(traced(x), mixed(x))
 

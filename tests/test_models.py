@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 import tfaccel
+from tfaccel.compiler.placement import Placement
 from tfaccel.tools.examples import EXAMPLES, example_input
 
 #: max |traced - original| / max |original| allowed at fp32 (XLA fuses and reorders sums)
@@ -46,10 +47,10 @@ def test_tiny_mobilenet_matches_and_keeps_depthwise_on_tf_with_xla():
     traced = tfaccel.trace(model, x, backend="xla")
     assert _relative_error(traced(x), model(x, training=False)) <= MAX_RELATIVE_ERROR
     rows = traced.placement_report.decisions
-    depthwise = [r for r in rows if r["op"] == "DepthwiseConv2dNative"]
-    assert len(depthwise) == 2 and all(r["placement"] == "runtime" for r in depthwise)
-    convs = [r for r in rows if r["op"] in ("Conv2D", "MatMul")]
-    assert convs and all(r["placement"] == "accelerator" for r in convs)
+    depthwise = [r for r in rows if r.op == "DepthwiseConv2dNative"]
+    assert len(depthwise) == 2 and all(r.placement is Placement.RUNTIME for r in depthwise)
+    convs = [r for r in rows if r.op in ("Conv2D", "MatMul")]
+    assert convs and all(r.placement is Placement.ACCELERATOR for r in convs)
     # the depthwise convs cut the graph: at least one subgraph per block
     assert len(traced.placement_report.subgraphs) >= 3
     assert 0.5 < traced.on_neuron_ratio < 1.0
@@ -81,8 +82,8 @@ def test_control_flow_stays_functional_compiles_and_reloads(tmp_path):
 
     x, n = tf.random.uniform([2, 4]), tf.constant(3)
     traced = tfaccel.trace(f, (x, n))
-    ops = {r["op"]: r["placement"] for r in traced.placement_report.decisions}
-    assert ops["StatelessWhile"] == ops["StatelessIf"] == "accelerator"
+    ops = {r.op: r.placement for r in traced.placement_report.decisions}
+    assert ops["StatelessWhile"] is ops["StatelessIf"] is Placement.ACCELERATOR
     for args in ((x, n), (-x, tf.constant(5)), (x, tf.constant(0))):
         assert _relative_error(traced(*args), f(*args)) <= MAX_RELATIVE_ERROR
     traced.save(str(tmp_path / "cf"))

@@ -19,6 +19,7 @@ import tensorflow as tf
 import tfaccel
 from conftest import SRC, assert_close, run_python
 from tfaccel import native
+from tfaccel.compiler.placement import Placement, Reason
 
 #: bf16 inside OpenVINO (--fp32-cast): relative error bound on logits of the small models here
 BF16_RELATIVE_ERROR = 3e-2
@@ -26,7 +27,7 @@ W = tf.constant(np.random.default_rng(0).standard_normal((4, 4)), tf.float32)
 
 
 def _rows(model):
-    return {r["node"]: r for r in model.placement_report.decisions}
+    return {r.node: r for r in model.placement_report.decisions}
 
 
 def _subgraphs(model):
@@ -78,14 +79,14 @@ def test_whole_cnn_runs_in_one_openvino_subgraph_with_equal_answers(cnn):
     assert traced.on_neuron_ratio == 1.0
     rows = _rows(traced)
     # unlike xla, the depthwise convolution is compiled (OpenVINO runs it fast)
-    (depthwise,) = [r for r in rows.values() if r["op"] == "DepthwiseConv2dNative"]
-    assert depthwise["placement"] == "accelerator" and depthwise["subgraph"] == "tfaccel_sg_0"
+    (depthwise,) = [r for r in rows.values() if r.op == "DepthwiseConv2dNative"]
+    assert depthwise.placement is Placement.ACCELERATOR and depthwise.subgraph == "tfaccel_sg_0"
     (subgraph,) = traced.placement_report.subgraphs
     assert subgraph.backend == "openvino"
     ops = [n.op for n in traced.tfaccel_executable.graph_def.node]
     assert ops.count(native.OP_TYPE) == 1
     other = rows.keys() - set(subgraph.nodes)
-    assert all(rows[n]["op"] in ("Placeholder", "Const", "NoOp", "Identity") for n in other), other
+    assert all(rows[n].op in ("Placeholder", "Const", "NoOp", "Identity") for n in other), other
 
 
 def test_string_ops_split_the_graph_and_say_why():
@@ -102,9 +103,9 @@ def test_string_ops_split_the_graph_and_say_why():
         "tfaccel_sg_1": ["mm2", "mul", "out", "Identity"],
     }
     rows = _rows(traced)
-    assert rows["to_text"]["placement"] == rows["from_text"]["placement"] == "runtime"
-    assert "string" in rows["to_text"]["detail"]
-    assert rows["from_text"]["detail"] == "its input dtype string cannot enter a compiled subgraph"
+    assert rows["to_text"].placement is rows["from_text"].placement is Placement.RUNTIME
+    assert "string" in rows["to_text"].detail
+    assert rows["from_text"].detail == "its input dtype string cannot enter a compiled subgraph"
 
 
 def test_float64_stays_on_tf_because_openvino_computes_it_in_float32():
@@ -116,8 +117,8 @@ def test_float64_stays_on_tf_because_openvino_computes_it_in_float32():
     traced = tfaccel.trace(f, x, backend="openvino")
     assert_close(traced(x), f(x))
     row = _rows(traced)["sqrt64"]
-    assert row["placement"] == "runtime"
-    assert row["detail"] == "OpenVINO's CPU plugin computes float64 in float32 (not exact)"
+    assert row.placement is Placement.RUNTIME
+    assert row.detail == "OpenVINO's CPU plugin computes float64 in float32 (not exact)"
 
 
 def test_op_without_a_frontend_conversion_stays_on_tf_naming_the_op():
@@ -130,8 +131,8 @@ def test_op_without_a_frontend_conversion_stays_on_tf_naming_the_op():
     traced = tfaccel.trace(f, x, backend="openvino")
     assert_close(traced(x), f(x))
     row = _rows(traced)["lg"]
-    assert row["placement"] == "runtime" and row["reason"] == "unsupported"
-    assert row["detail"] == "OpenVINO's TensorFlow frontend has no conversion for Lgamma"
+    assert row.placement is Placement.RUNTIME and row.reason is Reason.UNSUPPORTED
+    assert row.detail == "OpenVINO's TensorFlow frontend has no conversion for Lgamma"
     assert {"mm1", "mm2"} <= {n for nodes in _subgraphs(traced).values() for n in nodes}
 
 
@@ -146,10 +147,10 @@ def test_a_loop_whose_body_cannot_convert_stays_on_tf():
     x = tf.random.uniform([2, 4], seed=3)
     traced = tfaccel.trace(f, x, backend="openvino")
     assert_close(traced(x), f(x))
-    (loop,) = [r for r in traced.placement_report.decisions if r["op"] == "StatelessWhile"]
-    assert loop["placement"] == "runtime"
-    assert "body holds" in loop["detail"] and "cannot convert" in loop["detail"]
-    assert _rows(traced)["after"]["placement"] == "accelerator"
+    (loop,) = [r for r in traced.placement_report.decisions if r.op == "StatelessWhile"]
+    assert loop.placement is Placement.RUNTIME
+    assert "body holds" in loop.detail and "cannot convert" in loop.detail
+    assert _rows(traced)["after"].placement is Placement.ACCELERATOR
 
 
 def test_control_flow_converts_when_its_bodies_do():
@@ -160,8 +161,8 @@ def test_control_flow_converts_when_its_bodies_do():
 
     x, n = tf.random.uniform([2, 4]), tf.constant(3)
     traced = tfaccel.trace(f, (x, n), backend="openvino")
-    ops = {r["op"]: r["placement"] for r in traced.placement_report.decisions}
-    assert ops["StatelessWhile"] == ops["StatelessIf"] == "accelerator"
+    ops = {r.op: r.placement for r in traced.placement_report.decisions}
+    assert ops["StatelessWhile"] is ops["StatelessIf"] is Placement.ACCELERATOR
     for args in ((x, n), (-x, tf.constant(5)), (x, tf.constant(0))):
         assert_close(traced(*args), f(*args))
 
@@ -174,7 +175,7 @@ def test_callback_decides_placement_node_by_node():
     )
     assert_close(traced(x), model(x, training=False))
     rows = traced.placement_report.decisions
-    assert [r["op"] for r in rows if r["placement"] == "accelerator"] == ["Conv2D"]
+    assert [r.op for r in rows if r.placement is Placement.ACCELERATOR] == ["Conv2D"]
     assert traced.placement_report.subgraphs[0].backend == "openvino"
     assert 0 < traced.on_neuron_ratio < 0.5
 
@@ -334,7 +335,7 @@ def test_a_subgraph_reading_a_shape_input_compiles_and_runs():
     args = (tf.random.uniform([2, 4], seed=10), tf.constant([4, 2]))
     traced = tfaccel.trace(f, args, backend="openvino")
     assert traced.placement_report.fallbacks == ()
-    assert _rows(traced)["Reshape"]["placement"] == "accelerator"
+    assert _rows(traced)["Reshape"].placement is Placement.ACCELERATOR
     assert_close(traced(*args), f(*args))
     assert_close(traced(args[0], tf.constant([8, 1])), f(args[0], tf.constant([8, 1])))
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 import tfaccel
 from conftest import STATIC, assert_close
+from tfaccel.compiler.placement import Placement, Reason
 
 W = tf.constant(np.random.default_rng(0).standard_normal((4, 4)), tf.float32)
 
@@ -33,7 +34,7 @@ def _subgraphs(model):
 
 
 def _rows(model):
-    return {r["node"]: r for r in model.placement_report.decisions}
+    return {r.node: r for r in model.placement_report.decisions}
 
 
 def test_string_ops_split_the_graph_into_two_subgraphs():
@@ -50,9 +51,9 @@ def test_string_ops_split_the_graph_into_two_subgraphs():
         "tfaccel_sg_1": ["mm2", "mul", "out", "Identity"],
     }
     rows = _rows(model)
-    assert rows["to_text"]["placement"] == "runtime" and rows["to_text"]["reason"] == "dtype"
-    assert rows["from_text"]["reason"] == "dtype"  # reads a string: it could never be compiled
-    assert rows["from_text"]["detail"] == "its input dtype string cannot enter a compiled subgraph"
+    assert rows["to_text"].placement is Placement.RUNTIME and rows["to_text"].reason is Reason.DTYPE
+    assert rows["from_text"].reason is Reason.DTYPE  # reads a string: it could never be compiled
+    assert rows["from_text"].detail == "its input dtype string cannot enter a compiled subgraph"
     assert model.on_neuron_ratio == 6 / 8
     assert_close(model(x), f(x), atol=1e-4)  # the text round trip keeps ~6 significant digits
 
@@ -69,7 +70,7 @@ def test_callback_splits_where_the_user_says():
     x = tf.random.uniform([2, 4])
     model = tfaccel.trace(f, x, subgraph_builder_function=only_matmul_and_relu)
     assert _subgraphs(model) == {"tfaccel_sg_0": ["mm1", "relu1"], "tfaccel_sg_1": ["mm2"]}
-    assert _rows(model)["gate"]["reason"] == "callback_false"
+    assert _rows(model)["gate"].reason is Reason.CALLBACK_FALSE
     assert_close(model(x), f(x))
 
 
@@ -124,8 +125,8 @@ def test_compile_failure_falls_back_one_node_and_logs(caplog):
         model = tfaccel.trace(g, (x, axis))
     assert _subgraphs(model) == {"tfaccel_sg_0": ["mm", "add", "act", "Identity"]}
     row = _rows(model)["rev"]
-    assert row["reason"] == "compile_failure"
-    assert "must be a compile-time constant" in row["detail"]
+    assert row.reason is Reason.COMPILE_FAILURE
+    assert "must be a compile-time constant" in row.detail
     assert "node 'rev' moved to TF" in caplog.text
     assert model.placement_report.fallbacks
     for value in ([0], [1]):
@@ -145,7 +146,7 @@ def test_depthwise_convolution_stays_on_tf_with_the_reason():
     x = tf.random.uniform([1, 8, 8, 4])
     model = tfaccel.trace(f, x)
     row = _rows(model)["dw"]
-    assert row["placement"] == "runtime" and row["reason"] == "slower" and "depthwise" in row["detail"]
+    assert row.placement is Placement.RUNTIME and row.reason is Reason.SLOWER and "depthwise" in row.detail
     assert _subgraphs(model) == {"tfaccel_sg_0": ["act1", "pw", "add", "act2", "Identity"]}
     assert_close(model(x), f(x))
 
@@ -159,7 +160,7 @@ def test_callback_may_choose_what_automatic_placement_avoids():
     x = tf.random.uniform([1, 8, 8, 4])
     model = tfaccel.trace(f, x, subgraph_builder_function=lambda node: node.op == "DepthwiseConv2dNative")
     assert _subgraphs(model) == {"tfaccel_sg_0": ["dw"]}
-    assert _rows(model)["dw"]["reason"] == "callback_true"
+    assert _rows(model)["dw"].reason is Reason.CALLBACK_TRUE
     assert_close(model(x), f(x))
 
 
@@ -170,8 +171,8 @@ def test_unknown_shape_stays_on_tf():
 
     x = tf.random.uniform([16])
     model = tfaccel.trace(f, x)
-    reasons = {r["op"]: r["reason"] for r in model.placement_report.decisions}
-    assert reasons["Where"] == "unknown_shape"
+    reasons = {r.op: r.reason for r in model.placement_report.decisions}
+    assert reasons["Where"] is Reason.UNKNOWN_SHAPE
     assert_close(model(x), f(x))
 
 

@@ -51,7 +51,7 @@ def test_trace_announces_each_compile_and_measurement() -> None:
     assert [e.index for e in first_round] == list(range(1, compiles[0].total + 1))
     assert all(e.backend == "openvino" and e.nodes > 0 for e in first_round)
     assert [e.index for e in measures] == list(range(1, measures[0].total + 1))
-    assert {e.subgraph for e in measures} == {m["subgraph"] for m in traced.placement_report.measurements}
+    assert {e.subgraph for e in measures} == {m.subgraph for m in traced.placement_report.measurements}
 
 
 def test_terminal_line_only_on_a_terminal() -> None:

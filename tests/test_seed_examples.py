@@ -92,7 +92,7 @@ def test_seed_example_matmul_only_callback_compiles_exactly_the_matmuls(tmp_path
 import json, numpy as np
 report = model_neuron.placement_report
 placed = {s.name: [n for n in s.nodes] for s in report.subgraphs}
-ops = {r["node"]: r["op"] for r in report.decisions}
+ops = {r.node: r.op for r in report.decisions}
 matmuls = sorted(n for n, op in ops.items() if op == "MatMul")
 x = tf.random.uniform([1, 3])
 np.testing.assert_allclose(model_neuron(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)

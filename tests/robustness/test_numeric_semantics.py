@@ -125,7 +125,7 @@ def test_relu_cnn_one_nan_pixel_stays_on_openvino() -> None:
     model = relu_cnn()
     x = _one_nan_pixel()
     traced = tfaccel.trace(model, tf.constant(x), backend="openvino")
-    kept = [r["op"] for r in traced.placement_report.decisions if r["counted"] and not r["subgraph"]]
+    kept = [r.op for r in traced.placement_report.decisions if r.counted and not r.subgraph]
     assert kept == [], f"ops left on TF: {kept}"
     got, want = np.asarray(traced(tf.constant(x))), np.asarray(model(tf.constant(x)))
     assert np.isnan(want[0]).all() and np.isfinite(want[1]).all()  # what TF answers
@@ -194,7 +194,7 @@ def test_dynamic_int64_shape_arithmetic_stays_on_openvino() -> None:
 
     x = tf.constant(_rng.standard_normal((4, 6)).astype(np.float32))
     traced = tfaccel.trace(fn, x, backend="openvino", dynamic_batch_size=True)
-    kept = [r["op"] for r in traced.placement_report.decisions if r["counted"] and not r["subgraph"]]
+    kept = [r.op for r in traced.placement_report.decisions if r.counted and not r.subgraph]
     assert kept == [], f"shape arithmetic left on TF: {kept}"
     x3 = tf.constant(_rng.standard_normal((3, 6)).astype(np.float32))
     np.testing.assert_array_equal(np.asarray(traced(x3)), np.asarray(fn(x3)))

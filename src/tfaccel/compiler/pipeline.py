@@ -129,12 +129,8 @@ def trace(
     _check_acyclic(captured.graph, compiled)
     outer, outputs = assemble(captured.graph, captured.graph_def, compiled)
     label = "+".join(dict.fromkeys(c.cluster.group for c in compiled)) or "+".join(b.name for b in backends)
-    report = _report(label, captured.graph, decisions, compiled, fallbacks, opts)
-    report = replace(
-        report,
-        placement=placement,
-        measurements=tuple(m.to_json() for m in measurements),
-        profile_seconds=profile_seconds,
+    report = _report(
+        label, captured.graph, decisions, compiled, fallbacks, opts, placement, measurements, profile_seconds
     )
     resources = resources_of(compiled)
     executable = _executable(
@@ -369,6 +365,9 @@ def _report(
     compiled: list[CompiledSubgraph],
     fallbacks: list[str],
     options: TraceOptions,
+    placement: str,
+    measurements: list[Measurement],
+    profile_seconds: float | None,
 ) -> PlacementReport:
     subs = [
         SubgraphSummary(
@@ -382,7 +381,17 @@ def _report(
         for c in compiled
     ]
     counted = {n.name: n.counted for n in graph}
-    return PlacementReport.build(label, decisions, subs, counted, fallbacks, options.flag_text())
+    return PlacementReport.build(
+        label,
+        decisions,
+        subs,
+        counted,
+        fallbacks,
+        options=options.flag_text(),
+        placement=placement,
+        measurements=measurements,
+        profile_seconds=profile_seconds,
+    )
 
 
 def _executable(

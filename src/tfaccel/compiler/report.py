@@ -1,18 +1,92 @@
 """The placement report: what ran where and why, as data (JSON) and as a table for people.
 
-One record serves ``summary()``, the low-ratio warning, the saved model's metadata and (later) the
-workdir, so they can never disagree with each other.
+One record serves ``summary()``, the low-ratio warning, the saved model's metadata and the workdir, so they
+can never disagree with each other. It is built once, when the trace has decided everything it holds, and
+its rows are typed (:class:`DecisionRow`, :class:`SubgraphSummary`,
+:class:`~tfaccel.compiler.selection.Measurement`): a reader gets an attribute or a type error from mypy,
+never a misspelt dict key. ``from_json`` reads a file anyone can edit (a saved model's
+``assets.extra/tfaccel.json``), so it checks every field and names the wrong one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from tfaccel.compiler.json_fields import (
+    boolean,
+    integer,
+    items,
+    optional_number,
+    optional_text,
+    record,
+    required,
+    text,
+)
 from tfaccel.compiler.placement import Decision, Placement, Reason, reasons_summary
+from tfaccel.compiler.selection import ABS_MARGIN_MS, REL_MARGIN, Measurement
 
-__all__ = ["PlacementReport", "SubgraphSummary"]
+__all__ = ["DecisionRow", "PlacementReport", "SubgraphSummary"]
+
+#: a row's ``"reason"`` as saved (the :class:`Reason` member's name in lower case) to the member
+_REASONS = {r.name.lower(): r for r in Reason}
+
+
+@dataclass(frozen=True)
+class DecisionRow:
+    """One node's final placement: the decision that stood once compilation and measurement were done.
+
+    ``subgraph`` is the compiled subgraph that holds the node (``None``: it runs on the TensorFlow
+    runtime); ``counted`` says whether ``on_neuron_ratio`` counts it (inputs, constants, identities and
+    ordering nodes are not counted). Where a node runs is its subgraph, so :attr:`placement` is derived
+    from it rather than stored twice.
+    """
+
+    node: str
+    op: str
+    reason: Reason
+    detail: str
+    subgraph: str | None
+    counted: bool
+
+    @property
+    def placement(self) -> Placement:
+        return Placement.ACCELERATOR if self.subgraph is not None else Placement.RUNTIME
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "op": self.op,
+            "placement": self.placement.value,
+            "reason": self.reason.name.lower(),
+            "detail": self.detail,
+            "subgraph": self.subgraph,
+            "counted": self.counted,
+        }
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "node row") -> DecisionRow:
+        """The record :meth:`to_json` wrote; ``TypeError``/``ValueError`` naming ``where`` otherwise."""
+        fields = record(data, where)
+        reason = text(required(fields, "reason", where), f"{where}.reason")
+        if reason not in _REASONS:
+            raise ValueError(f"{where}.reason is {reason!r}, not one of {', '.join(_REASONS)}")
+        row = cls(
+            text(required(fields, "node", where), f"{where}.node"),
+            text(required(fields, "op", where), f"{where}.op"),
+            _REASONS[reason],
+            text(required(fields, "detail", where), f"{where}.detail"),
+            optional_text(required(fields, "subgraph", where), f"{where}.subgraph"),
+            boolean(required(fields, "counted", where), f"{where}.counted"),
+        )
+        placement = text(required(fields, "placement", where), f"{where}.placement")
+        if placement != row.placement.value:
+            raise ValueError(
+                f"{where}.placement is {placement!r} but its subgraph is {row.subgraph!r} (a node runs on "
+                "the accelerator exactly when a subgraph holds it)"
+            )
+        return row
 
 
 @dataclass(frozen=True)
@@ -27,14 +101,21 @@ class SubgraphSummary:
     outputs: int
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "backend": self.backend,
-            "nodes": list(self.nodes),
-            "op_count": self.op_count,
-            "inputs": self.inputs,
-            "outputs": self.outputs,
-        }
+        return {**asdict(self), "nodes": list(self.nodes)}  # the fields in order, the nodes as a list
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "subgraph") -> SubgraphSummary:
+        """The record :meth:`to_json` wrote; ``TypeError``/``ValueError`` naming ``where`` otherwise."""
+        fields = record(data, where)
+        nodes = items(required(fields, "nodes", where), f"{where}.nodes")
+        return cls(
+            text(required(fields, "name", where), f"{where}.name"),
+            text(required(fields, "backend", where), f"{where}.backend"),
+            tuple(text(n, f"{where}.nodes[{i}]") for i, n in enumerate(nodes)),
+            integer(required(fields, "op_count", where), f"{where}.op_count"),
+            integer(required(fields, "inputs", where), f"{where}.inputs"),
+            integer(required(fields, "outputs", where), f"{where}.outputs"),
+        )
 
 
 @dataclass(frozen=True)
@@ -42,7 +123,7 @@ class PlacementReport:
     """Every node's decision plus the compiled subgraphs and the ratio they give."""
 
     backend: str
-    decisions: tuple[dict[str, Any], ...]  # {"node", "op", "placement", "reason", "detail", "subgraph"}
+    decisions: tuple[DecisionRow, ...]  # one per node of the optimized graph, in graph order
     subgraphs: tuple[SubgraphSummary, ...]
     accelerated_ops: int
     total_ops: int
@@ -50,8 +131,7 @@ class PlacementReport:
     options: str = ""  # the trace options as flags (defaults left out)
     placement: str = "static"  # "profile" when subgraphs were placed by measurement
     #: ``--placement=profile``: per candidate subgraph, the measured times and the choice
-    #: (:meth:`tfaccel.compiler.selection.Measurement.to_json` records)
-    measurements: tuple[dict[str, Any], ...] = ()
+    measurements: tuple[Measurement, ...] = ()
     profile_seconds: float | None = None  # trace time the measurements added
 
     @property
@@ -66,25 +146,33 @@ class PlacementReport:
         subgraphs: Iterable[SubgraphSummary],
         counted: Mapping[str, bool],
         fallbacks: Iterable[str],
-        options: str = "",
+        *,
+        options: str,
+        placement: str,
+        measurements: Iterable[Measurement] = (),
+        profile_seconds: float | None = None,
     ) -> PlacementReport:
+        """The report of a finished trace: ``decisions`` are the final ones (after fallbacks and
+        measurement), ``counted`` says which nodes ``on_neuron_ratio`` counts.
+        """
         subs = tuple(subgraphs)
         owner = {n: s.name for s in subs for n in s.nodes}
         rows = tuple(
-            {
-                "node": d.node,
-                "op": d.op,
-                "placement": "accelerator" if d.node in owner else "runtime",
-                "reason": d.reason.name.lower(),
-                "detail": d.detail,
-                "subgraph": owner.get(d.node),
-                "counted": counted[d.node],
-            }
+            DecisionRow(d.node, d.op, d.reason, d.detail, owner.get(d.node), counted[d.node])
             for d in decisions.values()
         )
-        accelerated = sum(1 for r in rows if r["counted"] and r["subgraph"])
-        total = sum(1 for r in rows if r["counted"])
-        return cls(backend, rows, subs, accelerated, total, tuple(fallbacks), options)
+        return cls(
+            backend,
+            rows,
+            subs,
+            accelerated_ops=sum(1 for r in rows if r.counted and r.subgraph is not None),
+            total_ops=sum(1 for r in rows if r.counted),
+            fallbacks=tuple(fallbacks),
+            options=options,
+            placement=placement,
+            measurements=tuple(measurements),
+            profile_seconds=profile_seconds,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,43 +181,46 @@ class PlacementReport:
             "accelerated_ops": self.accelerated_ops,
             "total_ops": self.total_ops,
             "subgraphs": [s.to_json() for s in self.subgraphs],
-            "nodes": list(self.decisions),
+            "nodes": [r.to_json() for r in self.decisions],
             "fallbacks": list(self.fallbacks),
             "options": self.options,
             "placement": self.placement,
-            "measurements": list(self.measurements),
+            "measurements": [m.to_json() for m in self.measurements],
             "profile_seconds": self.profile_seconds,
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PlacementReport:
-        subs = tuple(
-            SubgraphSummary(
-                s["name"], s["backend"], tuple(s["nodes"]), s["op_count"], s["inputs"], s["outputs"]
-            )
-            for s in data["subgraphs"]
-        )
+    def from_json(cls, data: object) -> PlacementReport:
+        """The record :meth:`to_json` wrote, also by an older tfaccel (the keys after ``fallbacks`` came
+        later and may be absent; ``on_neuron_ratio`` is derived, so it is not read back). A field of
+        another type or shape is a ``TypeError``/``ValueError`` that names it, such as
+        ``report.nodes[3].op must be a string, got int 5``.
+        """
+        where = "report"
+        fields = record(data, where)
+        subgraphs = items(required(fields, "subgraphs", where), "report.subgraphs")
+        nodes = items(required(fields, "nodes", where), "report.nodes")
+        fallbacks = items(fields.get("fallbacks", []), "report.fallbacks")
+        measured = items(fields.get("measurements", []), "report.measurements")
         return cls(
-            data["backend"],
-            tuple(data["nodes"]),
-            subs,
-            data["accelerated_ops"],
-            data["total_ops"],
-            tuple(data.get("fallbacks", ())),
-            data.get("options", ""),
-            data.get("placement", "static"),
-            tuple(data.get("measurements", ())),
-            data.get("profile_seconds"),
+            text(required(fields, "backend", where), "report.backend"),
+            tuple(DecisionRow.from_json(r, f"report.nodes[{i}]") for i, r in enumerate(nodes)),
+            tuple(SubgraphSummary.from_json(s, f"report.subgraphs[{i}]") for i, s in enumerate(subgraphs)),
+            integer(required(fields, "accelerated_ops", where), "report.accelerated_ops"),
+            integer(required(fields, "total_ops", where), "report.total_ops"),
+            tuple(text(f, f"report.fallbacks[{i}]") for i, f in enumerate(fallbacks)),
+            text(fields.get("options", ""), "report.options"),
+            text(fields.get("placement", "static"), "report.placement"),
+            tuple(Measurement.from_json(m, f"report.measurements[{i}]") for i, m in enumerate(measured)),
+            optional_number(fields.get("profile_seconds"), "report.profile_seconds"),
         )
 
     def why_low(self) -> str:
         """The main reasons ops stayed on the runtime, for the low-ratio warning."""
         runtime = {
-            r["node"]: Decision(
-                r["node"], r["op"], Placement.RUNTIME, Reason[r["reason"].upper()], r["detail"]
-            )
+            r.node: Decision(r.node, r.op, Placement.RUNTIME, r.reason, r.detail)
             for r in self.decisions
-            if r["counted"] and not r["subgraph"]
+            if r.counted and r.subgraph is None
         }
         return reasons_summary(runtime)
 
@@ -145,19 +236,19 @@ class PlacementReport:
         if self.subgraphs:
             print_fn(f"  {'subgraph':<22} {'backend':<8} {'ops':>5} {'inputs':>6} {'outputs':>7}  op types")
             for s in self.subgraphs:
-                ops = sorted({r["op"] for r in self.decisions if r["subgraph"] == s.name and r["counted"]})
+                ops = sorted({r.op for r in self.decisions if r.subgraph == s.name and r.counted})
                 shown = ", ".join(ops[:6]) + (", ..." if len(ops) > 6 else "")
                 print_fn(
                     f"  {s.name:<22} {s.backend:<8} {s.op_count:>5} {s.inputs:>6} {s.outputs:>7}  {shown}"
                 )
         if self.measurements:
             self._render_measurements(print_fn)
-        kept = [r for r in self.decisions if r["counted"] and not r["subgraph"]]
+        kept = [r for r in self.decisions if r.counted and r.subgraph is None]
         if kept:
             print_fn(f"  ops kept on the TensorFlow runtime: {len(kept)}")
             groups: dict[tuple[str, str], list[str]] = {}
             for r in kept:
-                groups.setdefault((r["op"], r["detail"]), []).append(r["node"])
+                groups.setdefault((r.op, r.detail), []).append(r.node)
             ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
             for (op, detail), nodes in ranked[:max_rows]:
                 example = nodes[0] + (f" (+{len(nodes) - 1} more)" if len(nodes) > 1 else "")
@@ -169,9 +260,7 @@ class PlacementReport:
 
     def _render_measurements(self, print_fn: Callable[[str], Any]) -> None:
         """The profiled placement: each candidate's median ms on TF and each backend, and the choice."""
-        from tfaccel.compiler.selection import ABS_MARGIN_MS, REL_MARGIN
-
-        columns = list(dict.fromkeys(k for m in self.measurements for k in m["times_ms"] if k != "tf"))
+        columns = list(dict.fromkeys(k for m in self.measurements for k in m.times_ms if k != "tf"))
         added = f"{self.profile_seconds:.1f} s" if self.profile_seconds is not None else "?"
         print_fn(
             f"  measured placement ({added} added to the trace; a backend must beat TF by "
@@ -180,10 +269,10 @@ class PlacementReport:
         header = "".join(f" {c + ' ms':>12}" for c in columns)
         print_fn(f"  {'candidate':<22} {'ops':>5} {'TF ms':>10}{header}  chosen")
         for m in self.measurements:
-            times = m["times_ms"]
+            times = m.times_ms
             cells = "".join(f" {times[c]:>12.3f}" if c in times else f" {'-':>12}" for c in columns)
             tf_ms = f"{times['tf']:.3f}" if "tf" in times else "-"
-            chosen = m["chosen"] or "TF"
-            print_fn(f"  {m['subgraph']:<22} {m['ops']:>5} {tf_ms:>10}{cells}  {chosen}")
-            for backend, why in m["failed"].items():
+            chosen = m.chosen or "TF"
+            print_fn(f"  {m.subgraph:<22} {m.ops:>5} {tf_ms:>10}{cells}  {chosen}")
+            for backend, why in m.failed.items():
                 print_fn(f"    {backend}: {why}")

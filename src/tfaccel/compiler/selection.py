@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfaccel.compiler.json_fields import integer, number_map, optional_text, record, required, text, text_map
+
 __all__ = ["ABS_MARGIN_MS", "REL_MARGIN", "Measurement", "choose", "margin_ms"]
 
 #: a backend must beat TF by at least this share of TF's time ...
@@ -66,15 +68,19 @@ class Measurement:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Measurement:
+    def from_json(cls, data: object, where: str = "measurement") -> Measurement:
+        """The record :meth:`to_json` wrote (``failed``, ``chosen``, ``why`` and ``runs`` may be absent);
+        ``TypeError``/``ValueError`` naming ``where`` when it has another shape (it is read from a file).
+        """
+        fields = record(data, where)
         return cls(
-            data["subgraph"],
-            data["ops"],
-            dict(data["times_ms"]),
-            dict(data.get("failed", {})),
-            data.get("chosen"),
-            data.get("why", ""),
-            data.get("runs", 0),
+            text(required(fields, "subgraph", where), f"{where}.subgraph"),
+            integer(required(fields, "ops", where), f"{where}.ops"),
+            number_map(required(fields, "times_ms", where), f"{where}.times_ms"),
+            text_map(fields.get("failed", {}), f"{where}.failed"),
+            optional_text(fields.get("chosen"), f"{where}.chosen"),
+            text(fields.get("why", ""), f"{where}.why"),
+            integer(fields.get("runs", 0), f"{where}.runs"),
         )
 
 

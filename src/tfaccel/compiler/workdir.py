@@ -138,7 +138,7 @@ def _graph(stem: str, graph_def: Any) -> None:
 
 def _html(graph: Graph, report: PlacementReport) -> str:
     """An SVG of the optimized graph: one row per topological level, a colour per subgraph."""
-    rows = {r["node"]: r for r in report.decisions}
+    rows = {r.node: r for r in report.decisions}
     shown = [n for n in graph.topological_order() if graph[n].op != "Const"]
     level: dict[str, int] = {}
     for name in shown:
@@ -162,9 +162,10 @@ def _html(graph: Graph, report: PlacementReport) -> str:
                 parts.append(f'<line x1="{px + 80}" y1="{py + 28}" x2="{x + 80}" y2="{y}" stroke="#999"/>')
     for name in shown:
         x, y = pos[name]
-        row = rows.get(name, {})
-        fill = colour.get(row.get("subgraph") or "", "#e0e0e0")
-        tip = html.escape(f"{name} ({graph[name].op}): {row.get('placement')} - {row.get('detail')}")
+        row = rows.get(name)
+        fill = colour.get(row.subgraph or "", "#e0e0e0") if row else "#e0e0e0"
+        said = f"{row.placement.value} - {row.detail}" if row else "no decision recorded"
+        tip = html.escape(f"{name} ({graph[name].op}): {said}")
         label = html.escape(graph[name].op)
         parts.append(
             f'<g><title>{tip}</title><rect x="{x}" y="{y}" width="160" height="28" rx="4" fill="{fill}" '
