@@ -17,6 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 #: Subprocesses inherit this. A test that sets TFACCEL_CC_FLAGS itself must include it (see STATIC).
 STATIC = "--placement=static"
 os.environ.setdefault("TFACCEL_CC_FLAGS", STATIC)
+#: every trace in the suite checks each pipeline stage's pre- and postconditions (compiler/pipeline.py)
+os.environ.setdefault("TFACCEL_CHECK_STAGES", "1")
 
 #: fp32 tolerance for a compiled graph vs the original: XLA and OpenVINO may reassociate sums and fuse ops.
 RTOL = 1e-5

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 import tfaccel
 from conftest import FRESH_IMPORT, FRESH_PATH, assert_close, legacy_trace_then_reload, run_python
+from tfaccel.runtime.batching import BatchMode
 
 B = 4  # the traced (compiled) batch
 SIZES = [1, 2, B, B + 1, 5 * B]
@@ -44,7 +45,9 @@ def traced(request):
     model = two_input_model()
     fast = tfaccel.trace(model, batch(B), dynamic_batch_size=True, backend=request.param)
     # openvino takes the graph traced for any batch; xla runs chunks of the traced batch in a loop
-    assert fast.tfaccel_executable.batch == B
+    plan = fast.tfaccel_executable.batch_plan
+    assert plan.any_batch and plan.dynamic_batch == B
+    assert plan.mode is (BatchMode.ANY if request.param == "openvino" else BatchMode.CHUNKED)
     assert _loops(fast) == (request.param == "xla")
     assert fast.placement_report.backend == request.param
     return model, fast

@@ -433,11 +433,6 @@ def test_a_node_in_two_clusters_is_named(placed_run):
         run_stages(run, (_partition_then(share_a_node),), placed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="pipeline._clusters_ok looks the member up with decisions[name]: a KeyError, not a TraceError",
-)
 def test_a_cluster_naming_no_node_of_the_graph_is_named(placed_run):
     run, placed = placed_run
 

@@ -165,9 +165,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "pipeline-stages-on-whole-batch",
-        "src/tfaccel/runtime/batching.py",
-        "rows = -(-batch // stages)",
-        "rows = batch",
+        "src/tfaccel/compiler/examples.py",
+        "return batch, self.first_rows(-(-batch // stages))",
+        "return batch, self.first_rows(batch)",
         (
             "tests/test_pipeline.py::test_stages_run_on_micro_batches_with_several_in_flight",
             "tests/test_pipeline.py::test_pipeline_on_xla_with_dynamic_batch_runs_micro_batches",
@@ -176,9 +176,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "extract-weights-ignored",
-        "src/tfaccel/compiler/pipeline.py",
-        "extract_weights=opts.extract_weights,",
-        "extract_weights=False,",
+        "src/tfaccel/compiler/frontend.py",
+        "    extract = opts.extract_weights\n",
+        "    extract = False\n",
         ("tests/test_extract_weights.py",),
         "--extract-weights keeps the weights out of the graph (as variables), on every backend",
     ),
@@ -277,9 +277,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "options-min-segment-size-ignored",
-        "src/tfaccel/compiler/pipeline.py",
-        "opts.min_segment_size, bool(opts.workdir))",
-        "2, bool(opts.workdir))",
+        "src/tfaccel/compiler/compilation.py",
+        "min_size=run.options.min_segment_size,",
+        "min_size=2,",
         (
             "tests/test_mutation_guards.py::test_min_segment_size_decides_whether_a_small_subgraph_compiles",
             "tests/test_options.py",

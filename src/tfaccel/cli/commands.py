@@ -70,7 +70,7 @@ def trace(args: argparse.Namespace) -> int:
         diff = _max_abs_diff(expected[name], got[name])
         print(f"output {name!r}: max |traced - original| = {diff:.3g} on the example inputs")
     fixed = [k for k, s in sig.inputs.items() if s.shape.rank and s.shape[0] is None]
-    if fixed and not report.options.count("--dynamic-batch-size"):
+    if fixed and not traced.tfaccel_executable.batch_plan.any_batch:
         batch = examples[fixed[0]].shape[0]
         print(
             f"note: the source accepts any batch size; the traced model accepts batch {batch} only "

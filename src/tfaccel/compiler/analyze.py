@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tfaccel.backends import candidate_backends
+from tfaccel.compiler.capture import capture
+from tfaccel.compiler.frontend import capture_settings
 from tfaccel.compiler.options import resolve_options
-from tfaccel.compiler.pipeline import capture_for_backends
 from tfaccel.compiler.placement import decide_across
 
 __all__ = ["analyze_model", "render"]
@@ -44,7 +45,8 @@ def analyze_model(
     """
     opts = resolve_options(options)
     backends, notes = candidate_backends(opts.backend, opts.fp32_cast)
-    captured = capture_for_backends(backends, opts)(func, example_inputs)
+    settings = capture_settings(backends, opts)
+    captured = capture(func, example_inputs, extract_weights=opts.extract_weights, **settings)
     graph = captured.graph
     queries = [b.support_for(graph, captured.graph_def) for b in backends]
     decisions, _ = decide_across(graph, queries)

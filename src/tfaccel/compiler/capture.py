@@ -8,7 +8,6 @@ the user's structure from it, so the traced model can be called exactly like the
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import inspect
 import logging
@@ -23,113 +22,16 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
 from tfaccel import _tf_compat
+from tfaccel.compiler.examples import Convention, Examples, InputLayout, InputSpec
 from tfaccel.compiler.ir import Graph, Node, TensorInfo, TensorRef
 from tfaccel.compiler.precision import cast_matmuls_to_bfloat16, count_bfloat16_compute
 from tfaccel.errors import CaptureError, CaptureTypeError, CaptureValueError, TraceError
 
-__all__ = [
-    "CapturedFunction",
-    "Convention",
-    "InputLayout",
-    "InputSpec",
-    "capture",
-    "is_keras_model",
-    "join_examples",
-    "split_examples",
-]
+__all__ = ["CapturedFunction", "FrozenFunction", "capture", "freeze", "is_keras_model", "optimize"]
 
 logger = logging.getLogger(__name__)
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9_.\-]")
-
-
-class Convention(enum.Enum):
-    """How the user's ``example_inputs`` map onto ``func``'s parameters."""
-
-    TENSOR = "tensor"  # func(x)
-    LIST = "list"  # func([a, b])
-    TUPLE = "tuple"  # func(*x)
-    DICT = "dict"  # func(**x)
-
-    def call_form(self, callee: str = "func") -> str:
-        """How a call with this convention reads, e.g. ``"a tuple spread, func(*x)"``."""
-        return {
-            Convention.TENSOR: f"one tensor, {callee}(x)",
-            Convention.LIST: f"one list, {callee}([a, b])",
-            Convention.TUPLE: f"a tuple spread, {callee}(*x)",
-            Convention.DICT: f"a dict as keywords, {callee}(**x)",
-        }[self]
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One flat input: the signature name, dtype name and exact traced shape."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-    def tensor_spec(self, dynamic_batch: bool = False) -> tf.TensorSpec:
-        """The signature's spec; with ``dynamic_batch`` dim 0 is left unknown."""
-        shape = (None, *self.shape[1:]) if dynamic_batch and self.shape else self.shape
-        return tf.TensorSpec(shape, tf.as_dtype(self.dtype), name=self.name)
-
-
-@dataclass(frozen=True)
-class InputLayout:
-    """The user's input structure, as data: convention, flat specs and (for dicts) the keys."""
-
-    convention: Convention
-    specs: tuple[InputSpec, ...]
-    keys: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "convention": self.convention.value,
-            "keys": list(self.keys),
-            "specs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in self.specs],
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> InputLayout:
-        specs = tuple(InputSpec(s["name"], s["dtype"], tuple(s["shape"])) for s in data["specs"])
-        return cls(Convention(data["convention"]), specs, tuple(data["keys"]))
-
-    def where(self, index: int) -> str:
-        """How a user would name flat input ``index`` (``example_inputs[1]``, ``example_inputs['ids']``)."""
-        if self.convention is Convention.TENSOR:
-            return "example_inputs"
-        if self.convention is Convention.DICT:
-            return f"example_inputs[{self.keys[index]!r}]"
-        return f"example_inputs[{index}]"
-
-    def keras_structure(self, flat: Sequence[Any]) -> Any:
-        """The single structure a Keras ``call(inputs)`` receives for these flat inputs."""
-        if self.convention is Convention.TENSOR:
-            return flat[0]
-        if self.convention is Convention.LIST:
-            return list(flat)
-        if self.convention is Convention.TUPLE:
-            return tuple(flat)
-        return dict(zip(self.keys, flat, strict=True))
-
-    def flatten_keras(self, structure: Any) -> list[Any]:
-        """Inverse of :meth:`keras_structure`."""
-        if self.convention is Convention.TENSOR:
-            return [structure]
-        if self.convention is Convention.DICT:
-            return [structure[k] for k in self.keys]
-        return list(structure)
-
-    def pack(self, flat: Sequence[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Rebuild ``(args, kwargs)`` for ``func`` from flat tensors."""
-        if self.convention is Convention.TENSOR:
-            return (flat[0],), {}
-        if self.convention is Convention.LIST:
-            return (list(flat),), {}
-        if self.convention is Convention.TUPLE:
-            return tuple(flat), {}
-        return (), dict(zip(self.keys, flat, strict=True))
 
 
 @dataclass(frozen=True)
@@ -150,6 +52,21 @@ class CapturedFunction:
     notes: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class FrozenFunction:
+    """The capture stage's artefact: ``func`` traced on the examples and frozen, not yet optimized."""
+
+    layout: InputLayout
+    frozen_graph_def: graph_pb2.GraphDef
+    placeholders: tuple[str, ...]  # the graph's inputs: the user's, then lookup tables / extracted weights
+    fetches: tuple[str, ...]  # the output tensors, in the order of ``output_names``
+    tf_graph: Any  # the frozen tf.Graph grappler optimizes
+    original: Any  # the traced function's own graph (its shapes refine the optimized graph's)
+    output_structure: Any  # nested structure of tf.TensorSpec, as ``func`` returns it
+    output_names: tuple[str, ...]
+    weights: tuple[Any, ...] = ()
+
+
 def is_keras_model(obj: object) -> bool:
     """True for a Keras 3 or a tf_keras layer/model (these take ``training=False`` for inference)."""
     for module_name in ("keras", "tf_keras"):
@@ -168,7 +85,8 @@ def capture(
     unknown_batch: bool = False,
     grappler_off: frozenset[str] = frozenset(),
 ) -> CapturedFunction:
-    """Trace ``func`` on ``example_inputs`` and return its frozen, optimized graph.
+    """Trace ``func`` on ``example_inputs`` and return its frozen, optimized graph: :func:`freeze`, then
+    :func:`optimize` (the pipeline runs them as two stages).
 
     With ``extract_weights`` the variables are not frozen: each becomes a Placeholder fed from a copy of
     the variable at run time (see :func:`tfaccel._tf_compat.freeze_lifting_variables`). ``fp32_cast``
@@ -176,11 +94,19 @@ def capture(
     function is traced with dim 0 of every input unknown (one graph for any batch size).
     ``grappler_off`` names grappler passes the backend wants skipped (see ``Backend.grappler_off``).
     """
+    frozen = freeze(func, example_inputs, extract_weights=extract_weights, unknown_batch=unknown_batch)
+    return optimize(frozen, fp32_cast=fp32_cast, grappler_off=grappler_off)
+
+
+def freeze(
+    func: Callable[..., Any], example_inputs: Any, extract_weights: bool = False, unknown_batch: bool = False
+) -> FrozenFunction:
+    """Trace ``func`` on ``example_inputs`` (an :class:`Examples` or the user's structure) and freeze it."""
     if not callable(func):
         raise CaptureTypeError(
             f"func must be a keras.Model, a tf.function or a Python callable; got {type(func).__name__}"
         )
-    layout = _layout_of(func, example_inputs)
+    layout = _layout_of(func, Examples.of(example_inputs))
     _check_binds(func, layout)
     keras_model = is_keras_model(func)
 
@@ -225,9 +151,31 @@ def capture(
             f"freezing left inputs {placeholders[len(layout.specs) :]} besides the lookup tables "
             f"{table_inputs} (a tfaccel bug: please report it with the model)"
         )
-    fetch_nodes = [f.split(":")[0] for f in fetches]
+    return FrozenFunction(
+        layout,
+        frozen_graph_def,
+        tuple(placeholders),
+        tuple(fetches),
+        tf_graph,
+        concrete.graph,
+        output_structure,
+        tuple(output_names),
+        weights,
+    )
+
+
+def optimize(
+    frozen: FrozenFunction, fp32_cast: str = "none", grappler_off: frozenset[str] = frozenset()
+) -> CapturedFunction:
+    """Grappler's optimizations (minus ``grappler_off``), the ``--fp32-cast`` rewrite, and the graph's IR."""
+    fetch_nodes = [f.split(":")[0] for f in frozen.fetches]
+    frozen_graph_def, placeholders = frozen.frozen_graph_def, list(frozen.placeholders)
     optimized = _tf_compat.run_grappler(
-        frozen_graph_def, tf_graph, fetch_nodes, mixed_bfloat16=fp32_cast == "all", disabled=grappler_off
+        frozen_graph_def,
+        frozen.tf_graph,
+        fetch_nodes,
+        mixed_bfloat16=fp32_cast == "all",
+        disabled=grappler_off,
     )
     if fp32_cast == "matmult":
         count = cast_matmuls_to_bfloat16(optimized)
@@ -243,9 +191,16 @@ def capture(
         logger.warning("%s", notes[-1])
     _restore_placeholders(optimized, frozen_graph_def, placeholders)
     _rename_library(optimized)
-    graph = graph_from_graph_def(optimized, placeholders, fetches, original=concrete.graph)
+    graph = graph_from_graph_def(optimized, placeholders, list(frozen.fetches), original=frozen.original)
     return CapturedFunction(
-        layout, frozen_graph_def, optimized, graph, output_structure, output_names, weights, tuple(notes)
+        frozen.layout,
+        frozen_graph_def,
+        optimized,
+        graph,
+        frozen.output_structure,
+        frozen.output_names,
+        frozen.weights,
+        tuple(notes),
     )
 
 
@@ -400,34 +355,8 @@ def _check_protobuf_limit(concrete: Any) -> None:
         )
 
 
-# -- example inputs --------------------------------------------------------------------------------------
-def split_examples(example_inputs: Any) -> tuple[Convention, list[Any], list[Any]]:
-    """``(convention, dict keys, leaves)`` of ``example_inputs``: the one place the contract's calling
-    conventions are told apart (see :func:`join_examples` for the way back).
-    """
-    if isinstance(example_inputs, Mapping):
-        keys = list(example_inputs)
-        return Convention.DICT, keys, [example_inputs[k] for k in keys]
-    if isinstance(example_inputs, tuple):
-        return Convention.TUPLE, [], list(example_inputs)
-    if isinstance(example_inputs, list):
-        return Convention.LIST, [], list(example_inputs)
-    return Convention.TENSOR, [], [example_inputs]
-
-
-def join_examples(convention: Convention, keys: Sequence[Any], leaves: Sequence[Any]) -> Any:
-    """Inverse of :func:`split_examples`."""
-    if convention is Convention.DICT:
-        return dict(zip(keys, leaves, strict=True))
-    if convention is Convention.TUPLE:
-        return tuple(leaves)
-    if convention is Convention.LIST:
-        return list(leaves)
-    return leaves[0]
-
-
-def _layout_of(func: Callable[..., Any], example_inputs: Any) -> InputLayout:
-    convention, keys, leaves = split_examples(example_inputs)
+def _layout_of(func: Callable[..., Any], examples: Examples) -> InputLayout:
+    convention, keys, leaves = examples.convention, list(examples.keys), examples.leaves
     if convention is Convention.DICT:
         for key in keys:
             if not isinstance(key, str):
@@ -435,11 +364,7 @@ def _layout_of(func: Callable[..., Any], example_inputs: Any) -> InputLayout:
                     f"example_inputs is a dict, so it is passed as func(**example_inputs); its keys must "
                     f"be strings, got {key!r} ({type(key).__name__})"
                 )
-        wheres = [f"example_inputs[{k!r}]" for k in keys]
-    elif convention is Convention.TENSOR:
-        wheres = ["example_inputs"]
-    else:
-        wheres = [f"example_inputs[{i}]" for i in range(len(leaves))]
+    wheres = examples.paths
     if convention is Convention.TUPLE and any(isinstance(leaf, Mapping) for leaf in leaves):
         raise CaptureTypeError(
             "example_inputs mixes positional and keyword arguments (a tuple holding a dict); like the "
@@ -447,7 +372,7 @@ def _layout_of(func: Callable[..., Any], example_inputs: Any) -> InputLayout:
         )
     if not leaves:
         raise CaptureValueError(
-            f"example_inputs is an empty {type(example_inputs).__name__}: trace needs at least one example "
+            f"example_inputs is an empty {examples.container}: trace needs at least one example "
             "tensor (a function without inputs has nothing to accelerate)"
         )
     tensors = [_as_tensor(leaf, where) for leaf, where in zip(leaves, wheres, strict=True)]

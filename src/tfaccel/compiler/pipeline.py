@@ -1,47 +1,207 @@
-"""``trace``: capture -> place -> partition -> compile (with fallback) -> assemble -> model.
+"""``trace`` as a pipeline: named stages in order, each a function from one typed artefact to the next.
 
-Each stage is a function of the previous stage's value, so the pipeline reads top to bottom here and each
-stage can be tested alone. A subgraph the backend cannot compile is never fatal: the node the compiler
-blamed (or the whole subgraph if it blamed none) goes back to the TensorFlow runtime with the compiler's
-message as its reason, the graph is partitioned again, and the fallback is logged and reported.
+    capture -> optimize -> place -> partition -> compile -> measure -> split -> assemble -> verify -> package
+
+Why data and not a function body: the stages read top to bottom in :data:`STAGES`, each stage module can be
+tested alone, and the things every stage needs done around it are done here once: progress of the run, the
+``--workdir`` dump after the stages that produce something to keep, and, in a debug run
+(``TFACCEL_CHECK_STAGES=1``, which the test suite sets), each stage's pre- and postconditions, so a stage
+that breaks its contract fails where it broke it instead of three stages later. A failed condition is a
+tfaccel bug, reported as such.
+
+The artefacts are :mod:`tfaccel.compiler.artefacts`; what a run knows besides them (options, backends,
+examples, the batch plan, the notes for the report) is :class:`~tfaccel.compiler.run.TraceRun`.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
 import logging
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import graph_pb2
-
-from tfaccel import _tf_compat
 from tfaccel.backends import candidate_backends
-from tfaccel.backends.base import Backend, CompiledSubgraph, SubgraphCompileError
-from tfaccel.compiler import progress
-from tfaccel.compiler.assemble import assemble, extract_subgraph, resources_of
-from tfaccel.compiler.capture import CapturedFunction, capture, feed_values, split_examples
-from tfaccel.compiler.core_stages import split_balanced
-from tfaccel.compiler.ir import Graph, Node
-from tfaccel.compiler.options import TraceOptions, resolve_options
-from tfaccel.compiler.partition import Cluster, contract, is_acyclic, partition
-from tfaccel.compiler.placement import COMPUTE_HEAVY_OPS, Decision, Reason, boundary_violations, decide_across
-from tfaccel.compiler.profiling import cluster_inputs, compiled_runner, tf_runner, time_variants
-from tfaccel.compiler.report import PlacementReport, SubgraphSummary
-from tfaccel.compiler.selection import Measurement, choose
+from tfaccel.compiler.artefacts import Assembled, Compiled, Partitioned, Placed
+from tfaccel.compiler.capture import CapturedFunction, FrozenFunction
+from tfaccel.compiler.compilation import compile_stage, partition_stage, split_stage
+from tfaccel.compiler.frontend import capture_stage, optimize_stage
+from tfaccel.compiler.measure import measure_stage
+from tfaccel.compiler.options import resolve_options
+from tfaccel.compiler.package import Packaged, package_stage
+from tfaccel.compiler.partition import contract, is_acyclic
+from tfaccel.compiler.place import node_callback, place_stage
+from tfaccel.compiler.run import NoteKind, TraceRun
+from tfaccel.compiler.splice import assemble_stage, verify_stage
 from tfaccel.compiler.workdir import write_capture, write_workdir
-from tfaccel.errors import CaptureTypeError, CompileError, PartitionError, TraceError
-from tfaccel.runtime.batching import batch_size_of, micro_batch, run_in_chunks, same_batch, with_batch
-from tfaccel.runtime.model import Executable, checked_inputs, loose_specs, make_model
+from tfaccel.errors import TraceError
+from tfaccel.runtime.model import TracedModel
 
-__all__ = ["capture_for_backends", "trace"]
+__all__ = ["STAGES", "Stage", "run_stages", "trace"]
 
 logger = logging.getLogger(__name__)
+
+#: a condition returns the sentences it found violated (empty: it holds)
+Condition = Callable[[TraceRun, Any], list[str]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline: ``run(trace_run, artefact) -> artefact``, its contract and its dump."""
+
+    name: str
+    run: Callable[[TraceRun, Any], Any]
+    takes: type | None
+    gives: type
+    pre: Condition | None = None
+    post: Condition | None = None
+    dump: Callable[[TraceRun, Any], None] | None = None
+
+
+# -- conditions (checked in debug runs) -------------------------------------------------------------------
+def _frozen_ok(run: TraceRun, frozen: FrozenFunction) -> list[str]:
+    problems = []
+    if not frozen.layout.specs:
+        problems.append("the captured function has no inputs")
+    if len(frozen.fetches) != len(frozen.output_names):
+        problems.append(f"{len(frozen.fetches)} fetches for {len(frozen.output_names)} output names")
+    if run.batch_plan.any_batch != run.options.dynamic_batch_size:
+        problems.append(f"batch plan {run.batch_plan} disagrees with --dynamic-batch-size")
+    return problems
+
+
+def _captured_ok(run: TraceRun, captured: CapturedFunction) -> list[str]:
+    graph = captured.graph
+    problems = [
+        f"graph input {name!r} is not a Placeholder"
+        for name in graph.inputs
+        if graph[name].op != "Placeholder"
+    ]
+    if len(graph.outputs) != len(captured.output_names):
+        problems.append(f"{len(graph.outputs)} graph outputs for {len(captured.output_names)} output names")
+    return problems
+
+
+def _placed_ok(run: TraceRun, placed: Placed) -> list[str]:
+    names = {node.name for node in placed.captured.graph}
+    backends = {b.name for b in run.backends}
+    problems = [f"node {n!r} has no decision" for n in sorted(names - set(placed.decisions))]
+    problems += [
+        f"node {d.node!r} is placed on {d.backend!r}, not a candidate backend"
+        for d in placed.decisions.values()
+        if d.accelerated and d.backend not in backends
+    ]
+    return problems
+
+
+def _clusters_ok(graph_of: Placed, decisions: dict[str, Any], clusters: Any) -> list[str]:
+    problems = []
+    seen: dict[str, str] = {}
+    for cluster in clusters:
+        for name in cluster.nodes:
+            if name in seen:
+                problems.append(f"node {name!r} is in both {seen[name]} and {cluster.name}")
+            seen[name] = cluster.name
+            decision = decisions.get(name)
+            if decision is None:
+                problems.append(f"node {name!r} in {cluster.name} is not a node of the graph")
+            elif not decision.accelerated or decision.backend != cluster.group:
+                problems.append(f"node {name!r} in {cluster.name} ({cluster.group}) is decided {decision}")
+    if not problems and not is_acyclic(contract(graph_of.captured.graph, list(clusters))):
+        problems.append("the clusters form a cycle")
+    return problems
+
+
+def _partitioned_ok(run: TraceRun, partitioned: Partitioned) -> list[str]:
+    return _clusters_ok(partitioned.placed, partitioned.decisions, partitioned.clusters)
+
+
+def _compiled_ok(run: TraceRun, compiled: Compiled) -> list[str]:
+    return _clusters_ok(compiled.placed, compiled.decisions, [s.cluster for s in compiled.subgraphs])
+
+
+def _assembled_ok(run: TraceRun, assembled: Assembled) -> list[str]:
+    members = {name for item in assembled.compiled.subgraphs for name in item.cluster.nodes}
+    calls = {item.cluster.name for item in assembled.compiled.subgraphs}
+    present = {node.name for node in assembled.graph_def.node}
+    problems = [f"member {name!r} is still in the outer graph" for name in sorted(members & present)]
+    problems += [f"call {name!r} is missing from the outer graph" for name in sorted(calls - present)]
+    if len(assembled.outputs) != len(assembled.compiled.captured.output_names):
+        problems.append("the outer graph's outputs do not match the function's")
+    return problems
+
+
+def _packaged_ok(run: TraceRun, packaged: Packaged) -> list[str]:
+    report = packaged.report
+    counted = sum(1 for node in packaged.assembled.compiled.captured.graph if node.counted)
+    if report.total_ops != counted:
+        return [f"the report counts {report.total_ops} ops, the graph has {counted}"]
+    return []
+
+
+# -- dumps (with --workdir) ---------------------------------------------------------------------------------
+def _dump_captured(run: TraceRun, captured: CapturedFunction) -> None:
+    # written as soon as the graph is captured: a trace that fails later still leaves them for a bug report
+    assert run.workdir is not None
+    write_capture(run.workdir, captured, run.options)
+
+
+def _dump_packaged(run: TraceRun, packaged: Packaged) -> None:
+    assert run.workdir is not None
+    assembled = packaged.assembled
+    executable = packaged.executable
+    flat = executable.flatten(*executable.layout.pack(run.examples.leaves))
+    plan = run.batch_plan
+    if plan.stages > 1:  # the captured graph is the micro-batch graph
+        flat = [e[: plan.chunk] for e in flat]
+    compiled = list(assembled.compiled.subgraphs)
+    write_workdir(
+        run.workdir, assembled.compiled.captured, assembled.graph_def, compiled, packaged.report, flat
+    )
+
+
+#: the pipeline, in order
+STAGES: tuple[Stage, ...] = (
+    Stage("capture", capture_stage, None, FrozenFunction, post=_frozen_ok),
+    Stage(
+        "optimize", optimize_stage, FrozenFunction, CapturedFunction, post=_captured_ok, dump=_dump_captured
+    ),
+    Stage("place", place_stage, CapturedFunction, Placed, post=_placed_ok),
+    Stage("partition", partition_stage, Placed, Partitioned, post=_partitioned_ok),
+    Stage("compile", compile_stage, Partitioned, Compiled, post=_compiled_ok),
+    Stage("measure", measure_stage, Compiled, Compiled, pre=_compiled_ok, post=_compiled_ok),
+    Stage("split", split_stage, Compiled, Compiled, post=_compiled_ok),
+    Stage("assemble", assemble_stage, Compiled, Assembled, post=_assembled_ok),
+    Stage("verify", verify_stage, Assembled, Assembled),
+    Stage("package", package_stage, Assembled, Packaged, post=_packaged_ok, dump=_dump_packaged),
+)
+
+
+def run_stages(run: TraceRun, stages: tuple[Stage, ...] = STAGES, artefact: Any = None) -> Any:
+    """Run ``stages`` in order from ``artefact``; checks and dumps as the module docstring says."""
+    for stage in stages:
+        if run.check_stages:
+            _check(stage, "input", stage.takes, stage.pre, run, artefact)
+        artefact = stage.run(run, artefact)
+        if run.check_stages:
+            _check(stage, "output", stage.gives, stage.post, run, artefact)
+        if run.workdir and stage.dump is not None:
+            stage.dump(run, artefact)
+    return artefact
+
+
+def _check(
+    stage: Stage, which: str, kind: type | None, condition: Condition | None, run: TraceRun, value: Any
+) -> None:
+    problems = []
+    if kind is not None and not isinstance(value, kind):
+        problems.append(f"expected a {kind.__name__}, got {type(value).__name__}")
+    elif condition is not None:
+        problems = condition(run, value)
+    if problems:
+        raise TraceError(
+            f"stage {stage.name!r}: its {which} breaks the stage's contract ({'; '.join(problems)}); this is "
+            "a tfaccel bug: please report it with the model and the --workdir artifacts"
+        )
 
 
 def trace(
@@ -49,7 +209,7 @@ def trace(
     example_inputs: Any,
     subgraph_builder_function: Callable[[Any], bool] | None = None,
     **options: Any,
-) -> Any:
+) -> TracedModel:
     """Trace ``func`` on ``example_inputs`` and return an inference-only Keras model that runs the
     supported part of the graph compiled.
 
@@ -73,476 +233,10 @@ def trace(
     """
     opts = resolve_options(options)
     backends, backend_notes = candidate_backends(opts.backend, opts.fp32_cast)
+    run = TraceRun.start(
+        func, example_inputs, opts, tuple(backends), node_callback(subgraph_builder_function)
+    )
     for note in backend_notes:
-        logger.warning("backend: %s", note)
-    primary = backends[0]
-    capture_for = capture_for_backends(backends, opts)
-    stages = opts.neuroncore_pipeline_cores
-    any_batch: CapturedFunction | None = None
-    examples = example_inputs  # what the captured graph was traced on (profiling feeds these)
-    if stages > 1:
-        user_batch, examples = micro_batch(example_inputs, stages)
-        captured = capture_for(func, examples)
-        chunk: int | None = batch_size_of(captured, flag=f"--neuroncore-pipeline-cores={stages}")
-        captured = with_batch(captured, user_batch)
-    else:
-        if opts.dynamic_batch_size and primary.dynamic_shapes:
-            any_batch, why_chunks = _capture_any_batch(capture_for, func, example_inputs)
-            if why_chunks:
-                backend_notes.append(why_chunks)
-                logger.warning("dynamic batch fallback: %s", why_chunks)
-        captured = any_batch or capture_for(func, example_inputs)
-        chunk = batch_size_of(captured) if opts.dynamic_batch_size else None
-    if opts.workdir:
-        write_capture(opts.workdir, captured, opts)
-    callback = _node_callback(subgraph_builder_function)
-    queries = [b.support_for(captured.graph, captured.graph_def) for b in backends]
-    decisions, takes = decide_across(captured.graph, queries, callback)
-    plan = _Plan(captured, {b.name: b for b in backends}, opts.min_segment_size, bool(opts.workdir))
-    compiled, decisions, fallbacks = plan.partition_and_compile(decisions, forced=callback is not None)
-    measurements: list[Measurement] = []
-    profile_seconds: float | None = None
-    placement = opts.placement
-    if placement == "profile" and callback is not None:
-        placement = "static"
-        backend_notes.append(
-            "--placement=profile: subgraph_builder_function decides the placement; not profiled"
-        )
-    elif placement == "profile" and compiled:
-        start = time.perf_counter()
-        try:
-            compiled, decisions, measurements, more = _profile(plan, examples, takes, compiled, decisions)
-        except (tf.errors.OpError, ValueError) as err:  # the static placement stands, and says so
-            placement = "static"
-            sentence = (
-                f"--placement=profile could not measure the subgraphs ({type(err).__name__}: "
-                f"{str(err).strip().splitlines()[0][:300]}); the static placement is kept"
-            )
-            logger.warning("placement fallback: %s", sentence)
-            backend_notes.append(sentence)
-            more = []
-        profile_seconds = time.perf_counter() - start
-        fallbacks.extend(more)
-    fallbacks = [*backend_notes, *captured.notes, *fallbacks]
-    if stages > 1:
-        compiled = _split_into_stages(plan, compiled, stages, fallbacks)
-    _check_acyclic(captured.graph, compiled)
-    outer, outputs = assemble(captured.graph, captured.graph_def, compiled)
-    label = "+".join(dict.fromkeys(c.cluster.group for c in compiled)) or "+".join(b.name for b in backends)
-    report = _report(
-        label, captured.graph, decisions, compiled, fallbacks, opts, placement, measurements, profile_seconds
-    )
-    resources = resources_of(compiled)
-    executable = _executable(
-        captured,
-        outer,
-        outputs,
-        report,
-        chunk,
-        opts.dynamic_batch_size,
-        stages,
-        resources,
-        any_batch is not None,
-    )
-    model = make_model(executable)
-    args, kwargs = captured.layout.pack(split_examples(example_inputs)[2])  # called as func would be
-    model(*args, **kwargs)  # compiles XLA now, not on the user's first call
-    if opts.workdir:
-        flat_examples = executable.flatten(args, kwargs)
-        if stages > 1:  # the captured graph is the micro-batch graph
-            flat_examples = [e[:chunk] for e in flat_examples]
-        write_workdir(opts.workdir, captured, outer, compiled, report, flat_examples)
-    if report.total_ops and report.ratio < 0.5:
-        logger.warning(
-            "only %.0f%% of the ops (%d of %d) run on the %s backend: %s. Call model.summary() for the "
-            "full placement table.",
-            100 * report.ratio,
-            report.accelerated_ops,
-            report.total_ops,
-            label,
-            report.why_low(),
-        )
-    if opts.verbose >= 1:
-        model.summary()
-    return model
-
-
-def capture_for_backends(backends: Sequence[Backend], opts: TraceOptions) -> Callable[..., CapturedFunction]:
-    """``capture`` set up for these candidate backends: ``capture_for(func, example_inputs, ...)``.
-
-    One captured graph serves every candidate, so grappler skips the passes any of them mishandles, and
-    ``--fp32-cast`` rewrites the graph only when the first backend does not cast in its compiler
-    (:func:`tfaccel.backends.candidate_backends` keeps one backend when the cast is on).
-    """
-    return functools.partial(
-        capture,
-        extract_weights=opts.extract_weights,
-        fp32_cast="none" if backends[0].casts_in_compiler else opts.fp32_cast,
-        grappler_off=frozenset().union(*(b.grappler_off for b in backends)),
-    )
-
-
-def _node_callback(user_fn: Callable[[Any], bool] | None) -> Callable[[Node], bool] | None:
-    """Adapt the user's ``subgraph_builder_function(NodeDef)`` to IR nodes, with clear errors."""
-    if user_fn is None:
-        return None
-    if not callable(user_fn):
-        raise CaptureTypeError(
-            f"subgraph_builder_function must be callable (NodeDef -> bool), got {type(user_fn).__name__}"
-        )
-
-    def callback(node: Node) -> bool:
-        try:
-            result = user_fn(copy.deepcopy(node.payload))  # a callback must not edit the traced graph
-        except Exception as err:
-            raise TraceError(
-                f"subgraph_builder_function raised {type(err).__name__} on node {node.name!r} "
-                f"(op {node.op}): {err}"
-            ) from err
-        if not isinstance(result, (bool, np.bool_)):
-            raise CaptureTypeError(
-                f"subgraph_builder_function must return True or False; it returned {result!r} "
-                f"({type(result).__name__}) for node {node.name!r} (op {node.op})"
-            )
-        return bool(result)
-
-    return callback
-
-
-class _Plan:
-    """Partitioning and compiling for one captured graph, with a cache of compiled clusters.
-
-    The cache is keyed by a cluster's contents and backend (not its name): a fallback round or the
-    profiled re-partition renumbers clusters, and an unchanged one must not be compiled again.
-    """
-
-    def __init__(
-        self, captured: CapturedFunction, backends: dict[str, Backend], min_size: int, artifacts: bool
-    ) -> None:
-        self.captured = captured
-        self.backends = backends
-        self.min_size = min_size
-        self.artifacts = artifacts
-        self.cache: dict[Cluster, CompiledSubgraph] = {}
-
-    def compile(self, cluster: Cluster) -> CompiledSubgraph:
-        """``cluster`` compiled on the backend named by its group (cached); raises SubgraphCompileError."""
-        key = replace(cluster, name="")
-        if key not in self.cache:
-            graph, library = self.captured.graph, self.captured.graph_def.library
-            subgraph = extract_subgraph(cluster, graph, library)
-            self.cache[key] = self.backends[cluster.group].compile(subgraph, artifacts=self.artifacts)
-        return _renamed(self.cache[key], cluster)
-
-    def partition_and_compile(
-        self, decisions: dict[str, Decision], forced: bool
-    ) -> tuple[list[CompiledSubgraph], dict[str, Decision], list[str]]:
-        """Partition by the decisions' backends and compile every cluster; a cluster the compiler
-        refuses gives its culprit (or all its nodes) back to TF, and the graph is partitioned again.
-        """
-        graph = self.captured.graph
-        fallbacks: list[str] = []
-        decisions = dict(decisions)
-        # every failing round moves at least one node to the runtime, so this ends within len(graph) rounds
-        for _ in range(len(graph) + 1):
-            assignment = {n: d.backend for n, d in decisions.items() if d.accelerated and d.backend}
-            result = partition(
-                graph, assignment, min_size=self.min_size, forced=forced, anchor_ops=COMPUTE_HEAVY_OPS
-            )
-            for name, why in result.rejected.items():
-                decisions[name] = decisions[name].to_runtime(Reason.SMALL_SUBGRAPH, why)
-            crossing = boundary_violations(graph, result.clusters)
-            if crossing:  # a list or handle would leave a subgraph: keep its end on TF, partition again
-                for name, why in crossing.items():
-                    decisions[name] = decisions[name].to_runtime(Reason.DTYPE, why)
-                continue
-            compiled: list[CompiledSubgraph] = []
-            failed = False
-            for index, cluster in enumerate(result.clusters, 1):
-                progress.emit(
-                    "compiling", index, len(result.clusters), cluster.name, cluster.group, len(cluster.nodes)
-                )
-                try:
-                    compiled.append(self.compile(cluster))
-                except SubgraphCompileError as err:
-                    failed = True
-                    backend = cluster.group
-                    blamed = [err.node] if err.node in cluster.nodes else list(cluster.nodes)
-                    for name in blamed:
-                        decisions[name] = decisions[name].to_runtime(
-                            Reason.COMPILE_FAILURE, f"{backend} could not compile it: {err.message}"
-                        )
-                    what = f"node {err.node!r}" if err.node in cluster.nodes else f"all {len(blamed)} nodes"
-                    sentence = f"{cluster.name}: {backend} failed ({err.message}); {what} moved to TF"
-                    fallbacks.append(sentence)
-                    logger.warning("compile fallback: %s", sentence)
-            if not failed:
-                return compiled, decisions, fallbacks
-        raise CompileError(
-            f"compilation kept failing after {len(graph) + 1} fallback rounds (a tfaccel bug: please report "
-            f"it with the --workdir artifacts); last: {fallbacks[-1] if fallbacks else None}"
-        )
-
-
-def _profile(
-    plan: _Plan,
-    examples: Any,
-    takes: dict[str, dict[str, Decision]],
-    compiled: list[CompiledSubgraph],
-    decisions: dict[str, Decision],
-) -> tuple[list[CompiledSubgraph], dict[str, Decision], list[Measurement], list[str]]:
-    """``--placement=profile``: time each statically placed subgraph on TF and on every backend that
-    takes all its nodes, move it to the fastest by :func:`.selection.choose` (TF included), then
-    partition again so that neighbours now on the same backend merge into one call.
-    """
-    captured = plan.captured
-    graph = captured.graph
-    order = list(plan.backends)
-    values = cluster_inputs(captured, examples, [item.cluster for item in compiled])
-    decisions = dict(decisions)
-    measurements: list[Measurement] = []
-    for index, item in enumerate(compiled, 1):
-        cluster = item.cluster
-        progress.emit("measuring", index, len(compiled), cluster.name, "+".join(order), len(cluster.nodes))
-        subgraph = extract_subgraph(cluster, graph, captured.graph_def.library)
-        inputs = [values[ref] for ref in cluster.inputs]
-        variants = {"tf": tf_runner(subgraph, inputs)}
-        failed: dict[str, str] = {}
-        for name in order:
-            refused = [takes[name][n] for n in cluster.nodes if not takes[name][n].accelerated]
-            if refused:
-                first = refused[0]
-                failed[name] = f"does not take node {first.node!r} ({first.op}): {first.detail}"
-                continue
-            try:
-                candidate = item if name == cluster.group else plan.compile(replace(cluster, group=name))
-            except SubgraphCompileError as err:
-                failed[name] = f"compile failed: {err.message}"
-                continue
-            variants[name] = compiled_runner(subgraph, candidate, inputs)
-        times, runs, broken = time_variants(variants)
-        failed.update(broken)
-        if "tf" in times:
-            chosen, why = choose(times["tf"], {k: v for k, v in times.items() if k != "tf"}, order)
-        else:  # TF could not run the subgraph alone (never seen): keep the static choice, and say so
-            chosen, why = (
-                cluster.group,
-                f"TF could not run it alone ({failed['tf']}); kept on {cluster.group}",
-            )
-        record = Measurement(cluster.name, cluster.effective_size, times, failed, chosen, why, runs)
-        measurements.append(record)
-        logger.info("profile %s: %s", cluster.name, why)
-        detail = f"{cluster.name}: {why}"
-        for node in cluster.nodes:
-            if chosen is None:
-                decisions[node] = decisions[node].to_runtime(Reason.SLOWER, detail)
-            else:
-                decisions[node] = replace(
-                    decisions[node], backend=chosen, reason=Reason.MEASURED, detail=detail
-                )
-    final, decisions, fallbacks = plan.partition_and_compile(decisions, forced=False)
-    return final, decisions, measurements, fallbacks
-
-
-def _check_acyclic(graph: Graph, compiled: list[CompiledSubgraph]) -> None:
-    """Refuse to build a graph that would deadlock (cheap insurance: the partitioner guarantees it)."""
-    if not is_acyclic(contract(graph, [item.cluster for item in compiled])):
-        raise PartitionError(
-            "the partitioned graph has a cycle between subgraphs (a tfaccel bug: please report it with the "
-            "--workdir artifacts and the model)"
-        )
-
-
-def _renamed(item: CompiledSubgraph, cluster: Cluster) -> CompiledSubgraph:
-    """A cached compilation under ``cluster``'s name (assemble names the call node after its cluster)."""
-    return item.for_cluster(cluster)
-
-
-def _report(
-    label: str,
-    graph: Graph,
-    decisions: dict[str, Decision],
-    compiled: list[CompiledSubgraph],
-    fallbacks: list[str],
-    options: TraceOptions,
-    placement: str,
-    measurements: list[Measurement],
-    profile_seconds: float | None,
-) -> PlacementReport:
-    subs = [
-        SubgraphSummary(
-            c.cluster.name,
-            c.cluster.group,
-            c.cluster.nodes,
-            c.cluster.effective_size,
-            len(c.cluster.inputs),
-            len(c.cluster.outputs),
-        )
-        for c in compiled
-    ]
-    counted = {n.name: n.counted for n in graph}
-    return PlacementReport.build(
-        label,
-        decisions,
-        subs,
-        counted,
-        fallbacks,
-        options=options.flag_text(),
-        placement=placement,
-        measurements=measurements,
-        profile_seconds=profile_seconds,
-    )
-
-
-def _executable(
-    captured: CapturedFunction,
-    outer: graph_pb2.GraphDef,
-    outputs: tuple[str, ...],
-    report: PlacementReport,
-    chunk: int | None,
-    dynamic: bool,
-    stages: int,
-    resources: dict[str, bytes],
-    any_batch: bool = False,
-) -> Executable:
-    """The traced graph as a ``tf.function`` over flat inputs.
-
-    With ``chunk`` a batch runs as chunks of that size (``run_in_chunks``): any batch
-    size when ``dynamic``, the traced one otherwise. With ``stages > 1`` the chunks are pipelined: the
-    graph is inlined into the loop body so that stage k of chunk i and stage k+1 of chunk i-1 are separate
-    ops the executor runs concurrently, up to ``stages`` chunks in flight.
-
-    With ``any_batch`` the graph itself takes any batch (traced with an unknown dim 0): no chunks, only
-    the in-graph check that every input has the same batch.
-
-    ``resources`` (compiled models the backend's ops read) become string variables fed to their
-    Placeholders, like the ``--extract-weights`` variables.
-    """
-    inputs = [f"{name}:0" for name in (*captured.graph.inputs, *resources)]
-    graph_function = _tf_compat.function_from_graph_def(outer, inputs, outputs)
-    structure = captured.output_structure
-    layout = captured.layout
-    weights = (
-        *captured.weights,
-        *(
-            tf.Variable(value, dtype=tf.string, trainable=False, name=name)
-            for name, value in resources.items()
-        ),
-    )
-
-    def wrapped(*flat: tf.Tensor) -> Any:
-        return graph_function(*flat, *feed_values(weights))
-
-    def inlined(*flat: tf.Tensor) -> Any:
-        # tf.identity captures tensors of enclosing graphs (cond/loop bodies); import_graph_def does not
-        values = [tf.identity(t) for t in (*flat, *feed_values(weights))]
-        feeds = dict(zip(inputs, values, strict=True))
-        return tf.graph_util.import_graph_def(outer, input_map=feeds, return_elements=list(outputs))
-
-    names = [s.name for s in layout.specs]
-    if chunk is None:
-
-        def call_flat(*flat: tf.Tensor) -> Any:
-            flat = tuple(checked_inputs(flat, layout, dynamic))
-            return tf.nest.pack_sequence_as(structure, wrapped(*flat))
-
-    elif any_batch:
-
-        def call_flat(*flat: tf.Tensor) -> Any:
-            flat = tuple(checked_inputs(flat, layout, dynamic))
-            n = same_batch(flat, names)
-            with tf.control_dependencies([n]):
-                flat = tuple(tf.identity(t) for t in flat)
-            return tf.nest.pack_sequence_as(structure, wrapped(*flat))
-
-    else:
-        out_specs = [tf.TensorSpec(s.shape, s.dtype) for s in tf.nest.flatten(structure)]
-        body = inlined if stages > 1 else wrapped
-
-        def call_flat(*flat: tf.Tensor) -> Any:
-            flat = tuple(checked_inputs(flat, layout, dynamic))
-            results = run_in_chunks(body, flat, chunk, names, out_specs, in_flight=stages)
-            return tf.nest.pack_sequence_as(structure, results)
-
-    # every dim unknown, so the in-graph checks are not folded away (see loose_specs)
-    function = tf.function(call_flat, input_signature=loose_specs(layout), autograph=False)
-    return Executable(
-        function,
-        layout,
-        captured.output_names,
-        report,
-        graph_def=outer,
-        batch=chunk if dynamic else None,
-        weights=weights,
-    )
-
-
-def _capture_any_batch(
-    capture_for: Callable[..., CapturedFunction], func: Callable[..., Any], example_inputs: Any
-) -> tuple[CapturedFunction | None, str | None]:
-    """Trace ``func`` once for any batch size (dim 0 unknown), for a backend that compiles dynamic dims.
-
-    Returns ``(None, why)`` when the function cannot be traced that way, or when an output does not keep
-    the batch as an unknown dim 0 (e.g. a reshape that fixed it): such a graph may not be valid for other
-    batch sizes, so ``trace`` falls back to running chunks of the traced batch, and says so.
-    """
-    try:
-        captured = capture_for(func, example_inputs, unknown_batch=True)
-    except TraceError as err:
-        return None, (
-            f"--dynamic-batch-size: the model could not be traced for an unknown batch size ({err}); "
-            "it runs chunks of the traced batch instead"
-        )
-    fixed = [
-        name
-        for name, spec in zip(captured.output_names, tf.nest.flatten(captured.output_structure), strict=True)
-        if spec.shape.rank == 0 or spec.shape[0] is not None
-    ]
-    if fixed:
-        return None, (
-            f"--dynamic-batch-size: output {fixed[0]!r} does not keep an unknown batch dimension when traced "
-            "for any batch size; the model runs chunks of the traced batch instead"
-        )
-    return captured, None
-
-
-def _split_into_stages(
-    plan: _Plan, compiled: list[CompiledSubgraph], stages: int, fallbacks: list[str]
-) -> list[CompiledSubgraph]:
-    """Replace each compiled subgraph by up to ``stages`` compiled stages of balanced estimated cost.
-
-    A subgraph whose stages do not all compile (a stage may need a compile-time constant that another
-    stage computes) stays whole, and the fallback is logged and reported.
-    """
-    captured = plan.captured
-    graph = captured.graph
-    assignment = {}
-    for item in compiled:
-        for k, nodes in enumerate(split_balanced(graph, item.cluster.nodes, stages)):
-            assignment.update(dict.fromkeys(nodes, f"{item.cluster.name}#{k}"))
-    pieces: dict[str, list[Cluster]] = {}
-    backend_of = {item.cluster.name: item.cluster.group for item in compiled}
-    seen: dict[str, int] = {}  # stage group -> clusters of it so far
-    for cluster in partition(graph, assignment, forced=True).clusters:
-        origin, stage = cluster.group.split("#")
-        same = seen[cluster.group] = seen.get(cluster.group, 0) + 1
-        name = f"{origin}_stage{stage}" + (f"_{same - 1}" if same > 1 else "")
-        # a stage runs on its subgraph's backend (the report and the workdir name it)
-        pieces.setdefault(origin, []).append(replace(cluster, name=name, group=backend_of[origin]))
-    result: list[CompiledSubgraph] = []
-    for item in compiled:
-        try:
-            backend = plan.backends[item.cluster.group]
-            result.extend(
-                backend.compile(
-                    extract_subgraph(c, graph, captured.graph_def.library), artifacts=plan.artifacts
-                )
-                for c in pieces[item.cluster.name]
-            )
-        except SubgraphCompileError as err:
-            sentence = f"{item.cluster.name}: a pipeline stage failed to compile ({err.message}); kept whole"
-            fallbacks.append(sentence)
-            logger.warning("pipeline fallback: %s", sentence)
-            result = [r for r in result if not r.cluster.name.startswith(f"{item.cluster.name}_stage")]
-            result.append(item)
-    return result
+        run.note(NoteKind.BACKEND, note)
+    packaged: Packaged = run_stages(run)
+    return packaged.model

@@ -22,7 +22,8 @@ from tensorflow.core.framework import graph_pb2
 from tfaccel import _tf_compat
 from tfaccel.backends.base import CompiledSubgraph, SubgraphDef, input_placeholder
 from tfaccel.compiler.assemble import call_node, resource_placeholder
-from tfaccel.compiler.capture import CapturedFunction, feed_values, split_examples
+from tfaccel.compiler.capture import CapturedFunction, feed_values
+from tfaccel.compiler.examples import Examples
 from tfaccel.compiler.ir import TensorRef
 from tfaccel.compiler.partition import Cluster
 from tfaccel.compiler.timing import interleaved
@@ -38,15 +39,10 @@ MIN_RUNS, MAX_RUNS = 5, 25
 
 
 def cluster_inputs(
-    captured: CapturedFunction, examples: Any, clusters: Sequence[Cluster]
+    captured: CapturedFunction, examples: Examples, clusters: Sequence[Cluster]
 ) -> dict[TensorRef, tf.Tensor]:
     """The value of every cluster input when the captured graph runs on ``examples`` (one TF run)."""
-    specs = captured.layout.specs
-    leaves = split_examples(examples)[2]
-    flat = [
-        tf.convert_to_tensor(leaf, dtype=tf.as_dtype(s.dtype)) for leaf, s in zip(leaves, specs, strict=True)
-    ]
-    feeds = [*flat, *feed_values(captured.weights)]
+    feeds = [*examples.tensors(captured.layout), *feed_values(captured.weights)]
     graph = captured.graph
     by_input = {TensorRef(name, 0): value for name, value in zip(graph.inputs, feeds, strict=True)}
     wanted = sorted({ref for c in clusters for ref in c.inputs if ref not in by_input}, key=str)

@@ -12,49 +12,81 @@ Everything here is TensorFlow ops, so it is saved inside the SavedModel and runs
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
-from tfaccel.compiler.capture import CapturedFunction, join_examples, split_examples
-from tfaccel.errors import OptionsError
-
-__all__ = ["batch_size_of", "micro_batch", "run_in_chunks", "same_batch", "with_batch"]
+__all__ = ["BatchMode", "BatchPlan", "run_in_chunks", "same_batch"]
 
 
-def batch_size_of(captured: CapturedFunction, flag: str = "--dynamic-batch-size") -> int:
-    """The traced batch ``B``: dim 0 shared by every input and output, or an :class:`OptionsError` that
-    names ``flag`` (the option that needs a batch dimension).
+class BatchMode(enum.Enum):
+    """How a traced model runs a batch (dim 0)."""
+
+    FIXED = "fixed"  # the traced batch only, in one call
+    ANY = "any"  # one graph traced with an unknown batch: any batch in one call
+    CHUNKED = "chunked"  # any batch, run as chunks of the traced batch
+    PIPELINED = "pipelined"  # micro-batches through pipelined stages, several in flight
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The one encoding of dynamic batch: decided once by the capture stage, read by the runtime (input
+    checks, the signature), the save format and the CLI. Nobody else looks at ``--dynamic-batch-size``.
+
+    ``batch`` is the batch the model was traced for; ``chunk`` the rows one compiled call runs (the traced
+    batch when ``CHUNKED`` or ``ANY``, the micro-batch when ``PIPELINED``, None when ``FIXED``); ``stages``
+    the micro-batches in flight; ``any_batch`` whether any batch size is accepted; ``why`` says why this
+    plan when it is not what the options asked for (e.g. any batch runs as chunks, not one graph).
     """
-    specs = captured.layout.specs
-    for spec in specs:
-        if not spec.shape:
-            raise OptionsError(
-                f"{flag}: input {spec.name!r} is a scalar; every input needs a batch "
-                "dimension (dim 0) to use this flag"
-            )
-    batch = specs[0].shape[0]
-    for spec in specs[1:]:
-        if spec.shape[0] != batch:
-            raise OptionsError(
-                f"{flag}: the example inputs disagree on the batch size: {specs[0].name!r} "
-                f"has {list(specs[0].shape)} and {spec.name!r} has {list(spec.shape)}; "
-                "give them the same dim 0"
-            )
-    if batch < 1:
-        raise OptionsError(f"{flag}: the example batch is empty; trace with at least one row")
-    for name, spec in zip(captured.output_names, tf.nest.flatten(captured.output_structure), strict=True):
-        # (dim 0 is unknown when the graph was traced for any batch)
-        if spec.shape.rank == 0 or spec.shape[0] not in (batch, None):
-            raise OptionsError(
-                f"{flag}: output {name!r} has shape {spec.shape.as_list()}, whose dim 0 is not "
-                f"the batch {batch}; the flag needs every output to keep the batch as dim 0 "
-                "(a batch-wide reduction cannot be computed chunk by chunk)"
-            )
-    return int(batch)
+
+    mode: BatchMode = BatchMode.FIXED
+    batch: int | None = None
+    chunk: int | None = None
+    stages: int = 1
+    any_batch: bool = False
+    why: str = ""
+
+    @property
+    def dynamic_batch(self) -> int | None:
+        """The rows of one compiled call when any batch is accepted, else None (the saved field)."""
+        return self.chunk if self.any_batch else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode.value,
+            "batch": self.batch,
+            "chunk": self.chunk,
+            "stages": self.stages,
+            "any_batch": self.any_batch,
+            "why": self.why,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> BatchPlan:
+        """A plan read from a saved model's metadata (untrusted): a malformed one is a ``ValueError``."""
+        keys = {"mode", "batch", "chunk", "stages", "any_batch", "why"}
+        if not isinstance(data, dict) or set(data) != keys:
+            raise ValueError(f"batch_plan must have the keys {sorted(keys)}; got {data!r}")
+        try:
+            mode = BatchMode(data["mode"])
+        except ValueError:
+            raise ValueError(f"batch_plan.mode must be one of {[m.value for m in BatchMode]}") from None
+        for key in ("batch", "chunk", "stages"):
+            value = data[key]
+            if value is None and key != "stages":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"batch_plan.{key} must be a positive integer, got {value!r}")
+        if not isinstance(data["any_batch"], bool) or not isinstance(data["why"], str):
+            raise ValueError("batch_plan.any_batch must be a boolean and batch_plan.why a string")
+        if (mode is BatchMode.FIXED) != (data["chunk"] is None) or (
+            data["any_batch"] and data["chunk"] is None
+        ):
+            raise ValueError(f"batch_plan: a {mode.value} plan with chunk {data['chunk']!r} is inconsistent")
+        return cls(mode, data["batch"], data["chunk"], data["stages"], data["any_batch"], data["why"])
 
 
 def run_in_chunks(
@@ -111,29 +143,3 @@ def same_batch(inputs: Sequence[tf.Tensor], names: Sequence[str]) -> tf.Tensor:
     ]
     with tf.control_dependencies(checks):
         return tf.identity(n)
-
-
-def micro_batch(example_inputs: Any, stages: int) -> tuple[int, Any]:
-    """``(B, examples cut to ceil(B / stages) rows)`` for ``--neuroncore-pipeline-cores``.
-
-    The compiled stages run on micro-batches, so they are traced on one; the model still takes batch ``B``.
-    """
-    convention, keys, leaves = split_examples(example_inputs)
-    if not leaves:
-        return 0, example_inputs  # capture says what is wrong with an empty structure
-    sizes = {int(np.shape(leaf)[0]) if np.ndim(leaf) else 0 for leaf in leaves}
-    if len(sizes) != 1 or 0 in sizes:
-        raise OptionsError(
-            f"--neuroncore-pipeline-cores={stages}: every example input needs the same batch size (dim 0) "
-            f"to be cut into micro-batches; got batch sizes {sorted(sizes)}"
-        )
-    batch = sizes.pop()
-    rows = -(-batch // stages)
-    return batch, join_examples(convention, keys, [leaf[:rows] for leaf in leaves])
-
-
-def with_batch(captured: CapturedFunction, batch: int) -> CapturedFunction:
-    """``captured`` with its input signature's dim 0 set to ``batch`` (the user's, not the micro-batch)."""
-    layout = captured.layout
-    specs = tuple(replace(s, shape=(batch, *s.shape[1:])) for s in layout.specs)
-    return replace(captured, layout=replace(layout, specs=specs))

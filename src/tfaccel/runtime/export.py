@@ -19,10 +19,11 @@ from typing import Any
 import tensorflow as tf
 
 from tfaccel import native
-from tfaccel.compiler.capture import InputLayout
+from tfaccel.compiler.examples import InputLayout
 from tfaccel.compiler.report import PlacementReport
 from tfaccel.errors import ExportError
 from tfaccel.native.trust import sha256_file
+from tfaccel.runtime.batching import BatchMode, BatchPlan
 from tfaccel.runtime.metadata import FORMAT, METADATA_FILE, fspath, read_metadata
 from tfaccel.runtime.model import Executable, make_model
 
@@ -153,7 +154,8 @@ def write_metadata(path: str, executable: Executable) -> None:
         "layout": executable.layout.to_json(),
         "output_names": list(executable.output_names),
         "report": executable.report.to_json(),
-        "dynamic_batch": executable.batch,
+        "dynamic_batch": executable.batch_plan.dynamic_batch,
+        "batch_plan": executable.batch_plan.to_json(),
         "sha256": _digests(path),
     }
     target = os.path.join(path, METADATA_FILE)
@@ -174,7 +176,7 @@ def load(path: str | os.PathLike[str]) -> Any:
     """
     path = fspath(path, "load")
     meta = read_metadata(path)
-    layout, output_names, report, batch = _parse_metadata(path, meta)
+    layout, output_names, report, plan = _parse_metadata(path, meta)
     verify_files(path, meta)
     try:
         restored = tf.saved_model.load(path)
@@ -189,13 +191,13 @@ def load(path: str | os.PathLike[str]) -> Any:
     call_flat = getattr(restored, "tfaccel_call_flat", None)
     if call_flat is None:
         raise ExportError(f"{path!r} lacks the tfaccel_call_flat function; re-save it with this tfaccel")
-    _check_against_signature(path, restored, layout, output_names, batch)
+    _check_against_signature(path, restored, layout, output_names, plan.dynamic_batch)
     executable = Executable(
         call_flat,
         layout,
         output_names,
         report,
-        batch=batch,
+        batch_plan=plan,
         # the restored variables call_flat reads: tracked again, so the loaded model can be saved again
         weights=list(getattr(restored, "tfaccel_weights", None) or ()),
     )
@@ -254,8 +256,8 @@ def verify_files(path: str, meta: dict[str, Any]) -> None:
 
 def _parse_metadata(
     path: str, meta: dict[str, Any]
-) -> tuple[InputLayout, tuple[str, ...], PlacementReport, int | None]:
-    """The metadata's layout, output names, report and dynamic batch, or an :class:`ExportError` saying
+) -> tuple[InputLayout, tuple[str, ...], PlacementReport, BatchPlan]:
+    """The metadata's layout, output names, report and batch plan, or an :class:`ExportError` saying
     that the file was edited or damaged (a bare ``KeyError``/``TypeError`` said nothing useful).
     """
     where = os.path.join(path, METADATA_FILE)
@@ -274,12 +276,18 @@ def _parse_metadata(
         batch = meta.get("dynamic_batch")
         if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
             raise ValueError(f"dynamic_batch must be a positive integer or null, got {batch!r}")
+        if "batch_plan" in meta:
+            plan = BatchPlan.from_json(meta["batch_plan"])
+            if plan.dynamic_batch != batch:
+                raise ValueError(f"dynamic_batch {batch!r} does not match the batch_plan's {plan.to_json()}")
+        else:  # written before the batch plan was saved: any batch ran as chunks of the traced one
+            plan = BatchPlan(BatchMode.CHUNKED, batch, batch, any_batch=True) if batch else BatchPlan()
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise ExportError(
             f"{where} is malformed ({type(err).__name__}: {err}); it was edited or damaged: save the traced "
             "model again"
         ) from err
-    return layout, tuple(names), report, batch
+    return layout, tuple(names), report, plan
 
 
 def _check_against_signature(

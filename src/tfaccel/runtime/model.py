@@ -11,16 +11,25 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
 
-from tfaccel.compiler.capture import Convention, InputLayout
+from tfaccel.compiler.examples import InputLayout
 from tfaccel.compiler.report import PlacementReport
 from tfaccel.errors import ExportError, InputTypeError, InputValueError, KerasFormatError
+from tfaccel.runtime.batching import BatchPlan
 
-__all__ = ["Executable", "checked_inputs", "keras_module", "loose_specs", "make_model", "uses_legacy_keras"]
+__all__ = [
+    "Executable",
+    "TracedModel",
+    "checked_inputs",
+    "keras_module",
+    "loose_specs",
+    "make_model",
+    "uses_legacy_keras",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -113,12 +122,12 @@ class Executable:
         output_names: Sequence[str],
         report: PlacementReport,
         graph_def: Any = None,
-        batch: int | None = None,
+        batch_plan: BatchPlan | None = None,
         weights: Sequence[Any] = (),
     ) -> None:
         self.call_flat = call_flat
-        #: the traced batch size when ``--dynamic-batch-size`` is on (any dim 0 is then accepted)
-        self.batch = batch
+        #: how the model takes its batch (any dim 0 is accepted when ``batch_plan.any_batch``)
+        self.batch_plan = batch_plan or BatchPlan()
         #: the variables ``call_flat`` reads (saved as SavedModel variables): ``--extract-weights``
         #: weights and the compiled OpenVINO models (string variables)
         self.weights = list(weights)
@@ -133,54 +142,9 @@ class Executable:
     # -- inputs ------------------------------------------------------------------------------------------
     def flatten(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[tf.Tensor]:
         """The flat input tensors for ``call_flat``, checked against the traced signature."""
-        layout = self.layout
-        n = len(layout.specs)
-        conv = layout.convention
-        if conv is Convention.DICT:
-            if args and not kwargs and len(args) == 1 and isinstance(args[0], Mapping):
-                kwargs, args = args[0], ()
-            if args:
-                raise InputTypeError(
-                    f"this model was traced with a dict of inputs: call it as model(**inputs) with keys "
-                    f"{list(layout.keys)}; got {len(args)} positional argument(s)"
-                )
-            missing = [k for k in layout.keys if k not in kwargs]
-            extra = [k for k in kwargs if k not in layout.keys]
-            if missing or extra:
-                raise InputValueError(
-                    f"inputs do not match the traced keys {list(layout.keys)}: "
-                    + ", ".join(
-                        p
-                        for p in (
-                            f"missing {missing}" if missing else "",
-                            f"unexpected {extra}" if extra else "",
-                        )
-                        if p
-                    )
-                )
-            leaves = [kwargs[k] for k in layout.keys]
-        else:
-            if kwargs:
-                raise InputTypeError(
-                    f"unexpected keyword argument(s) {sorted(kwargs)}: this model was traced with "
-                    f"{conv.call_form('model')} and takes no keywords"
-                )
-            if conv is Convention.TENSOR:
-                if len(args) != 1:
-                    raise InputTypeError(f"this model takes one tensor, model(x); got {len(args)} arguments")
-                leaves = [args[0]]
-            elif conv is Convention.LIST:
-                if len(args) != 1 or not isinstance(args[0], (list, tuple)):
-                    raise InputTypeError(f"this model takes one list of {n} tensors, model([...])")
-                leaves = list(args[0])
-            else:
-                leaves = list(args)
-            if len(leaves) != n:
-                raise InputTypeError(
-                    f"this model takes {n} input tensor(s) ({conv.call_form('model')}); got {len(leaves)}"
-                )
+        leaves = self.layout.split_call(args, kwargs)
         tensors = [self._check(i, leaf) for i, leaf in enumerate(leaves)]
-        if self.batch is not None:
+        if self.batch_plan.any_batch:
             self._check_same_batch(tensors)
         return tensors
 
@@ -222,7 +186,7 @@ class Executable:
             raise InputTypeError(f"{where} must be a tf.Tensor or numpy array, got {type(leaf).__name__}")
         if tensor.shape.rank is None or expected.is_compatible_with(tensor.shape):
             return tensor
-        if self.batch is not None:
+        if self.batch_plan.any_batch:
             if tensor.shape.rank == expected.rank and expected[1:].is_compatible_with(tensor.shape[1:]):
                 return tensor
             raise tf.errors.InvalidArgumentError(
@@ -240,7 +204,7 @@ class Executable:
     # -- signature ---------------------------------------------------------------------------------------
     def serving_function(self) -> Any:
         """``serving_default``: the signature's inputs by name, outputs as a flat dict by name."""
-        specs = [s.tensor_spec(dynamic_batch=self.batch is not None) for s in self.layout.specs]
+        specs = [s.tensor_spec(dynamic_batch=self.batch_plan.any_batch) for s in self.layout.specs]
         names = self.output_names
         if len(set(names)) != len(names):
             raise ExportError(f"the serving signature's output names are not distinct: {list(names)}")
@@ -253,10 +217,48 @@ class Executable:
         return tf.function(serve, input_signature=specs, autograph=False)
 
 
-_CLASSES: dict[str, type] = {}
+@runtime_checkable
+class TracedModel(Protocol):
+    """The model :func:`tfaccel.trace` returns, as type checkers (and ``isinstance``) see it.
+
+    Why a protocol and not the class: the class is a Keras model defined at run time for the Keras in use
+    (tf_keras with ``TF_USE_LEGACY_KERAS=1``, Keras 3 otherwise; :func:`make_model`), so no class can be
+    named before then. It has these members, and Keras' own (not listed here).
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the model; called like the original (``model(x)``, ``model(*x)`` or ``model(**x)``)."""
+
+    @property
+    def on_neuron_ratio(self) -> float:
+        """Ops in compiled subgraphs / all ops (Placeholder, Identity, NoOp, Const not counted)."""
+
+    @property
+    def on_accelerator_ratio(self) -> float:
+        """Backend-neutral name of :attr:`on_neuron_ratio`."""
+
+    @property
+    def placement_report(self) -> PlacementReport:
+        """What ran where and why (``render``, ``to_json``)."""
+
+    @property
+    def tfaccel_executable(self) -> Executable:
+        """The plain-TensorFlow function behind the model (what is saved)."""
+
+    def summary(self, *args: Any, print_fn: Callable[[str], Any] | None = None, **kwargs: Any) -> None:
+        """Print the placement table: subgraphs, op counts and the ops kept on TF with reasons."""
+
+    def save(self, filepath: str | os.PathLike[str], *args: Any, **kwargs: Any) -> None:
+        """Write a SavedModel directory (``serving_default`` signature plus tfaccel metadata)."""
+
+    def export(self, filepath: str | os.PathLike[str], format: str = "tf_saved_model", **kwargs: Any) -> None:
+        """Keras 3's ``export``: the same SavedModel as :meth:`save`."""
 
 
-def make_model(executable: Executable) -> Any:
+_CLASSES: dict[str, Callable[[Executable], TracedModel]] = {}
+
+
+def make_model(executable: Executable) -> TracedModel:
     """Wrap ``executable`` in the Keras model class of the active Keras flavour."""
     keras = keras_module()
     flavour = keras.__name__
@@ -265,9 +267,10 @@ def make_model(executable: Executable) -> Any:
     return _CLASSES[flavour](executable)
 
 
-def _define_model_class(keras: Any) -> type:
+def _define_model_class(keras: Any) -> Callable[[Executable], TracedModel]:
     legacy = keras.__name__ == "tf_keras"
 
+    # named as the protocol it implements: the name users see (repr, Keras' saved metadata)
     class TracedModel(keras.Model):  # type: ignore[misc,name-defined]
         """An inference-only model produced by :func:`tfaccel.trace`.
 

@@ -1,0 +1,101 @@
+"""``TraceRun``: what one call of ``trace`` knows besides the artefact in flight.
+
+Why one object: the options, the candidate backends, the user's callback and the examples are needed by
+several stages, and the sentences a trace owes its user (every fallback, every option that could not be
+honoured) used to be collected in six places in three styles. A stage reads what it needs from the run and
+says what happened with :meth:`TraceRun.note`; the report lists the notes in a fixed order of kinds.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tfaccel.backends.base import Backend
+from tfaccel.compiler.examples import Examples
+from tfaccel.compiler.ir import Node
+from tfaccel.compiler.options import TraceOptions
+from tfaccel.compiler.partition import Cluster
+from tfaccel.runtime.batching import BatchPlan
+
+if TYPE_CHECKING:
+    from tfaccel.backends.base import CompiledSubgraph
+
+__all__ = ["CHECK_STAGES_ENV", "NoteKind", "TraceRun"]
+
+logger = logging.getLogger("tfaccel.compiler.pipeline")
+
+#: set to 1 to check every stage's pre- and postconditions (the test suite does; costs a little time)
+CHECK_STAGES_ENV = "TFACCEL_CHECK_STAGES"
+
+
+class NoteKind(enum.Enum):
+    """What a note is about; the report lists notes in this order, then in the order they were made."""
+
+    BACKEND = "backend"  # a candidate backend cannot do what was asked on this machine
+    BATCH = "dynamic batch fallback"  # --dynamic-batch-size could not trace one graph for any batch
+    PLACEMENT = "placement fallback"  # --placement=profile did not measure
+    CAPTURE = "capture"  # capture decided something (e.g. --fp32-cast had no effect)
+    COMPILE = "compile fallback"  # a backend refused a subgraph: nodes went back to TF
+    PIPELINE = "pipeline fallback"  # a subgraph could not be cut into pipeline stages
+
+
+@dataclass
+class TraceRun:
+    """One trace: inputs, options, candidate backends, the batch plan once decided, and the notes."""
+
+    func: Callable[..., Any]
+    examples: Examples
+    options: TraceOptions
+    backends: tuple[Backend, ...]
+    #: the user's subgraph_builder_function adapted to IR nodes (None: automatic placement)
+    callback: Callable[[Node], bool] | None = None
+    batch_plan: BatchPlan = field(default_factory=BatchPlan)
+    #: the examples the graph was traced on when not the user's (a micro-batch of them, for pipelining)
+    traced_examples: Examples | None = None
+    #: check each stage's pre- and postconditions (``TFACCEL_CHECK_STAGES=1``)
+    check_stages: bool = False
+    #: compilations by cluster contents and backend (see :mod:`tfaccel.compiler.compilation`)
+    compile_cache: dict[Cluster, CompiledSubgraph] = field(default_factory=dict)
+    _notes: list[tuple[NoteKind, str]] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls,
+        func: Callable[..., Any],
+        example_inputs: Any,
+        options: TraceOptions,
+        backends: tuple[Backend, ...],
+        callback: Callable[[Node], bool] | None,
+    ) -> TraceRun:
+        check = os.environ.get(CHECK_STAGES_ENV, "") not in ("", "0")
+        return cls(func, Examples.of(example_inputs), options, backends, callback, check_stages=check)
+
+    @property
+    def examples_as_traced(self) -> Examples:
+        """The examples the captured graph was traced on (what measuring feeds it)."""
+        return self.traced_examples or self.examples
+
+    @property
+    def workdir(self) -> str | None:
+        return self.options.workdir
+
+    @property
+    def backend_by_name(self) -> dict[str, Backend]:
+        return {b.name: b for b in self.backends}
+
+    def note(self, kind: NoteKind, sentence: str, log: bool = True) -> None:
+        """Record a sentence for the report (and log it as a warning unless already logged)."""
+        self._notes.append((kind, sentence))
+        if log:
+            logger.warning("%s: %s", kind.value, sentence)
+
+    @property
+    def notes(self) -> list[str]:
+        """The notes, grouped by kind in :class:`NoteKind` order (the report's fallbacks)."""
+        order = list(NoteKind)
+        return [s for _, s in sorted(self._notes, key=lambda item: order.index(item[0]))]
