@@ -530,6 +530,27 @@ LOAD_ERRORS: list[tuple[str, Callable[[Any], None], str]] = [
         r"positive integer or null",
     ),
     ("dynamic_batch_claimed", _meta_edit(lambda m: m.update(dynamic_batch=2)), r"does not match"),
+    (
+        "batch_plan_bad_mode",
+        _meta_edit(lambda m: m["batch_plan"].update(mode="zzz")),
+        r"batch_plan.mode must",
+    ),
+    (
+        "batch_plan_extra_key",
+        _meta_edit(lambda m: m["batch_plan"].update(x=1)),
+        r"batch_plan must have the keys",
+    ),
+    ("batch_plan_zero_chunk", _meta_edit(lambda m: m["batch_plan"].update(chunk=0)), r"positive integer"),
+    (
+        "batch_plan_fixed_with_chunk",
+        _meta_edit(lambda m: m["batch_plan"].update(chunk=2)),
+        r"a fixed plan with chunk 2 is inconsistent",
+    ),
+    (
+        "batch_plan_claims_any_batch",
+        _meta_edit(lambda m: m["batch_plan"].update(mode="chunked", batch=2, chunk=2, any_batch=True)),
+        r"dynamic_batch None does not match the batch_plan",
+    ),
     ("no_saved_model_pb", _delete("saved_model.pb"), r"lacks saved_model.pb, which was saved with the model"),
     (
         "truncated_saved_model_pb",
@@ -561,6 +582,22 @@ def test_load_time_damage_is_a_clear_error(saved, mutate, pattern, tmp_path):
     mutate(copy)
     with pytest.raises(ExportError, match=pattern):
         tfaccel.load(copy)
+
+
+def test_metadata_written_before_the_batch_plan_loads_and_answers_the_same(saved, tmp_path):
+    # tfaccel.json without "batch_plan" (saved by an earlier tfaccel): the plan follows from dynamic_batch
+    model, path = saved
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    _meta_edit(lambda m: m.pop("batch_plan") and None)(copy)
+    again = tfaccel.load(copy)
+    assert not again.tfaccel_executable.batch_plan.any_batch
+    np.testing.assert_array_equal(again(X).numpy(), model(X).numpy())
+
+
+def test_the_saved_batch_plan_is_the_traced_one(saved):
+    model, path = saved
+    assert tfaccel.load(path).tfaccel_executable.batch_plan == model.tfaccel_executable.batch_plan
 
 
 def test_load_time_bad_paths_are_clear_errors(tmp_path):
