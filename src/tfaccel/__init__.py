@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from tfaccel.compiler.pipeline import trace
     from tfaccel.runtime.export import load
     from tfaccel.runtime.metadata import load_report
+    from tfaccel.runtime.model import TracedModel
 
 
 def __getattr__(name: str) -> Any:
@@ -76,6 +77,10 @@ def __getattr__(name: str) -> Any:
         from tfaccel.runtime.metadata import load_report  # TF-free: a JSON read
 
         return load_report
+    if name == "TracedModel":  # the type of trace()'s model, for annotations and isinstance
+        from tfaccel.runtime.model import TracedModel
+
+        return TracedModel
     if name == "saved_model":
         import tfaccel.saved_model
 
@@ -95,6 +100,7 @@ __all__ = [
     "PartitionError",
     "SourceError",
     "TraceError",
+    "TracedModel",
     "__version__",
     "analyze_model",
     "load",
