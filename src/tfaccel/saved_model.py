@@ -70,7 +70,7 @@ def compile(
         if advice is None:
             raise TypeError(f"saved_model.compile() got an unexpected keyword argument {name!r}")
         raise OptionsError(f"saved_model.compile(): {name}= is not supported by tfaccel; {advice}")
-    import tfaccel  # the public API: compile is a thin layer over trace
+    from tfaccel.compiler.pipeline import trace  # compile is a thin layer over trace
 
     options: dict[str, Any] = {}
     if compiler_args is not None:
@@ -87,7 +87,7 @@ def compile(
         arrays=dict(model_feed_dict) if model_feed_dict is not None else None,
         shapes=model_shape_feed_dict,
     )
-    traced = tfaccel.trace(sig.function, examples, **options)
+    traced = trace(sig.function, examples, **options)
     traced.save(os.fspath(new_model_dir))
     report = traced.placement_report
     return {"OnNeuronRatio": report.ratio, "report": report.to_json()}

@@ -212,11 +212,12 @@ def _retag(saved_model_dir, key):
     # damage, not authors): record the edited file's, so the op's own defence is what is tested
     import json
 
-    from tfaccel.runtime import export
+    from tfaccel.runtime import saving
+    from tfaccel.runtime.metadata import METADATA_FILE
 
-    meta_path = saved_model_dir / export.METADATA_FILE
+    meta_path = saved_model_dir / METADATA_FILE
     meta = json.loads(meta_path.read_text())
-    meta["sha256"] = export._digests(str(saved_model_dir))
+    meta["sha256"] = saving._digests(str(saved_model_dir))
     meta_path.write_text(json.dumps(meta))
     return count
 

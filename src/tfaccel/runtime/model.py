@@ -19,6 +19,7 @@ import tensorflow as tf
 from tfaccel.compiler.examples import InputLayout
 from tfaccel.compiler.report import PlacementReport
 from tfaccel.errors import ExportError, InputTypeError, InputValueError, KerasFormatError
+from tfaccel.runtime import saving
 from tfaccel.runtime.batching import BatchPlan
 
 __all__ = [
@@ -354,7 +355,6 @@ def _define_model_class(keras: Any) -> Callable[[Executable], TracedModel]:
 
         def save(self, filepath: Any, *args: Any, **kwargs: Any) -> None:
             """Write a SavedModel directory (``serving_default`` signature plus tfaccel metadata)."""
-            from tfaccel.runtime import export
             from tfaccel.runtime.metadata import fspath
 
             path = fspath(filepath, "save")
@@ -365,11 +365,11 @@ def _define_model_class(keras: Any) -> Callable[[Executable], TracedModel]:
 
                 def write(staging: str) -> None:
                     keras.Model.save(self, staging, *args, **kwargs)
-                    export.write_metadata(staging, executable)
+                    saving.write_metadata(staging, executable)
 
-                export.write_saved_model(path, write)
+                saving.write_saved_model(path, write)
                 return
-            export.save(executable, path)
+            saving.save(executable, path)
 
     TracedModel.__qualname__ = TracedModel.__name__
     TracedModel.__module__ = __name__
