@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from tfaccel.compiler.ir import Graph, Node
-from tfaccel.compiler.opclasses import COMPUTE_HEAVY_OPS, FORWARDING_OPS, UNPLACEABLE_DTYPES
+from tfaccel.compiler.opclasses import FORWARDING_OPS, UNPLACEABLE_DTYPES
 from tfaccel.compiler.partition import Cluster
 from tfaccel.compiler.support import (
     Callback,
@@ -33,8 +33,6 @@ __all__ = [
     "Placement",
     "Reason",
     "SupportQuery",
-    # read by the pipeline from here; defined in opclasses
-    "COMPUTE_HEAVY_OPS",
     "boundary_violations",
     "decide",
     "decide_across",
