@@ -21,6 +21,8 @@ TF_FREE = (
     "tfaccel.compiler.support",
     "tfaccel.compiler.selection",
     "tfaccel.compiler.core_stages",
+    "tfaccel.compiler.report",
+    "tfaccel.compiler.json_fields",
     "tfaccel.errors",
 )
 FORBIDDEN = ("tensorflow", "keras", "tf_keras", "openvino")

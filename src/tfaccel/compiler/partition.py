@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from tfaccel.compiler.ir import Graph, IRError, Node, TensorRef
+from tfaccel.compiler.opclasses import CONSTANT_OPS, GRAPH_INPUT_OPS
 
 __all__ = ["Cluster", "PartitionResult", "contract", "is_acyclic", "partition"]
 
@@ -58,9 +59,9 @@ def _is_copyable_const(node: Node, graph: Graph) -> bool:
     fed input is always available. Any other control input may order real work, so such a Const stays.
     """
     return (
-        node.op == "Const"
+        node.op in CONSTANT_OPS
         and not node.inputs
-        and all(c in graph and graph[c].op == "Placeholder" for c in node.control_inputs)
+        and all(c in graph and graph[c].op in GRAPH_INPUT_OPS for c in node.control_inputs)
     )
 
 
@@ -184,7 +185,7 @@ def _check_assignment(graph: Graph, assignment: Mapping[str, str]) -> None:
         if name not in graph:
             raise IRError(f"assignment names {name!r}, which is not a node of the graph")
         op = graph[name].op
-        if op in ("Placeholder", "Const"):
+        if op in GRAPH_INPUT_OPS | CONSTANT_OPS:
             raise IRError(
                 f"node {name!r} is a {op} and cannot be assigned to a backend: placeholders are fed by "
                 "the runtime and constants are copied into every cluster that reads them"
