@@ -154,22 +154,11 @@ def _cycle_in(graph: Mapping[str, set[str]], component: set[str]) -> list[str]:
     raise AssertionError(f"no cycle through {start} in {sorted(component)}")  # a component always has one
 
 
-#: cycles known and owned elsewhere, each with who breaks it; an entry that no longer exists fails the test,
-#: so the list only shrinks
-KNOWN_CYCLES: dict[tuple[str, ...], str] = {
-    ("tfaccel.serving.servable", "tfaccel.serving.tensors"): (
-        "tensors._arrays imports servable.check_names, servable imports tensors.describe_shape: serving/ "
-        "was owned by another helper when this test was written (issue 17); move check_names down"
-    ),
-}
-
-
 def test_tfaccel_has_no_import_cycles():
     modules = modules_under(Path(SRC), ROOT_PACKAGE)
     assert len(modules) > 20, f"found only {sorted(modules)} under {SRC}"
     graph = import_graph(modules)
-    found = {tuple(c): _cycle_in(graph, set(c)) for c in components(graph)}
-    new = {members: cycle for members, cycle in found.items() if members not in KNOWN_CYCLES}
+    new = {tuple(c): _cycle_in(graph, set(c)) for c in components(graph)}
     assert not new, (
         "import cycles between tfaccel's modules (break each so the dependency goes one way):\n"
         + (
@@ -184,8 +173,6 @@ def test_tfaccel_has_no_import_cycles():
             )
         )
     )
-    gone = sorted(set(KNOWN_CYCLES) - set(found))
-    assert not gone, f"these known cycles are gone: remove them from KNOWN_CYCLES: {gone}"
 
 
 def _write(root: Path, files: Mapping[str, str]) -> dict[str, Path]:

@@ -28,9 +28,9 @@ from tensorflow_serving.apis import (
 from tfaccel.serving.config import TlsConfig
 from tfaccel.serving.errors import ServingError
 from tfaccel.serving.manager import VersionRecord
-from tfaccel.serving.servable import Servable, check_names
+from tfaccel.serving.servable import Servable
 from tfaccel.serving.service import Service
-from tfaccel.serving.tensors import from_tensor_proto, to_tensor_proto
+from tfaccel.serving.tensors import check_names, from_tensor_proto, to_tensor_proto
 
 __all__ = ["GrpcServer", "metadata_response", "model_spec", "signature_map", "status_response"]
 

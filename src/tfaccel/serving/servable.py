@@ -26,7 +26,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from tfaccel.serving.errors import ServingError
-from tfaccel.serving.tensors import describe_shape
+from tfaccel.serving.tensors import check_names, describe_shape
 
 __all__ = ["Servable", "Signature", "load_servable"]
 
@@ -90,18 +90,6 @@ def _feed(value: np.ndarray, spec: tf.TensorSpec) -> np.ndarray:
     if spec.dtype == tf.string:
         return np.asarray(value, dtype=object)
     return np.asarray(value, dtype=spec.dtype.as_numpy_dtype)
-
-
-def check_names(sent: Mapping[str, object], wanted: Mapping[str, object]) -> None:
-    """The request names exactly the signature's inputs (TF Serving's message otherwise)."""
-    missing = sorted(set(wanted) - set(sent))
-    extra = sorted(set(sent) - set(wanted))
-    if missing or extra:
-        raise ServingError.invalid(
-            f"input size does not match signature: {len(sent)}!={len(wanted)} "
-            f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(wanted))}}}). "
-            f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
-        )
 
 
 def _grpc_code(err: tf.errors.OpError) -> Any:

@@ -345,8 +345,6 @@ def columns_from_json(
 def _arrays(
     columns: Mapping[str, Any], inputs: Mapping[str, tf.TensorSpec], may_hold_bools: bool
 ) -> dict[str, np.ndarray]:
-    from tfaccel.serving.servable import check_names
-
     check_names(columns, inputs)
     return {name: json_value_to_array(columns[name], inputs[name], name, may_hold_bools) for name in columns}
 
@@ -453,6 +451,18 @@ def columns_to_json(outputs: Mapping[str, np.ndarray]) -> Any:
         name, value = next(iter(outputs.items()))
         return _json_value(value, name)
     return {name: _json_value(value, name) for name, value in outputs.items()}
+
+
+def check_names(sent: Mapping[str, object], wanted: Mapping[str, object]) -> None:
+    """The request names exactly the signature's inputs (TF Serving's message otherwise)."""
+    missing = sorted(set(wanted) - set(sent))
+    extra = sorted(set(sent) - set(wanted))
+    if missing or extra:
+        raise ServingError.invalid(
+            f"input size does not match signature: {len(sent)}!={len(wanted)} "
+            f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(wanted))}}}). "
+            f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
+        )
 
 
 def describe_shape(shape: Sequence[int | None]) -> str:
