@@ -24,12 +24,12 @@ from tfaccel.errors import ExportError
 from tfaccel.native.trust import sha256_file
 from tfaccel.runtime.batching import BatchMode, BatchPlan
 from tfaccel.runtime.metadata import METADATA_FILE, fspath, read_metadata
-from tfaccel.runtime.model import Executable, make_model
+from tfaccel.runtime.model import Executable, TracedModel, make_model
 
 __all__ = ["load", "verify_files"]
 
 
-def load(path: str | os.PathLike[str]) -> Any:
+def load(path: str | os.PathLike[str]) -> TracedModel:
     """Load a traced SavedModel back into a model called like the original traced one.
 
     Example::
