@@ -19,16 +19,14 @@ import pytest
 import tensorflow as tf
 
 from conftest import assert_close
-from tfaccel.backends import candidate_backends
 from tfaccel.compiler.artefacts import Assembled, Compiled, Partitioned, Placed
 from tfaccel.compiler.capture import CapturedFunction, FrozenFunction
 from tfaccel.compiler.opclasses import STRUCTURAL_OPS
 from tfaccel.compiler.options import resolve_options
 from tfaccel.compiler.package import Packaged
 from tfaccel.compiler.pipeline import STAGES, run_stages
-from tfaccel.compiler.place import node_callback
-from tfaccel.compiler.run import TraceRun
-from tfaccel.errors import TraceError
+from tfaccel.compiler.run import NoteKind, TraceRun
+from tfaccel.errors import PartitionError, TraceError
 from tfaccel.runtime.batching import BatchMode
 
 W = tf.constant(np.random.default_rng(0).standard_normal((4, 4)), tf.float32)
@@ -40,8 +38,7 @@ UP_TO_PARTITION = STAGES[:4]
 def start(func: Any, example: Any, backend: str, callback: Any = None, **options: Any) -> TraceRun:
     """A run as ``trace`` starts one, with static placement; the environment's flags are not read."""
     opts = resolve_options({"backend": backend, "placement": "static", **options}, environ={})
-    backends, _ = candidate_backends(opts.backend, opts.fp32_cast)
-    return TraceRun.start(func, example, opts, tuple(backends), node_callback(callback))
+    return TraceRun.start(func, example, opts, callback)
 
 
 # -- 1. expected partitions as data ---------------------------------------------------------------------
@@ -420,6 +417,28 @@ def test_clusters_that_form_a_cycle_are_named(placed_run):
 
     with pytest.raises(TraceError, match=r"stage 'partition': its output .*the clusters form a cycle"):
         run_stages(run, (_partition_then(merge_both),), placed)
+
+
+def test_without_the_checks_a_cycle_is_still_refused_before_the_model_is_built(placed_run):
+    # what users get (no debug checks): the verify stage refuses a graph that would deadlock
+    run, placed = placed_run
+    compiled = run_stages(run, (STAGE["partition"], STAGE["compile"]), placed)
+    first, second = compiled.subgraphs
+    merged = replace(first.cluster, nodes=first.cluster.nodes + second.cluster.nodes)
+    broken = replace(compiled, subgraphs=(replace(first, cluster=merged),))
+    assembled = Assembled(broken, None, (), {})  # verify reads the clusters only
+    with pytest.raises(PartitionError, match=r"cycle between subgraphs \(a tfaccel bug"):
+        STAGE["verify"].run(replace(run, check_stages=False), assembled)
+
+
+def test_notes_of_a_discarded_step_are_rolled_back():
+    run = start(string_diamond, X, "xla")
+    run.note(NoteKind.CAPTURE, "kept", log=False)
+    mark = run.mark()
+    run.note(NoteKind.COMPILE, "discarded", log=False)
+    run.rollback(mark)
+    run.note(NoteKind.BACKEND, "first", log=False)
+    assert run.notes == ["first", "kept"]  # grouped by kind, the discarded one gone
 
 
 def test_a_node_in_two_clusters_is_named(placed_run):

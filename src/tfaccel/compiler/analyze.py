@@ -1,9 +1,9 @@
 """``analyze_model``: which ops of a model the backends can take, and why not, without compiling anything.
 
 Why it exists: before a long trace (or before rewriting a model to suit the accelerator) a user wants to
-know what will stay on TensorFlow. The answer comes from the same capture and the same support rules as
-``trace``'s static placement (:func:`~.placement.decide_across`), so the two can never disagree; only
-compilation, the minimum subgraph size and measured placement are left out.
+know what will stay on TensorFlow. The answer comes from the first three stages of ``trace``'s pipeline
+(capture, optimize, place: the same options, graph and support rules), so the two can never disagree;
+only partitioning (the minimum subgraph size), compilation and measured placement are left out.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from tfaccel.backends import candidate_backends
-from tfaccel.compiler.capture import capture
-from tfaccel.compiler.frontend import capture_settings
+from tfaccel.compiler.artefacts import Placed
 from tfaccel.compiler.options import resolve_options
-from tfaccel.compiler.placement import decide_across
+from tfaccel.compiler.pipeline import STAGES, run_stages
+from tfaccel.compiler.run import TraceRun
 
 __all__ = ["analyze_model", "render"]
 
@@ -43,13 +42,9 @@ def analyze_model(
         results = tfn.analyze_model(model, tf.random.uniform([1, 3]))
         print(results["percent_supported"], results["unsupported_operators"])
     """
-    opts = resolve_options(options)
-    backends, notes = candidate_backends(opts.backend, opts.fp32_cast)
-    settings = capture_settings(backends, opts)
-    captured = capture(func, example_inputs, extract_weights=opts.extract_weights, **settings)
-    graph = captured.graph
-    queries = [b.support_for(graph, captured.graph_def) for b in backends]
-    decisions, _ = decide_across(graph, queries)
+    run = TraceRun.start(func, example_inputs, resolve_options(options))
+    placed: Placed = run_stages(run, STAGES[:3])  # capture -> optimize -> place, as trace runs them
+    graph, decisions, backends = placed.captured.graph, placed.decisions, run.backends
     counted = [node for node in graph if node.counted]
     operator_count = Counter(node.op for node in counted)
     unsupported: dict[str, dict[str, list[str]]] = {}
@@ -77,7 +72,7 @@ def analyze_model(
         "unsupported": {op: unsupported[op] for op in sorted(unsupported)},
         "backends": {op: sorted(names) for op, names in sorted(placed_on.items())},
         "candidate_backends": [b.name for b in backends],
-        "notes": [*notes, *captured.notes],
+        "notes": run.notes,
     }
     if print_fn is not None:
         render(results, print_fn)

@@ -203,17 +203,6 @@ class Examples:
         """Each leaf's path as the user would write it (``example_inputs['ids']``), for error messages."""
         return tuple(_path(self.convention, self.keys, i) for i in range(len(self.leaves)))
 
-    def rebuild(self, leaves: Sequence[Any] | None = None) -> Any:
-        """The user's structure again, holding ``leaves`` (by default the original ones)."""
-        leaves = self.leaves if leaves is None else tuple(leaves)
-        if self.convention is Convention.DICT:
-            return dict(zip(self.keys, leaves, strict=True))
-        if self.convention is Convention.TUPLE:
-            return tuple(leaves)
-        if self.convention is Convention.LIST:
-            return list(leaves)
-        return leaves[0]
-
     def first_rows(self, rows: int) -> Examples:
         """The same examples cut to their first ``rows`` rows (a micro-batch)."""
         cut = tuple(leaf[:rows] for leaf in self.leaves)

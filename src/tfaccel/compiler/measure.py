@@ -45,9 +45,11 @@ def measure_stage(run: TraceRun, compiled: Compiled) -> Compiled:
     if not compiled.subgraphs:
         return replace(compiled, placement="profile")
     start = time.perf_counter()
+    mark = run.mark()
     try:
         measured = _measure(run, compiled)
     except (tf.errors.OpError, ValueError) as err:  # the static placement stands, and says so
+        run.rollback(mark)  # the fallbacks of the discarded re-placement are not this model's
         run.note(
             NoteKind.PLACEMENT,
             f"--placement=profile could not measure the subgraphs ({type(err).__name__}: "

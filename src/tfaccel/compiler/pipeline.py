@@ -15,12 +15,10 @@ examples, the batch plan, the notes for the report) is :class:`~tfaccel.compiler
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tfaccel.backends import candidate_backends
 from tfaccel.compiler.artefacts import Assembled, Compiled, Partitioned, Placed
 from tfaccel.compiler.capture import CapturedFunction, FrozenFunction
 from tfaccel.compiler.compilation import compile_stage, partition_stage, split_stage
@@ -28,9 +26,10 @@ from tfaccel.compiler.frontend import capture_stage, optimize_stage
 from tfaccel.compiler.measure import measure_stage
 from tfaccel.compiler.options import resolve_options
 from tfaccel.compiler.package import Packaged, package_stage
-from tfaccel.compiler.partition import contract, is_acyclic
-from tfaccel.compiler.place import node_callback, place_stage
-from tfaccel.compiler.run import NoteKind, TraceRun
+from tfaccel.compiler.partition import Cluster, contract, is_acyclic
+from tfaccel.compiler.place import place_stage
+from tfaccel.compiler.placement import Decision
+from tfaccel.compiler.run import TraceRun
 from tfaccel.compiler.splice import assemble_stage, verify_stage
 from tfaccel.compiler.workdir import write_capture, write_workdir
 from tfaccel.errors import TraceError
@@ -38,7 +37,6 @@ from tfaccel.runtime.model import TracedModel
 
 __all__ = ["STAGES", "Stage", "run_stages", "trace"]
 
-logger = logging.getLogger(__name__)
 
 #: a condition returns the sentences it found violated (empty: it holds)
 Condition = Callable[[TraceRun, Any], list[str]]
@@ -93,7 +91,7 @@ def _placed_ok(run: TraceRun, placed: Placed) -> list[str]:
     return problems
 
 
-def _clusters_ok(graph_of: Placed, decisions: dict[str, Any], clusters: Any) -> list[str]:
+def _clusters_ok(graph_of: Placed, decisions: dict[str, Decision], clusters: Iterable[Cluster]) -> list[str]:
     problems = []
     seen: dict[str, str] = {}
     for cluster in clusters:
@@ -231,12 +229,6 @@ def trace(
         print(model_neuron.on_neuron_ratio)
         model_neuron.summary()
     """
-    opts = resolve_options(options)
-    backends, backend_notes = candidate_backends(opts.backend, opts.fp32_cast)
-    run = TraceRun.start(
-        func, example_inputs, opts, tuple(backends), node_callback(subgraph_builder_function)
-    )
-    for note in backend_notes:
-        run.note(NoteKind.BACKEND, note)
+    run = TraceRun.start(func, example_inputs, resolve_options(options), subgraph_builder_function)
     packaged: Packaged = run_stages(run)
     return packaged.model

@@ -25,6 +25,7 @@ __all__ = ["node_callback", "place_stage"]
 
 def place_stage(run: TraceRun, captured: CapturedFunction) -> Placed:
     """Decide every node across the run's backends (the first that takes a node gets it)."""
+    run.callback = node_callback(run.user_callback)
     queries = [b.support_for(captured.graph, captured.graph_def) for b in run.backends]
     decisions, takes = decide_across(captured.graph, queries, run.callback)
     return Placed(captured, decisions, takes)

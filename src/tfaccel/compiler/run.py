@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tfaccel.backends import candidate_backends
 from tfaccel.backends.base import Backend
 from tfaccel.compiler.examples import Examples
 from tfaccel.compiler.ir import Node
@@ -52,7 +53,9 @@ class TraceRun:
     examples: Examples
     options: TraceOptions
     backends: tuple[Backend, ...]
-    #: the user's subgraph_builder_function adapted to IR nodes (None: automatic placement)
+    #: the user's ``subgraph_builder_function(NodeDef) -> bool`` as given (None: automatic placement)
+    user_callback: Callable[[Any], bool] | None = None
+    #: the same adapted to IR nodes with clear errors, by the place stage (which checks it)
     callback: Callable[[Node], bool] | None = None
     batch_plan: BatchPlan = field(default_factory=BatchPlan)
     #: the examples the graph was traced on when not the user's (a micro-batch of them, for pipelining)
@@ -69,11 +72,24 @@ class TraceRun:
         func: Callable[..., Any],
         example_inputs: Any,
         options: TraceOptions,
-        backends: tuple[Backend, ...],
-        callback: Callable[[Node], bool] | None,
+        subgraph_builder_function: Callable[[Any], bool] | None = None,
     ) -> TraceRun:
+        """A run of ``func`` on ``example_inputs`` with the candidate backends ``options`` name (what
+        :func:`tfaccel.backends.candidate_backends` left out is the first note).
+        """
+        backends, left_out = candidate_backends(options.backend, options.fp32_cast)
         check = os.environ.get(CHECK_STAGES_ENV, "") not in ("", "0")
-        return cls(func, Examples.of(example_inputs), options, backends, callback, check_stages=check)
+        run = cls(
+            func,
+            Examples.of(example_inputs),
+            options,
+            tuple(backends),
+            user_callback=subgraph_builder_function,
+            check_stages=check,
+        )
+        for sentence in left_out:
+            run.note(NoteKind.BACKEND, sentence)
+        return run
 
     @property
     def examples_as_traced(self) -> Examples:
@@ -93,6 +109,14 @@ class TraceRun:
         self._notes.append((kind, sentence))
         if log:
             logger.warning("%s: %s", kind.value, sentence)
+
+    def mark(self) -> int:
+        """A point to :meth:`rollback` to (the notes made so far)."""
+        return len(self._notes)
+
+    def rollback(self, mark: int) -> None:
+        """Forget the notes made since ``mark`` (a step whose outcome was discarded)."""
+        del self._notes[mark:]
 
     @property
     def notes(self) -> list[str]:
