@@ -25,12 +25,13 @@ from dataclasses import dataclass
 
 __all__ = ["BUSY_SHARE", "LoadMonitor", "LoadReading", "cpu_model", "probe", "usable_cores"]
 
-# Others' share of our usable cores above which timings are not trusted. Measured on the 2-core
-# development VM (python -c "from tfaccel.compiler.machine import probe; print(probe(0.5).others_share)"):
-# idle (other agents' editors and shells only) 0.00-0.05, with one `while True: pass` process 0.50, with
-# two (one per core: the issue's scenario) 0.98-1.0. A single hog on a 2-core machine already takes half
-# of it, and OpenVINO's per-core worker partitioning is slowed by any core being contended, so 0.3 sits
-# well above idle noise (short windows quantise to 10 ms ticks) and well below one busy core in two.
+# Others' share of our usable cores above which timings are not trusted. Measured on the 2-core development
+# VM (AMD EPYC), 0.5 s probes next to `python -c "while True: pass"` processes: idle 0.00-0.02 (0.25 s
+# probes too: the 10 ms ticks quantise to 0.02), one busy process 0.50-0.53, two (one per core, the issue's
+# scenario) 0.99-1.02. One busy core in two already distorts timings: an 8-conv-layer net (64x64, static
+# placement, interleaved medians) went TF 5.1 -> 7.1 ms, OpenVINO 3.9 -> 5.9 ms, OpenVINO/TF 0.77 -> 0.83
+# (two: 12.5 and 12.0 ms, 0.95), and such numbers must not reach the timing cache. 0.3 sits far above the
+# idle noise and well below one busy core in two; on a machine with more cores one busy core weighs less.
 BUSY_SHARE = 0.3
 
 _PROC_STAT = "/proc/stat"
