@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 #: The suite checks placement node by node, so it traces with the deterministic support rules; profiled
-#: placement (the default for users) depends on timings and has its own tests, which ask for it by keyword.
+#: placement (the default for users) depends on timings and has its own tests, which ask for it by keyword;
+#: they measure afresh (no timing cache) unless a test names a cache file.
 #: Subprocesses inherit this. A test that sets TFACCEL_CC_FLAGS itself must include it (see STATIC).
-STATIC = "--placement=static"
+STATIC = "--placement=static --timing-cache=off"
 os.environ.setdefault("TFACCEL_CC_FLAGS", STATIC)
 #: every trace in the suite checks each pipeline stage's pre- and postconditions (compiler/pipeline.py)
 os.environ.setdefault("TFACCEL_CHECK_STAGES", "1")
@@ -132,3 +134,31 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# -- measured placement --------------------------------------------------------------------------------------
+def machine_was_busy(report: Any) -> bool:
+    """The trace found other processes using the cores and placed by the static rules (and said so)."""
+    return any(sentence.startswith("machine busy:") for sentence in report.fallbacks)
+
+
+def skip_if_busy(report: Any) -> None:
+    """A test of what measurement decides needs the machine to itself: next to busy processes the measure
+    stage distrusts its timings and places statically (what test_measured_placement.py checks, with real
+    busy processes). There, such a test is skipped, never passed.
+    """
+    if machine_was_busy(report):
+        pytest.skip("the machine was busy while measuring: placed by static rules (checked elsewhere)")
+
+
+def busy_loops() -> list[subprocess.Popen[bytes]]:
+    """One busy-looping process per usable core (stop them with :func:`stop_busy_loops`)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+
+
+def stop_busy_loops(loops: list[subprocess.Popen[bytes]]) -> None:
+    for proc in loops:
+        proc.kill()
+    for proc in loops:
+        proc.wait(timeout=60)

@@ -13,8 +13,9 @@ import pytest
 import tensorflow as tf
 
 import tfaccel
-from conftest import FRESH_IMPORT, SRC, assert_close, run_python
+from conftest import FRESH_IMPORT, SRC, assert_close, run_python, skip_if_busy
 from tfaccel.compiler.placement import Reason
+from tfaccel.compiler.profiling import MIN_SAMPLES
 from tfaccel.compiler.selection import choose
 
 RNG = np.random.default_rng(5)
@@ -102,14 +103,15 @@ def test_profiled_placement_records_every_measurement_and_follows_the_rule(caplo
     x = tf.random.uniform([2, 8], seed=2)
     traced = tfaccel.trace(mixed, x, placement="profile")
     report = traced.placement_report
+    skip_if_busy(report)
     assert report.placement == "profile" and report.profile_seconds > 0
     assert len(report.measurements) == 3  # one per statically placed subgraph
     for m in report.measurements:
-        assert m.times_ms["tf"] > 0 and m.runs >= 5
-        backends = {k: v for k, v in m.times_ms.items() if k != "tf"}
+        assert m.times_ms["tf"] > 0 and m.runs >= MIN_SAMPLES
+        backends = {k: v for k, v in m.estimates.items() if k != "tf"}
         assert backends, m  # every candidate ran on at least the backend that placed it
-        assert set(backends) | set(m.failed) == {"openvino", "xla"}
-        assert (m.chosen, m.why) == choose(m.times_ms["tf"], backends, ["openvino", "xla"])
+        assert set(backends) | set(m.failed) == {"openvino", "xla"}  # timed, or why not
+        assert (m.chosen, m.why) == choose(m.estimates["tf"], backends, ["openvino", "xla"])
     # the float64 stretch can only be measured on xla: openvino does not take its nodes
     (f64,) = [m for m in report.measurements if "openvino" in m.failed]
     assert "does not take node" in f64.failed["openvino"]
@@ -120,20 +122,26 @@ def test_profiled_placement_records_every_measurement_and_follows_the_rule(caplo
         if row.reason is Reason.MEASURED:
             assert node in placed
         if row.reason is Reason.SLOWER:
-            assert node not in placed and "stays on TF" in row.detail
+            assert node not in placed and "speed decision" in row.detail
     assert_close(traced(x), mixed(x))
     lines: list[str] = []
     traced.summary(print_fn=lines.append)
     assert any(line.startswith("  measured placement (") for line in lines)
 
 
-def test_profiled_placement_times_a_subgraph_on_every_backend_that_takes_it():
+def test_profiled_placement_tries_backends_in_order_until_one_clearly_beats_tf():
     model = tf.keras.Sequential([tf.keras.Input((64,)), tf.keras.layers.Dense(256, activation="relu")])
     model.add(tf.keras.layers.Dense(64))
     x = tf.random.uniform([16, 64], seed=3)
     traced = tfaccel.trace(model, x, placement="profile")
+    skip_if_busy(traced.placement_report)
     (m,) = traced.placement_report.measurements
-    assert set(m.times_ms) == {"tf", "openvino", "xla"}, m
+    assert {"tf", "openvino"} <= set(m.times_ms), m  # the preferred backend is always timed
+    if "xla" in m.failed:  # not timed: only because openvino already clearly beat TF
+        assert m.failed["xla"].startswith("not timed: openvino (preferred) already ran it faster than TF")
+        assert m.estimates["openvino"].high_ms < m.estimates["tf"].low_ms
+    else:
+        assert "xla" in m.times_ms
     assert_close(traced(x), model(x))
 
 

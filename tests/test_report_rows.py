@@ -80,7 +80,9 @@ def test_the_json_format_is_the_saved_models_format():
         "placement",
         "measurements",
         "profile_seconds",
+        "guard",  # added with the whole-model check (absent in older files, read as None)
     ]
+    assert data["guard"] is None
     assert data["nodes"][1] == {
         "node": "mm",
         "op": "MatMul",
@@ -102,6 +104,8 @@ def test_the_json_format_is_the_saved_models_format():
         "chosen": None,
         "why": "not faster",
         "runs": 9,
+        "estimates": {},  # each variant's lower quartile and interval (empty: written by hand here)
+        "source": "measured",
     }
     assert data["on_neuron_ratio"] == pytest.approx(1 / 3)
 

@@ -1,33 +1,64 @@
-"""The measure stage (``--placement=profile``, the default): time each compiled subgraph and keep it where
-it runs fastest, TensorFlow included.
+"""The measure stage (``--placement=profile``, the default): time each compiled subgraph against TF and keep
+it on its backend unless TF is clearly faster.
 
-Each statically placed subgraph is timed on TF and on every backend that takes all its nodes; the rule of
-:func:`tfaccel.compiler.selection.choose` picks the winner, and the graph is partitioned and compiled again
-so that neighbours now on the same backend merge into one call. With a ``subgraph_builder_function`` the
-user decides, so nothing is measured; a measurement that fails keeps the static placement. Both are noted.
+Each statically placed subgraph is timed on TF and on the backends that take all its nodes, in the order of
+preference, stopping at the first backend that clearly beats TF; the rule of
+:func:`tfaccel.compiler.selection.choose` decides, and the graph is partitioned and compiled again so that
+neighbours now on the same backend merge into one call.
+
+Why the rest of this module exists: the placement must describe the model, not the moment it was traced in.
+
+* **Timing cache** (:mod:`tfaccel.compiler.timing_cache`): the samples are kept by the subgraph's content,
+  the backend, its precision, the CPU and the library versions. A subgraph found there is not measured again:
+  a second trace costs no measuring time and gives the same placement.
+* **Busy machine** (:mod:`tfaccel.compiler.machine`): next to other busy processes OpenVINO's statically
+  partitioned threads slow down far more than TF's (ResNet50: 60 vs 46 ms busy, 28 vs 40 idle), so a
+  timing taken while other processes used a large share of the cores is not trusted: that subgraph (and every
+  later one) takes its timing-cache entry if there is one, else the static choice, and one warning says so.
+
+With a ``subgraph_builder_function`` the user decides, so nothing is measured; a measurement that fails keeps
+the static placement. Both are noted.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import cache
 
 import tensorflow as tf
 
-from tfaccel.backends.base import SubgraphCompileError
+from tfaccel.backends.base import CompiledSubgraph, SubgraphCompileError, SubgraphDef
 from tfaccel.compiler import progress
-from tfaccel.compiler.artefacts import Compiled
+from tfaccel.compiler.artefacts import Compiled, Placed
 from tfaccel.compiler.assemble import extract_subgraph
 from tfaccel.compiler.compilation import compile_cluster, compile_stage, partition_stage
+from tfaccel.compiler.ir import TensorRef
+from tfaccel.compiler.machine import LoadMonitor, LoadReading, cpu_model, probe, usable_cores
 from tfaccel.compiler.placement import Reason
-from tfaccel.compiler.profiling import cluster_inputs, compiled_runner, tf_runner, time_variants
+from tfaccel.compiler.profiling import (
+    cluster_inputs,
+    compiled_runner,
+    sample_until_settled,
+    tf_runner,
+    try_warm,
+)
 from tfaccel.compiler.run import NoteKind, TraceRun
-from tfaccel.compiler.selection import Measurement, choose
+from tfaccel.compiler.selection import Measurement, choose, estimate
+from tfaccel.compiler.timing import sample
+from tfaccel.compiler.timing_cache import TimingCache, TimingKey
+from tfaccel.native import cache_dir
 
-__all__ = ["measure_stage"]
+__all__ = ["BUSY_ADVICE", "machine_key", "measure_stage", "open_timings", "versions"]
 
 logger = logging.getLogger(__name__)
+
+#: the busy-machine warning's advice (the sentence starts "machine busy: 2 of 3 candidate subgraph(s)")
+BUSY_ADVICE = "placed by static rules; trace on an idle machine or ship a timing cache (--timing-cache=PATH)"
 
 
 def measure_stage(run: TraceRun, compiled: Compiled) -> Compiled:
@@ -45,9 +76,10 @@ def measure_stage(run: TraceRun, compiled: Compiled) -> Compiled:
     if not compiled.subgraphs:
         return replace(compiled, placement="profile")
     start = time.perf_counter()
+    timings = open_timings(run)
     mark = run.mark()
     try:
-        measured = _measure(run, compiled)
+        measured = _measure(run, compiled, timings)
     except (tf.errors.OpError, ValueError) as err:  # the static placement stands, and says so
         run.rollback(mark)  # the fallbacks of the discarded re-placement are not this model's
         run.note(
@@ -56,53 +88,190 @@ def measure_stage(run: TraceRun, compiled: Compiled) -> Compiled:
             f"{str(err).strip().splitlines()[0][:300]}); the static placement is kept",
         )
         return replace(compiled, profile_seconds=time.perf_counter() - start)
-    return replace(measured, placement="profile", profile_seconds=time.perf_counter() - start)
+    for problem in timings.save():
+        run.note(NoteKind.PLACEMENT, problem)
+    return replace(measured, profile_seconds=time.perf_counter() - start)
 
 
-def _measure(run: TraceRun, compiled: Compiled) -> Compiled:
+def open_timings(run: TraceRun) -> TimingCache:
+    """The run's timing cache (``--timing-cache``), opened once; its problems are noted, never raised."""
+    if run.timings is None:
+        run.timings, problems = TimingCache.open(run.options.timing_cache, cache_dir())
+        for problem in problems:
+            run.note(NoteKind.PLACEMENT, problem)
+    return run.timings
+
+
+def machine_key() -> str:
+    """The CPU a timing was taken on (a cache entry from another CPU or core count is not used)."""
+    return f"{cpu_model()} x{usable_cores()}"
+
+
+@cache
+def versions() -> str:
+    """The library versions a timing depends on (a cache entry of other versions is not used)."""
+    parts = [f"tensorflow {tf.__version__}"]
+    for package in ("tfaccel", "openvino"):
+        try:
+            parts.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            parts.append(f"{package} none")
+    return "; ".join(parts)
+
+
+def _keys(run: TraceRun, subgraph: SubgraphDef) -> dict[str, TimingKey]:
+    """The timing-cache key of each variant of ``subgraph``: TF and every candidate backend."""
+    digest = hashlib.sha256(subgraph.graph_def.SerializeToString(deterministic=True)).hexdigest()
+    machine = machine_key()
+    cast = run.options.fp32_cast
+    precision = "fp32" if cast == "none" else f"fp32-cast={cast}"
+    keys = {"tf": TimingKey(digest, "tf", "fp32", machine, versions())}
+    for backend in run.backends:
+        keys[backend.name] = TimingKey(digest, backend.name, precision, machine, versions())
+    return keys
+
+
+def _not_tried(winner: str) -> str:
+    return f"not timed: {winner} (preferred) already ran it faster than TF, intervals apart"
+
+
+def _beats_tf(samples: Mapping[str, list[float]], name: str) -> bool:
+    """``name`` clearly beats TF (the intervals apart): no later backend is tried."""
+    return estimate(samples[name]).high_ms < estimate(samples["tf"]).low_ms
+
+
+def _from_cache(
+    timings: TimingCache, keys: Mapping[str, TimingKey], order: Sequence[str], refused: Mapping[str, str]
+) -> tuple[dict[str, list[float]], dict[str, str]] | None:
+    """The samples a measurement would have taken, from the timing cache; None if any is missing."""
+    found = timings.get(keys["tf"])
+    if found is None:
+        return None
+    samples = {"tf": list(found)}
+    failed: dict[str, str] = {}
+    for position, name in enumerate(order):
+        if name in refused:
+            failed[name] = refused[name]
+            continue
+        found = timings.get(keys[name])
+        if found is None:
+            return None
+        samples[name] = list(found)
+        if _beats_tf(samples, name):
+            failed.update(
+                {later: _not_tried(name) for later in order[position + 1 :] if later not in refused}
+            )
+            failed.update({later: refused[later] for later in order[position + 1 :] if later in refused})
+            break
+    return samples, failed
+
+
+def _measure_cluster(
+    run: TraceRun,
+    placed: Placed,
+    item: CompiledSubgraph,
+    subgraph: SubgraphDef,
+    inputs: Sequence[tf.Tensor],
+    order: Sequence[str],
+    refused: Mapping[str, str],
+) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Samples of TF and of the backends in ``order`` (stopping at the first that clearly beats TF)."""
+    cluster = item.cluster
+    failed: dict[str, str] = {}
+    tf_call = tf_runner(subgraph, inputs)
+    if not try_warm("tf", tf_call, failed):
+        return {}, failed
+    variants = {"tf": tf_call}
+    samples: dict[str, list[float]] | None = None
+    for position, name in enumerate(order):
+        if name in refused:
+            failed[name] = refused[name]
+            continue
+        try:
+            candidate = (
+                item if name == cluster.group else compile_cluster(run, placed, replace(cluster, group=name))
+            )
+        except SubgraphCompileError as err:
+            failed[name] = f"compile failed: {err.message}"
+            continue
+        call = compiled_runner(subgraph, candidate, inputs)
+        if not try_warm(name, call, failed):
+            continue
+        variants[name] = call
+        samples = sample_until_settled(variants, samples)
+        if _beats_tf(samples, name):
+            failed.update(
+                {later: _not_tried(name) for later in order[position + 1 :] if later not in refused}
+            )
+            failed.update({later: refused[later] for later in order[position + 1 :] if later in refused})
+            break
+    if samples is None:  # no backend ran it: TF's time alone, for the report
+        samples = sample(variants, lambda taken: True, min_samples=8)
+    return samples, failed
+
+
+def _measure(run: TraceRun, compiled: Compiled, timings: TimingCache) -> Compiled:
     placed = compiled.placed
     captured = placed.captured
     graph = captured.graph
     order = [b.name for b in run.backends]
-    values = cluster_inputs(captured, run.examples_as_traced, [item.cluster for item in compiled.subgraphs])
+    clusters = [item.cluster for item in compiled.subgraphs]
+    values: dict[TensorRef, tf.Tensor] | None = None  # computed once, when a subgraph must be measured
+    first = probe()  # the machine is checked before anything is measured, then during each measurement
+    busy: LoadReading | None = first if first.busy else None
     decisions = dict(compiled.decisions)
     measurements: list[Measurement] = []
+    static, cached = 0, 0
     for index, item in enumerate(compiled.subgraphs, 1):
         cluster = item.cluster
-        progress.emit(
-            "measuring", index, len(compiled.subgraphs), cluster.name, "+".join(order), len(cluster.nodes)
-        )
         subgraph = extract_subgraph(cluster, graph, captured.graph_def.library)
-        inputs = [values[ref] for ref in cluster.inputs]
-        variants = {"tf": tf_runner(subgraph, inputs)}
-        failed: dict[str, str] = {}
+        keys = _keys(run, subgraph)
+        refused = {}
         for name in order:
-            refused = [placed.takes[name][n] for n in cluster.nodes if not placed.takes[name][n].accelerated]
-            if refused:
-                first = refused[0]
-                failed[name] = f"does not take node {first.node!r} ({first.op}): {first.detail}"
-                continue
-            try:
-                candidate = (
-                    item
-                    if name == cluster.group
-                    else compile_cluster(run, placed, replace(cluster, group=name))
+            missing = [placed.takes[name][n] for n in cluster.nodes if not placed.takes[name][n].accelerated]
+            if missing:
+                first_missing = missing[0]
+                refused[name] = (
+                    f"does not take node {first_missing.node!r} ({first_missing.op}): {first_missing.detail}"
                 )
-            except SubgraphCompileError as err:
-                failed[name] = f"compile failed: {err.message}"
+        source = "timing cache"
+        found = _from_cache(timings, keys, order, refused)
+        if found is None and busy is not None:
+            static += 1
+            continue
+        if found is None:
+            progress.emit(
+                "measuring", index, len(clusters), cluster.name, "+".join(order), len(cluster.nodes)
+            )
+            if values is None:
+                values = dict(cluster_inputs(captured, run.examples_as_traced, clusters))
+            inputs = [values[ref] for ref in cluster.inputs]
+            monitor = LoadMonitor()
+            samples, failed = _measure_cluster(run, placed, item, subgraph, inputs, order, refused)
+            reading = monitor.reading()
+            if reading.busy:
+                busy = reading
+                static += 1
                 continue
-            variants[name] = compiled_runner(subgraph, candidate, inputs)
-        times, runs, broken = time_variants(variants)
-        failed.update(broken)
-        if "tf" in times:
-            chosen, why = choose(times["tf"], {k: v for k, v in times.items() if k != "tf"}, order)
+            source = "measured"
+            samples = {variant: list(TimingCache.as_stored(taken)) for variant, taken in samples.items()}
+            for variant, taken in samples.items():
+                timings.put(keys[variant], taken)
+        else:
+            samples, failed = found
+            cached += 1
+        estimates = {name: estimate(taken) for name, taken in samples.items()}
+        if "tf" in estimates:
+            chosen, why = choose(estimates["tf"], {k: v for k, v in estimates.items() if k != "tf"}, order)
         else:  # TF could not run the subgraph alone (never seen): keep the static choice, and say so
             chosen, why = (
                 cluster.group,
                 f"TF could not run it alone ({failed['tf']}); kept on {cluster.group}",
             )
+        if source != "measured":
+            why += f" ({source})"
         measurements.append(
-            Measurement(cluster.name, cluster.effective_size, times, failed, chosen, why, runs)
+            Measurement.of(cluster.name, cluster.effective_size, estimates, failed, chosen, why, source)
         )
         logger.info("profile %s: %s", cluster.name, why)
         detail = f"{cluster.name}: {why}"
@@ -113,5 +282,15 @@ def _measure(run: TraceRun, compiled: Compiled) -> Compiled:
                 decisions[node] = replace(
                     decisions[node], backend=chosen, reason=Reason.MEASURED, detail=detail
                 )
+    run.busy = busy
+    if busy is not None and static:
+        from_cache = f", {cached} from the timing cache" if cached else ""
+        run.note(
+            NoteKind.PLACEMENT,
+            f"machine busy: {static} of {len(clusters)} candidate subgraph(s) {BUSY_ADVICE} "
+            f"({busy.describe()}{from_cache})",
+        )
+    if not measurements:
+        return replace(compiled, placement="static")
     final = compile_stage(run, partition_stage(run, placed, decisions))
-    return replace(final, measurements=tuple(measurements))
+    return replace(final, placement="profile", measurements=tuple(measurements))

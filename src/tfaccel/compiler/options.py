@@ -35,6 +35,8 @@ class TraceOptions:
     backend: str = "auto"
     fp32_cast: str = "none"
     placement: str = "profile"
+    #: measured times: None = the tfaccel cache folder, ``off``, or a file (see compiler.timing_cache)
+    timing_cache: str | None = None
     #: where each non-default value came from, e.g. ``{"workdir": "NEURON_CC_FLAGS"}``
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -138,6 +140,13 @@ FLAGS: dict[str, _Flag] = {
             "profile",
             _placement,
         ),
+        _Flag(
+            "timing-cache",
+            "timing_cache",
+            str,
+            "file keeping the measured times for --placement=profile (default: in the tfaccel cache folder; "
+            "off: measure every time)",
+        ),
     )
 }
 _BY_ATTR = {spec.attr: spec for spec in FLAGS.values()}
@@ -230,7 +239,7 @@ def resolve_options(keywords: Mapping[str, Any], environ: Mapping[str, str] | No
         if spec is None:
             accepted = ", ".join(sorted(_BY_ATTR))
             raise OptionsError(f"trace() got an unknown option {key}=; accepted keyword options: {accepted}")
-        if raw is None and key == "workdir":
+        if raw is None and key in ("workdir", "timing_cache"):
             merged[key], sources[key] = None, "keyword"
             continue
         merged[key], sources[key] = _convert(raw, spec, f"trace({key}=...)"), "keyword"

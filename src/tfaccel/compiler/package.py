@@ -87,8 +87,6 @@ def package_stage(run: TraceRun, assembled: Assembled) -> Packaged:
             report.backend,
             report.why_low(),
         )
-    if run.options.verbose >= 1:
-        model.summary()
     return Packaged(assembled, executable, model)
 
 

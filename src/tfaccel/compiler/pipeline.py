@@ -1,6 +1,7 @@
 """``trace`` as a pipeline: named stages in order, each a function from one typed artefact to the next.
 
     capture -> optimize -> place -> partition -> compile -> measure -> split -> assemble -> verify -> package
+    -> guard
 
 Why data and not a function body: the stages read top to bottom in :data:`STAGES`, each stage module can be
 tested alone, and the things every stage needs done around it are done here once: progress of the run, the
@@ -23,6 +24,7 @@ from tfaccel.compiler.artefacts import Assembled, Compiled, Partitioned, Placed
 from tfaccel.compiler.capture import CapturedFunction, FrozenFunction
 from tfaccel.compiler.compilation import compile_stage, partition_stage, split_stage
 from tfaccel.compiler.frontend import capture_stage, optimize_stage
+from tfaccel.compiler.guard import guard_stage
 from tfaccel.compiler.measure import measure_stage
 from tfaccel.compiler.options import resolve_options
 from tfaccel.compiler.package import Packaged, package_stage
@@ -170,7 +172,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("split", split_stage, Compiled, Compiled, post=_compiled_ok),
     Stage("assemble", assemble_stage, Compiled, Assembled, post=_assembled_ok),
     Stage("verify", verify_stage, Assembled, Assembled),
-    Stage("package", package_stage, Assembled, Packaged, post=_packaged_ok, dump=_dump_packaged),
+    Stage("package", package_stage, Assembled, Packaged, post=_packaged_ok),
+    Stage("guard", guard_stage, Packaged, Packaged, post=_packaged_ok, dump=_dump_packaged),
 )
 
 
@@ -217,10 +220,11 @@ def trace(
 
     Options come from ``NEURON_CC_FLAGS``, then ``TFACCEL_CC_FLAGS``, then keywords (each overriding the
     one before): ``workdir``, ``dynamic_batch_size``, ``extract_weights``, ``neuroncore_pipeline_cores``,
-    ``min_segment_size``, ``verbose``, ``backend``, ``fp32_cast`` and ``placement`` (flags spelled
-    ``--dynamic-batch-size`` and so on; see the README). By default (``--placement=profile``) each
-    candidate subgraph is timed on every available backend and on TF and goes to the fastest
-    (:mod:`tfaccel.compiler.selection`); ``--placement=static`` places by the support rules alone.
+    ``min_segment_size``, ``verbose``, ``backend``, ``fp32_cast``, ``placement`` and ``timing_cache``
+    (flags spelled ``--dynamic-batch-size`` and so on; see the README). By default
+    (``--placement=profile``) each candidate subgraph is timed against TF and stays on its backend unless
+    TF is clearly faster (:mod:`tfaccel.compiler.selection`), with the times kept in a timing cache;
+    ``--placement=static`` places by the support rules alone.
 
     Example::
 
@@ -231,4 +235,6 @@ def trace(
     """
     run = TraceRun.start(func, example_inputs, resolve_options(options), subgraph_builder_function)
     packaged: Packaged = run_stages(run)
+    if run.options.verbose >= 1:
+        packaged.model.summary()
     return packaged.model

@@ -3,16 +3,16 @@
 Why per subgraph, in isolation: timing whole-model variants would cost one full model run per choice;
 a subgraph run alone on the values it sees in the traced model (computed once from the example inputs)
 costs only itself. Each variant is a graph function over the subgraph's inputs, so every variant pays
-the same function-call overhead and the differences are the subgraph's own. Variants run interleaved
-(:func:`tfaccel.compiler.timing.interleaved`) so that they share the machine's noise; the decision itself is
-:func:`tfaccel.compiler.selection.choose`.
+the same function-call overhead and the differences are the subgraph's own. Each variant is warmed until
+its times settle, then the variants are sampled in interleaved rounds (:func:`tfaccel.compiler.timing.sample`)
+so that they share the machine's noise, until the verdicts are clear or the budget is spent; the decision
+itself is :func:`tfaccel.compiler.selection.choose`.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,16 +26,24 @@ from tfaccel.compiler.capture import CapturedFunction, feed_values
 from tfaccel.compiler.examples import Examples
 from tfaccel.compiler.ir import TensorRef
 from tfaccel.compiler.partition import Cluster
-from tfaccel.compiler.timing import interleaved
+from tfaccel.compiler.selection import estimate, settled
+from tfaccel.compiler.timing import sample, warm
 
-__all__ = ["cluster_inputs", "time_variants"]
+__all__ = [
+    "MIN_SAMPLES",
+    "cluster_inputs",
+    "compiled_runner",
+    "sample_until_settled",
+    "tf_runner",
+    "try_warm",
+]
 
 logger = logging.getLogger(__name__)
 
-#: wall time spent timing one subgraph's variants (besides their first, compiling, call), in seconds
-BUDGET_S = 0.6
-#: timed runs per variant: at least (for a usable median) and at most (beyond this it is wasted time)
-MIN_RUNS, MAX_RUNS = 5, 25
+#: wall time spent sampling one subgraph's variants (besides warming them up), in seconds
+BUDGET_S = 3.0
+#: timed calls per variant: at least (for a usable interval) and at most (beyond this it is wasted time)
+MIN_SAMPLES, MAX_SAMPLES = 8, 60
 
 
 def cluster_inputs(
@@ -94,28 +102,30 @@ def compiled_runner(
     return lambda: run(*values)
 
 
-def time_variants(variants: Mapping[str, Callable[[], Any]]) -> tuple[dict[str, float], int, dict[str, str]]:
-    """Median ms per call of each variant, the number of timed runs, and the variants that failed to run.
-
-    Each variant's first call (where XLA compiles) is made and timed once to size the run count to
-    :data:`BUDGET_S`. A variant whose call raises is left out, with the error as its reason.
+def try_warm(name: str, fn: Callable[[], Any], failed: dict[str, str]) -> bool:
+    """Warm ``fn`` until its times settle (:func:`tfaccel.compiler.timing.warm`); False, with the error in
+    ``failed[name]``, when a call raises (the variant is then left out and the report says why).
     """
-    failed: dict[str, str] = {}
-    first: dict[str, float] = {}
-    working: dict[str, Callable[[], Any]] = {}
-    for name, fn in variants.items():
-        try:
-            fn()
-            start = time.perf_counter()
-            fn()
-            first[name] = time.perf_counter() - start
-        except (tf.errors.OpError, ValueError, TypeError) as err:
-            failed[name] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
-            logger.warning("profile: variant %s failed to run: %s", name, failed[name])
-            continue
-        working[name] = fn
-    per_round = sum(first.values())
-    runs = int(BUDGET_S / per_round) if per_round > 0 else MAX_RUNS
-    runs = max(MIN_RUNS, min(MAX_RUNS, runs))
-    timings = interleaved(working, runs=runs, warmup=0, discard=False)  # warm: each ran twice above
-    return {name: t.median_ms for name, t in timings.items()}, runs, failed
+    try:
+        warm(fn)
+    except (tf.errors.OpError, ValueError, TypeError) as err:
+        failed[name] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
+        logger.warning("profile: variant %s failed to run: %s", name, failed[name])
+        return False
+    return True
+
+
+def sample_until_settled(
+    variants: Mapping[str, Callable[[], Any]], samples: Mapping[str, list[float]] | None = None
+) -> dict[str, list[float]]:
+    """Samples of every (warm) variant until :func:`~tfaccel.compiler.selection.settled` says more would not
+    change the verdicts, or the budget is spent (:func:`tfaccel.compiler.timing.sample`).
+    """
+
+    def enough(taken: Mapping[str, list[float]]) -> bool:
+        backends = {name: estimate(values) for name, values in taken.items() if name != "tf"}
+        return settled(estimate(taken["tf"]), backends)
+
+    return sample(
+        variants, enough, min_samples=MIN_SAMPLES, max_samples=MAX_SAMPLES, budget_s=BUDGET_S, samples=samples
+    )

@@ -25,7 +25,7 @@ from tfaccel.compiler.json_fields import (
     text,
 )
 from tfaccel.compiler.placement import Decision, Placement, Reason, reasons_summary
-from tfaccel.compiler.selection import ABS_MARGIN_MS, REL_MARGIN, Measurement
+from tfaccel.compiler.selection import TF_ABS_MARGIN_MS, TF_REL_MARGIN, Measurement, WholeModelCheck
 
 __all__ = ["DecisionRow", "PlacementReport", "SubgraphSummary"]
 
@@ -133,6 +133,8 @@ class PlacementReport:
     #: ``--placement=profile``: per candidate subgraph, the measured times and the choice
     measurements: tuple[Measurement, ...] = ()
     profile_seconds: float | None = None  # trace time the measurements added
+    #: ``--placement=profile``: the whole traced model timed against the original (the guard stage)
+    guard: WholeModelCheck | None = None
 
     @property
     def ratio(self) -> float:
@@ -187,6 +189,7 @@ class PlacementReport:
             "placement": self.placement,
             "measurements": [m.to_json() for m in self.measurements],
             "profile_seconds": self.profile_seconds,
+            "guard": None if self.guard is None else self.guard.to_json(),
         }
 
     @classmethod
@@ -213,6 +216,9 @@ class PlacementReport:
             text(fields.get("placement", "static"), "report.placement"),
             tuple(Measurement.from_json(m, f"report.measurements[{i}]") for i, m in enumerate(measured)),
             optional_number(fields.get("profile_seconds"), "report.profile_seconds"),
+            None
+            if fields.get("guard") is None
+            else WholeModelCheck.from_json(fields["guard"], "report.guard"),
         )
 
     def why_low(self) -> str:
@@ -243,6 +249,8 @@ class PlacementReport:
                 )
         if self.measurements:
             self._render_measurements(print_fn)
+        if self.guard is not None:
+            print_fn(f"  whole model: {self.guard.sentence()}")
         kept = [r for r in self.decisions if r.counted and r.subgraph is None]
         if kept:
             print_fn(f"  ops kept on the TensorFlow runtime: {len(kept)}")
@@ -259,20 +267,24 @@ class PlacementReport:
             print_fn(f"  fallback: {sentence}")
 
     def _render_measurements(self, print_fn: Callable[[str], Any]) -> None:
-        """The profiled placement: each candidate's median ms on TF and each backend, and the choice."""
+        """The profiled placement: each candidate's time per call on TF and each backend, and the choice."""
         columns = list(dict.fromkeys(k for m in self.measurements for k in m.times_ms if k != "tf"))
         added = f"{self.profile_seconds:.1f} s" if self.profile_seconds is not None else "?"
         print_fn(
-            f"  measured placement ({added} added to the trace; a backend must beat TF by "
-            f"{100 * REL_MARGIN:.0f}% and {ABS_MARGIN_MS} ms):"
+            f"  measured placement ({added} added to the trace; ms per call, lower quartile of the samples; "
+            f"TF keeps a subgraph only if faster by {100 * TF_REL_MARGIN:.0f}% and {TF_ABS_MARGIN_MS} ms, "
+            "intervals apart):"
         )
         header = "".join(f" {c + ' ms':>12}" for c in columns)
-        print_fn(f"  {'candidate':<22} {'ops':>5} {'TF ms':>10}{header}  chosen")
+        print_fn(f"  {'candidate':<22} {'ops':>5} {'TF ms':>10}{header}  source        chosen")
         for m in self.measurements:
             times = m.times_ms
             cells = "".join(f" {times[c]:>12.3f}" if c in times else f" {'-':>12}" for c in columns)
             tf_ms = f"{times['tf']:.3f}" if "tf" in times else "-"
             chosen = m.chosen or "TF"
-            print_fn(f"  {m.subgraph:<22} {m.ops:>5} {tf_ms:>10}{cells}  {chosen}")
+            print_fn(f"  {m.subgraph:<22} {m.ops:>5} {tf_ms:>10}{cells}  {m.source:<13} {chosen}")
+            print_fn(f"    why: {m.why}")
+            for variant, value in m.estimates.items():
+                print_fn(f"    {variant}: {value.text()}")
             for backend, why in m.failed.items():
                 print_fn(f"    {backend}: {why}")

@@ -25,6 +25,8 @@ from tfaccel.runtime.batching import BatchPlan
 
 if TYPE_CHECKING:
     from tfaccel.backends.base import CompiledSubgraph
+    from tfaccel.compiler.machine import LoadReading
+    from tfaccel.compiler.timing_cache import TimingCache
 
 __all__ = ["CHECK_STAGES_ENV", "NoteKind", "TraceRun"]
 
@@ -64,6 +66,10 @@ class TraceRun:
     check_stages: bool = False
     #: compilations by cluster contents and backend (see :mod:`tfaccel.compiler.compilation`)
     compile_cache: dict[Cluster, CompiledSubgraph] = field(default_factory=dict)
+    #: the measured times kept across traces (opened by the measure stage; ``--timing-cache``)
+    timings: TimingCache | None = None
+    #: what made the measure stage distrust its timings (other processes' load), if anything did
+    busy: LoadReading | None = None
     _notes: list[tuple[NoteKind, str]] = field(default_factory=list)
 
     @classmethod

@@ -70,7 +70,7 @@ class Reason(enum.Enum):
     DTYPE = "dtype the backend cannot hold"
     UNKNOWN_SHAPE = "unknown shape"
     UNSUPPORTED = "not supported by the backend"
-    SLOWER = "slower on the backend than on TensorFlow"
+    SLOWER = "kept on TF for speed: it compiles, but TF runs it faster"
     MEASURED = "measured faster on the backend than on TensorFlow"
     CALLBACK_TRUE = "subgraph_builder_function returned True"
     CALLBACK_FALSE = "subgraph_builder_function returned False"

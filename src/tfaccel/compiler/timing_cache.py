@@ -206,6 +206,13 @@ class TimingCache:
         entry = self._entries.get(key.text())
         return entry.samples if entry is not None and entry.key == key else None
 
+    @staticmethod
+    def as_stored(samples: Sequence[float]) -> tuple[float, ...]:
+        """``samples`` as :meth:`put` stores them (the last :data:`MAX_SAMPLES`, rounded): deciding from
+        these makes a fresh measurement and its cached copy give exactly the same estimates.
+        """
+        return _samples(list(samples)[-MAX_SAMPLES:], "samples", allow_tiny=True)
+
     def put(self, key: TimingKey, samples: Sequence[float]) -> None:
         """Store ``samples`` (milliseconds, positive and finite) for ``key``, replacing what was there.
 

@@ -1,0 +1,134 @@
+"""The guard stage: the traced model, whole, timed against the original before it is handed back.
+
+Why: measured placement decides subgraph by subgraph, and the burden of proof is on TF (an inconclusive
+measurement keeps the backend), so the sum can still come out slower than the original: calls between the
+subgraphs and TF cost time no single measurement saw, and small losses the rule tolerated add up. The user
+must never get a slower model without being told. The guard times both the same way the measure stage
+times subgraphs (warm, then interleaved rounds, lower quartiles with intervals); if the traced model is
+slower beyond noise, the report and one warning line say so and name the subgraphs most likely
+responsible. It reports; it does not re-place (that would be a second, unmeasured placement).
+
+It runs after measured placement only (``--placement=static`` and a ``subgraph_builder_function`` are the
+user's explicit choices, and not timed), never on a machine found busy (the timings would describe the
+moment). Its samples go to the timing cache like the subgraphs', so a re-trace costs no guard time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import tensorflow as tf
+
+from tfaccel.compiler.machine import LoadMonitor
+from tfaccel.compiler.measure import machine_key, open_timings, versions
+from tfaccel.compiler.package import Packaged
+from tfaccel.compiler.profiling import try_warm
+from tfaccel.compiler.run import NoteKind, TraceRun
+from tfaccel.compiler.selection import (
+    WholeModelCheck,
+    estimate,
+    guard_settled,
+    slower_beyond_noise,
+    suspects,
+)
+from tfaccel.compiler.timing import sample
+from tfaccel.compiler.timing_cache import TimingCache, TimingKey
+
+__all__ = ["guard_stage"]
+
+logger = logging.getLogger("tfaccel.compiler.pipeline")
+
+#: samples per variant: at least, at most; and the sampling budget in seconds (a whole model per call)
+MIN_SAMPLES, MAX_SAMPLES, BUDGET_S = 8, 40, 3.0
+
+
+def _keys(run: TraceRun, packaged: Packaged) -> dict[str, TimingKey]:
+    """Timing-cache keys: the original by its captured graph, the traced model by that and its placement."""
+    captured = packaged.assembled.compiled.captured
+    original = hashlib.sha256(captured.graph_def.SerializeToString(deterministic=True))
+    original.update(repr([(s.name, tuple(s.shape), s.dtype) for s in captured.layout.specs]).encode())
+    placement = [(s.name, s.backend, list(s.nodes)) for s in packaged.report.subgraphs]
+    traced = original.copy()
+    traced.update(json.dumps([placement, run.options.flag_text(), str(run.batch_plan)]).encode())
+    machine, library = machine_key(), versions()
+    return {
+        "original": TimingKey(original.hexdigest(), "original", "fp32", machine, library),
+        "traced": TimingKey(traced.hexdigest(), "traced", run.options.fp32_cast, machine, library),
+    }
+
+
+def guard_stage(run: TraceRun, packaged: Packaged) -> Packaged:
+    """Time the traced model against the original (see the module docstring); the report says how it went."""
+    report = packaged.report
+    if report.placement != "profile" or run.callback is not None or run.busy is not None:
+        return packaged
+    timings = open_timings(run)
+    keys = _keys(run, packaged)
+    cached = [timings.get(keys["original"]), timings.get(keys["traced"])]
+    if cached[0] is not None and cached[1] is not None:
+        samples = {"original": list(cached[0]), "traced": list(cached[1])}
+    else:
+        taken = _measure(run, packaged)
+        if taken is None:
+            return packaged
+        samples = {name: list(TimingCache.as_stored(values)) for name, values in taken.items()}
+        for name, values in samples.items():
+            timings.put(keys[name], values)
+        for problem in timings.save():
+            run.note(NoteKind.PLACEMENT, problem)
+    original, traced = estimate(samples["original"]), estimate(samples["traced"])
+    slower = slower_beyond_noise(original, traced)
+    check = WholeModelCheck(original, traced, slower, suspects(report.measurements) if slower else ())
+    fallbacks = report.fallbacks
+    if slower:
+        sentence = f"whole-model check: {check.sentence()}"
+        logger.warning("%s", sentence)
+        fallbacks = (*fallbacks, sentence)
+    packaged.executable.report = replace(report, guard=check, fallbacks=fallbacks)
+    return packaged
+
+
+def _measure(run: TraceRun, packaged: Packaged) -> dict[str, list[float]] | None:
+    """Samples of both models on the examples; None (noted) if the machine turned busy or a call failed."""
+    args, kwargs = packaged.executable.layout.pack(run.examples.leaves)
+    original_function = tf.function(run.func, autograph=False)  # the original as TF runs it: graph mode
+    model = packaged.model  # called as the user calls it
+
+    def block(result: Any) -> None:
+        for leaf in tf.nest.flatten(result):
+            if isinstance(leaf, tf.Tensor):
+                leaf.numpy()
+
+    def run_original() -> None:
+        block(original_function(*args, **kwargs))
+
+    def run_traced() -> None:
+        block(model(*args, **kwargs))
+
+    failed: dict[str, str] = {}
+    monitor = LoadMonitor()
+    if not (try_warm("original", run_original, failed) and try_warm("traced", run_traced, failed)):
+        run.note(NoteKind.PLACEMENT, f"whole-model check not made: {'; '.join(failed.values())}")
+        return None
+
+    def enough(taken: Mapping[str, list[float]]) -> bool:
+        return guard_settled(estimate(taken["original"]), estimate(taken["traced"]))
+
+    samples = sample(
+        {"original": run_original, "traced": run_traced},
+        enough,
+        min_samples=MIN_SAMPLES,
+        max_samples=MAX_SAMPLES,
+        budget_s=BUDGET_S,
+    )
+    reading = monitor.reading()
+    if reading.busy:
+        run.busy = reading
+        run.note(NoteKind.PLACEMENT, f"whole-model check not made: machine busy ({reading.describe()})")
+        return None
+    return samples
