@@ -13,12 +13,14 @@ complex) are cut too. Each subgraph is converted with ``openvino.convert_model``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,7 +150,8 @@ class OpenVinoBackend:
             path = Path(tmp) / "subgraph.pb"
             path.write_bytes(graph_def.SerializeToString())
             try:
-                model = ov.convert_model(str(path), output=outputs)
+                with _without_converter_telemetry():
+                    model = ov.convert_model(str(path), output=outputs)
                 model = _in_call_order(ov, model, subgraph.input_infos, outputs)
                 _stable_names(model, {node.name for node in graph_def.node})
             except Exception as err:  # the frontend raises plain Exception and its own failure classes
@@ -434,3 +437,42 @@ def _first_line(message: str) -> str:
     failed = [line.lstrip("- ") for line in lines if line.startswith("-- Conversion is failed for")]
     text = failed[0] if failed else lines[0] if lines else "no message"
     return text if len(text) < 400 else text[:400] + "..."
+
+
+#: the modules of OpenVINO's converter that bind the telemetry package (``tm``) at import
+_TELEMETRY_USERS = (
+    "openvino.tools.ovc.convert_impl",
+    "openvino.tools.ovc.telemetry_utils",
+    "openvino.tools.ovc.utils",
+)
+
+
+@contextlib.contextmanager
+def _without_converter_telemetry() -> Iterator[None]:
+    """Run OpenVINO's converter with its usage telemetry replaced by the converter's own no-op stub.
+
+    Why: unless its user opted out, ``convert_model`` reports each conversion to Google Analytics, forking the
+    calling process once per event (found measuring placement: forks of a multi-GB TensorFlow process using
+    half a core each, seen by the busy-machine check as other processes' load, and adding noise to every
+    timing). tfaccel uses the converter as a library, many times per trace: network traffic nobody asked a
+    compiler for. The user's consent file is not touched, and the modules are restored afterwards, so the
+    user's own use of the converter behaves as configured.
+    """
+    import importlib
+
+    try:
+        stub = importlib.import_module("openvino.tools.ovc.telemetry_stub")
+        modules = [importlib.import_module(name) for name in _TELEMETRY_USERS]
+    except ImportError:  # another OpenVINO layout: nothing to replace
+        yield
+        return
+    saved = [(module, module.__dict__.get("tm")) for module in modules]
+    for module, _ in saved:
+        if "tm" in module.__dict__:
+            module.tm = stub  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for module, original in saved:
+            if original is not None:
+                module.tm = original  # type: ignore[attr-defined]
