@@ -24,10 +24,13 @@ from typing import Any
 
 import tensorflow as tf
 
+from tfaccel import _tf_compat
+from tfaccel.compiler.capture import feed_values
 from tfaccel.compiler.machine import LoadMonitor
-from tfaccel.compiler.measure import machine_key, open_timings, versions
+from tfaccel.compiler.measure import machine_key, model_digest, open_timings, versions
 from tfaccel.compiler.package import Packaged
 from tfaccel.compiler.profiling import try_warm
+from tfaccel.compiler.report import PlacementReport
 from tfaccel.compiler.run import NoteKind, TraceRun
 from tfaccel.compiler.selection import (
     WholeModelCheck,
@@ -50,32 +53,68 @@ MIN_SAMPLES, MAX_SAMPLES, BUDGET_S = 8, 40, 3.0
 def _keys(run: TraceRun, packaged: Packaged) -> dict[str, TimingKey]:
     """Timing-cache keys: the original by its captured graph, the traced model by that and its placement."""
     captured = packaged.assembled.compiled.captured
-    original = hashlib.sha256(captured.graph_def.SerializeToString(deterministic=True))
-    original.update(repr([(s.name, tuple(s.shape), s.dtype) for s in captured.layout.specs]).encode())
+    original = model_digest(run, captured)
     placement = [(s.name, s.backend, list(s.nodes)) for s in packaged.report.subgraphs]
-    traced = original.copy()
+    traced = hashlib.sha256(original.encode())
     traced.update(json.dumps([placement, run.options.flag_text(), str(run.batch_plan)]).encode())
     machine, library = machine_key(), versions()
     return {
-        "original": TimingKey(original.hexdigest(), "original", "fp32", machine, library),
+        "original": TimingKey(original, "original", "fp32", machine, library),
         "traced": TimingKey(traced.hexdigest(), "traced", run.options.fp32_cast, machine, library),
     }
 
 
+def _from_the_measurement(report: PlacementReport) -> WholeModelCheck | None:
+    """The check, read from the measurement when one compiled subgraph holds every op of the model."""
+    if len(report.subgraphs) != 1 or len(report.measurements) != 1:
+        return None
+    (m,) = report.measurements
+    if report.accelerated_ops != report.total_ops or m.chosen is None or m.chosen not in m.estimates:
+        return None
+    original, traced = m.estimates["tf"], m.estimates[m.chosen]
+    slower = slower_beyond_noise(original, traced)
+    return WholeModelCheck(
+        original, traced, slower, suspects(report.measurements) if slower else (), "subgraph"
+    )
+
+
 def guard_stage(run: TraceRun, packaged: Packaged) -> Packaged:
-    """Time the traced model against the original (see the module docstring); the report says how it went."""
+    """Time the traced model against the original (see the module docstring); the report says how it went
+    (the check, and every note made here: the report was built before this stage ran).
+    """
     report = packaged.report
-    if report.placement != "profile" or run.callback is not None or run.busy is not None:
+    if report.placement != "profile" or run.callback is not None:
         return packaged
+    check = _from_the_measurement(report) or _timed_check(run, packaged)
+    if check is not None and check.slower:
+        sentence = f"whole-model check: {check.sentence()}"
+        logger.warning("%s", sentence)
+        run.note(NoteKind.GUARD, sentence, log=False)
+    packaged.executable.report = replace(report, guard=check, fallbacks=tuple(run.notes))
+    return packaged
+
+
+def _timed_check(run: TraceRun, packaged: Packaged) -> WholeModelCheck | None:
+    """Both models timed whole (or their samples from the timing cache); None when that cannot be done."""
     timings = open_timings(run)
     keys = _keys(run, packaged)
     cached = [timings.get(keys["original"]), timings.get(keys["traced"])]
     if cached[0] is not None and cached[1] is not None:
         samples = {"original": list(cached[0]), "traced": list(cached[1])}
+    elif run.busy is not None:  # the timings would describe the moment (the busy warning said so)
+        return None
+    elif run.traced_examples is not None:  # the captured graph takes micro-batches: no like-for-like
+        run.note(
+            NoteKind.GUARD,
+            "whole-model check not made: the graph was captured on micro-batches "
+            "(--neuroncore-pipeline-cores), so the original cannot be run like for like",
+            log=False,
+        )
+        return None
     else:
         taken = _measure(run, packaged)
         if taken is None:
-            return packaged
+            return None
         samples = {name: list(TimingCache.as_stored(values)) for name, values in taken.items()}
         for name, values in samples.items():
             timings.put(keys[name], values)
@@ -83,21 +122,24 @@ def guard_stage(run: TraceRun, packaged: Packaged) -> Packaged:
             run.note(NoteKind.PLACEMENT, problem)
     original, traced = estimate(samples["original"]), estimate(samples["traced"])
     slower = slower_beyond_noise(original, traced)
-    check = WholeModelCheck(original, traced, slower, suspects(report.measurements) if slower else ())
-    fallbacks = report.fallbacks
-    if slower:
-        sentence = f"whole-model check: {check.sentence()}"
-        logger.warning("%s", sentence)
-        fallbacks = (*fallbacks, sentence)
-    packaged.executable.report = replace(report, guard=check, fallbacks=fallbacks)
-    return packaged
+    return WholeModelCheck(original, traced, slower, suspects(packaged.report.measurements) if slower else ())
 
 
 def _measure(run: TraceRun, packaged: Packaged) -> dict[str, list[float]] | None:
-    """Samples of both models on the examples; None (noted) if the machine turned busy or a call failed."""
+    """Samples of both models on the examples; None (noted) if the machine turned busy or a call failed.
+
+    The original is the captured graph as TF runs it (what the measure stage's TF variants are cut from,
+    and no second trace of the user's function); the traced model is called as the user calls it.
+    """
+    captured = packaged.assembled.compiled.captured
+    graph = captured.graph
+    function = _tf_compat.function_from_graph_def(
+        captured.graph_def, [f"{name}:0" for name in graph.inputs], [str(ref) for ref in graph.outputs]
+    )
+    feeds = [*run.examples.tensors(captured.layout), *feed_values(captured.weights)]
+    original_function = tf.function(lambda *args: function(*args), autograph=False)
     args, kwargs = packaged.executable.layout.pack(run.examples.leaves)
-    original_function = tf.function(run.func, autograph=False)  # the original as TF runs it: graph mode
-    model = packaged.model  # called as the user calls it
+    model = packaged.model
 
     def block(result: Any) -> None:
         for leaf in tf.nest.flatten(result):
@@ -105,7 +147,7 @@ def _measure(run: TraceRun, packaged: Packaged) -> dict[str, list[float]] | None
                 leaf.numpy()
 
     def run_original() -> None:
-        block(original_function(*args, **kwargs))
+        block(original_function(*feeds))
 
     def run_traced() -> None:
         block(model(*args, **kwargs))
@@ -113,7 +155,7 @@ def _measure(run: TraceRun, packaged: Packaged) -> dict[str, list[float]] | None
     failed: dict[str, str] = {}
     monitor = LoadMonitor()
     if not (try_warm("original", run_original, failed) and try_warm("traced", run_traced, failed)):
-        run.note(NoteKind.PLACEMENT, f"whole-model check not made: {'; '.join(failed.values())}")
+        run.note(NoteKind.GUARD, f"whole-model check not made: {'; '.join(failed.values())}", log=False)
         return None
 
     def enough(taken: Mapping[str, list[float]]) -> bool:
@@ -129,6 +171,8 @@ def _measure(run: TraceRun, packaged: Packaged) -> dict[str, list[float]] | None
     reading = monitor.reading()
     if reading.busy:
         run.busy = reading
-        run.note(NoteKind.PLACEMENT, f"whole-model check not made: machine busy ({reading.describe()})")
+        sentence = f"whole-model check not made: machine busy ({reading.describe()})"
+        logger.warning("%s", sentence)
+        run.note(NoteKind.GUARD, sentence, log=False)
         return None
     return samples

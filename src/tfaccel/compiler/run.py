@@ -45,6 +45,7 @@ class NoteKind(enum.Enum):
     CAPTURE = "capture"  # capture decided something (e.g. --fp32-cast had no effect)
     COMPILE = "compile fallback"  # a backend refused a subgraph: nodes went back to TF
     PIPELINE = "pipeline fallback"  # a subgraph could not be cut into pipeline stages
+    GUARD = "whole-model check"  # the traced model against the original (the guard stage)
 
 
 @dataclass
@@ -70,6 +71,8 @@ class TraceRun:
     timings: TimingCache | None = None
     #: what made the measure stage distrust its timings (other processes' load), if anything did
     busy: LoadReading | None = None
+    #: the captured graph's content hash (the timing cache's keys), computed once when first needed
+    model_digest: str | None = None
     _notes: list[tuple[NoteKind, str]] = field(default_factory=list)
 
     @classmethod

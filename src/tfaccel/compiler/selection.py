@@ -287,13 +287,16 @@ class WholeModelCheck:
     """The whole-model guard's measurement: the traced model against the original, per call.
 
     ``slower`` when the traced model is slower beyond noise (:func:`slower_beyond_noise`); ``suspects``
-    names the subgraphs most likely responsible, worst first.
+    names the subgraphs most likely responsible, worst first. ``basis``: ``"timed"`` (both models timed
+    whole) or ``"subgraph"`` (one compiled subgraph holds every op, so its measurement against TF is the
+    whole model's, and timing it again would only cost trace time).
     """
 
     original: Estimate
     traced: Estimate
     slower: bool
     suspects: tuple[str, ...] = ()
+    basis: str = "timed"
 
     @property
     def speedup(self) -> float:
@@ -315,6 +318,7 @@ class WholeModelCheck:
             "traced": self.traced.to_json(),
             "slower": self.slower,
             "suspects": list(self.suspects),
+            "basis": self.basis,
         }
 
     @classmethod
@@ -331,6 +335,7 @@ class WholeModelCheck:
             Estimate.from_json(required(fields, "traced", where), f"{where}.traced"),
             slower,
             tuple(text(s, f"{where}.suspects[{i}]") for i, s in enumerate(suspects)),
+            text(fields.get("basis", "timed"), f"{where}.basis"),
         )
 
 
