@@ -150,7 +150,7 @@ def test_trace_openvino_then_report_and_bench(src: Path, tmp_path: Path) -> None
     placed = {d["op"]: d["placement"] for d in data["nodes"]}
     assert placed["MatMul"] == placed["Relu"] == "accelerator", placed
     assert data["backend"] == "openvino" and len(data["subgraphs"]) == 1
-    assert data["options"] == "--backend=openvino --placement=static"
+    assert data["options"] == "--backend=openvino --placement=static --timing-cache=off"
 
     bench = cli("bench", dst, "--baseline", src, "--duration", "1", "--concurrency", "2", "--json")
     assert bench.returncode == 0, bench.stderr

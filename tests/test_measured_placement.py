@@ -258,3 +258,25 @@ def test_resnet50_gets_the_same_placement_in_fresh_processes_idle_and_busy(tmp_p
         results.append(json.loads(out.strip().splitlines()[-1]))
     assert results[0][0] == results[0][1], results[0][:2]  # everything on the backend
     assert all(r == results[0] for r in results), [r[:2] for r in results]
+
+
+def test_a_read_only_home_still_traces_with_measured_placement_and_warns(tmp_path):
+    """--placement=profile with the default timing cache under a home nobody can write: the trace works
+    (xla: the openvino op library cannot be built there either, and says so) and the timing cache warns.
+    """
+    from conftest import run_python
+
+    script = """
+        import tensorflow as tf, tfaccel
+        x = tf.random.uniform([8, 64], seed=1)
+        traced = tfaccel.trace(lambda t: tf.nn.relu(t * 2.0 + 1.0) * 3.0, x, backend="xla")
+        report = traced.placement_report
+        print("WARNED", any(f.startswith("timing cache ") and "/proc/" in f for f in report.fallbacks)
+              or any("machine busy" in f for f in report.fallbacks))
+        print("RATIO", report.ratio)
+    """
+    home = "/proc/tfaccel-read-only-home"  # nothing can be created under /proc, also as root
+    env = {"HOME": home, "XDG_CACHE_HOME": f"{home}/.cache", "TFACCEL_CACHE_DIR": "", "TFACCEL_CC_FLAGS": ""}
+    out = run_python(script, cwd=tmp_path, env=env)
+    assert "WARNED True" in out, out
+    assert "RATIO 1.0" in out, out
