@@ -244,10 +244,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "selection-ignores-the-noise-margin",
         "src/tfaccel/compiler/selection.py",
-        "    if tf_ms - best_ms <= needed:",
-        "    if tf_ms - best_ms <= 0:",
+        "    if backend.low_ms - tf.high_ms > margin:",
+        "    if backend.ms - tf.ms > 0:",
         ("tests/test_selection.py",),
-        "a backend wins a subgraph only when it beats TF by more than the noise margin",
+        "TF keeps a subgraph only when faster than the backend by the margin, intervals apart",
     ),
     Mutation(
         "placement-prefers-the-last-backend",
