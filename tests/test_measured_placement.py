@@ -280,3 +280,24 @@ def test_a_read_only_home_still_traces_with_measured_placement_and_warns(tmp_pat
     out = run_python(script, cwd=tmp_path, env=env)
     assert "WARNED True" in out, out
     assert "RATIO 1.0" in out, out
+
+
+def loop_model(x):
+    """A while loop: its body is a library function TensorFlow names with a process-wide counter."""
+    _, total = tf.while_loop(lambda i, t: i < 4, lambda i, t: (i + 1, tf.nn.relu(t * 1.1 + 0.1)), (0, x))
+    return total * 2.0
+
+
+def test_the_timing_cache_finds_a_model_with_loops_again_in_the_same_process(tmp_path):
+    """The cache key must not include TensorFlow's numbering of traced functions (each trace of a loop
+    gets a new body name): the second trace reads every candidate from the cache.
+    """
+    path = str(tmp_path / "timings.json")
+    x = tf.random.uniform([16, 32], seed=8)
+    first = tfaccel.trace(tf.function(loop_model), x, placement="profile", timing_cache=path)
+    skip_if_busy(first.placement_report)
+    second = tfaccel.trace(tf.function(loop_model), x, placement="profile", timing_cache=path)
+    assert second.placement_report.measurements
+    assert {m.source for m in second.placement_report.measurements} == {"timing cache"}
+    assert _nodes(second) == _nodes(first)
+    assert_close(second(x), loop_model(x))

@@ -215,3 +215,11 @@ def test_a_bad_estimate_in_a_file_is_named():
     data["estimates"]["tf"]["low_ms"] = 5.0
     with pytest.raises(ValueError, match=r"measurement.estimates.tf: expected 0 <= low_ms <= ms <= high_ms"):
         Measurement.from_json(data)
+
+
+def test_backends_a_fraction_of_a_call_apart_keep_the_preferred_one():
+    """Tiny subgraphs (the zoo's recurrent model): openvino 0.63 ms, xla 0.47 ms: intervals apart, 25% apart,
+    but less than the per-call floor, so the preferred backend (the static choice) keeps it every time.
+    """
+    assert choose(exact(0.48), {"openvino": exact(0.63), "xla": exact(0.47)}, ORDER)[0] == "openvino"
+    assert choose(exact(9.0), {"openvino": exact(6.3), "xla": exact(4.7)}, ORDER)[0] == "xla"

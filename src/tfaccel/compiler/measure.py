@@ -22,6 +22,7 @@ the static placement. Both are noted.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.metadata
 import json
@@ -30,6 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import cache
+from typing import Any
 
 import tensorflow as tf
 
@@ -125,12 +127,70 @@ def versions() -> str:
 def model_digest(run: TraceRun, captured: CapturedFunction) -> str:
     """The captured graph's content (sha256 of its GraphDef, weights included, and its input specs), once
     per run: the timing cache's keys are made from it.
+
+    Function names are left out (:func:`_canonical_functions`): TensorFlow numbers the functions it traces
+    (loop and branch bodies) with a process-wide counter, so the same model traced twice would otherwise
+    never find its own timings.
     """
     if run.model_digest is None:
-        digest = hashlib.sha256(captured.graph_def.SerializeToString(deterministic=True))
+        digest = hashlib.sha256()
+        graph_def = captured.graph_def
+        names = _canonical_functions(graph_def)
+        for node in graph_def.node:
+            digest.update(_renamed(node, names).SerializeToString(deterministic=True))
+        by_name = {f.signature.name: f for f in graph_def.library.function}
+        for name in names:  # in canonical order
+            function = copy.deepcopy(by_name[name])
+            function.signature.name = names[name]
+            for inner in function.node_def:
+                inner.CopyFrom(_renamed(inner, names))
+            digest.update(function.SerializeToString(deterministic=True))
         digest.update(repr([(s.name, tuple(s.shape), s.dtype) for s in captured.layout.specs]).encode())
         run.model_digest = digest.hexdigest()
     return run.model_digest
+
+
+def _called(node: Any) -> list[str]:
+    """The functions a NodeDef's attributes name (``f``, ``body``, ``then_branch``, lists of them)."""
+    found = []
+    for key in sorted(node.attr):
+        value = node.attr[key]
+        if value.HasField("func"):
+            found.append(value.func.name)
+        elif value.HasField("list"):
+            found.extend(f.name for f in value.list.func)
+    return found
+
+
+def _canonical_functions(graph_def: Any) -> dict[str, str]:
+    """Each library function's canonical name (``fn0``, ``fn1``, ...) by order of first call, graph first."""
+    by_name = {f.signature.name: f for f in graph_def.library.function}
+    names: dict[str, str] = {}
+    pending = [name for node in graph_def.node for name in _called(node)]
+    while pending:
+        name = pending.pop(0)
+        if name in names or name not in by_name:
+            continue
+        names[name] = f"fn{len(names)}"
+        pending.extend(called for inner in by_name[name].node_def for called in _called(inner))
+    for name in sorted(by_name):  # functions nothing calls still count, after the others
+        names.setdefault(name, f"fn{len(names)}")
+    return names
+
+
+def _renamed(node: Any, names: Mapping[str, str]) -> Any:
+    """``node``, or a copy whose function-valued attributes use the canonical names (Consts: never copied)."""
+    if not _called(node):
+        return node
+    renamed = copy.deepcopy(node)
+    for key in renamed.attr:
+        value = renamed.attr[key]
+        if value.HasField("func"):
+            value.func.name = names.get(value.func.name, value.func.name)
+        elif value.HasField("list"):
+            for func in value.list.func:
+                func.name = names.get(func.name, func.name)
+    return renamed
 
 
 def _keys(run: TraceRun, captured: CapturedFunction, cluster: Cluster) -> dict[str, TimingKey]:
@@ -201,7 +261,9 @@ def _measure_cluster(
     order: Sequence[str],
     refused: Mapping[str, str],
 ) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """Samples of TF and of the backends in ``order`` (stopping at the first that clearly beats TF)."""
+    """Samples of TF and of the backends in ``order``, stopping at the first that keeps the subgraph at
+    TF's speed or better (:func:`_beats_tf`).
+    """
     cluster = item.cluster
     failed: dict[str, str] = {}
     tf_call = tf_runner(subgraph, inputs)

@@ -19,7 +19,8 @@ The rule, in full:
   compiled code's, and the whole-model guard still reports a model that came out slower.
 * **Between backends that may keep it,** the first in the order of preference (openvino, then xla) is kept
   unless another is clearly faster than it (intervals apart) by more than ``BACKEND_REL_MARGIN`` of its
-  time. So the choice between two backends within noise of each other does not flip between traces.
+  time and the same per-call floor. So the choice between two backends within noise of each other, or a
+  fraction of a call apart, does not flip between traces, and agrees with the static choice.
 
 :func:`settled` says when more samples cannot change the verdicts (the measurement stops there);
 ``benchmarks/bench_placement.py`` measures how often a placement differs between traces.
@@ -165,8 +166,11 @@ def settled(tf: Estimate, backends: Mapping[str, Estimate]) -> bool:
 
 
 def _clearly_faster(a: Estimate, b: Estimate) -> bool:
-    """``a`` beats ``b`` with the intervals apart and by more than BACKEND_REL_MARGIN of ``b``'s time."""
-    return a.high_ms < b.low_ms and b.ms - a.ms > BACKEND_REL_MARGIN * b.ms
+    """``a`` beats ``b`` with the intervals apart and by more than ``max(BACKEND_REL_MARGIN * b,
+    TF_ABS_MARGIN_MS)``: the same per-call floor as against TF, so two backends a fraction of a call apart
+    never trade a subgraph between traces (or against the static choice a busy machine falls back to).
+    """
+    return a.high_ms < b.low_ms and b.ms - a.ms > max(BACKEND_REL_MARGIN * b.ms, TF_ABS_MARGIN_MS)
 
 
 def choose(tf: Estimate, backends: Mapping[str, Estimate], order: Sequence[str]) -> tuple[str | None, str]:
