@@ -28,7 +28,7 @@ import tensorflow as tf
 from tfaccel import _tf_compat
 from tfaccel.compiler.capture import feed_values
 from tfaccel.compiler.machine import LoadMonitor
-from tfaccel.compiler.measure import machine_key, model_digest, open_timings, versions
+from tfaccel.compiler.measure import canonical_nodes, machine_key, model_digest, open_timings, versions
 from tfaccel.compiler.package import Packaged
 from tfaccel.compiler.profiling import try_warm
 from tfaccel.compiler.report import PlacementReport
@@ -55,7 +55,10 @@ def _keys(run: TraceRun, packaged: Packaged) -> dict[str, TimingKey]:
     """Timing-cache keys: the original by its captured graph, the traced model by that and its placement."""
     captured = packaged.assembled.compiled.captured
     original = model_digest(run, captured)
-    placement = [(s.name, s.backend, list(s.nodes)) for s in packaged.report.subgraphs]
+    names = canonical_nodes(captured.graph_def)  # not the counter-numbered names (see model_digest)
+    placement = sorted(
+        (s.backend, sorted(names.get(n, n) for n in s.nodes)) for s in packaged.report.subgraphs
+    )
     traced = hashlib.sha256(original.encode())
     traced.update(json.dumps([placement, run.options.flag_text(), str(run.batch_plan)]).encode())
     machine, library = machine_key(), versions()

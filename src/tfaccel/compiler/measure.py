@@ -58,7 +58,15 @@ from tfaccel.compiler.timing import sample
 from tfaccel.compiler.timing_cache import TimingCache, TimingKey
 from tfaccel.native import cache_dir
 
-__all__ = ["BUSY_ADVICE", "machine_key", "measure_stage", "model_digest", "open_timings", "versions"]
+__all__ = [
+    "BUSY_ADVICE",
+    "canonical_nodes",
+    "machine_key",
+    "measure_stage",
+    "model_digest",
+    "open_timings",
+    "versions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -125,29 +133,50 @@ def versions() -> str:
 
 
 def model_digest(run: TraceRun, captured: CapturedFunction) -> str:
-    """The captured graph's content (sha256 of its GraphDef, weights included, and its input specs), once
-    per run: the timing cache's keys are made from it.
+    """The captured graph's content (sha256 of its nodes, weights included, its functions and its input
+    specs), once per run: the timing cache's keys are made from it.
 
-    Function names are left out (:func:`_canonical_functions`): TensorFlow numbers the functions it traces
-    (loop and branch bodies) with a process-wide counter, so the same model traced twice would otherwise
-    never find its own timings.
+    Names are left out: TensorFlow numbers the functions it traces (loop and branch bodies) and the
+    constants freezing creates with process-wide counters, so the same model traced twice in one process
+    would otherwise never find its own timings. Nodes are named by their position in the graph
+    (:func:`canonical_nodes`), functions by their order of first call (:func:`_canonical_functions`).
     """
     if run.model_digest is None:
         digest = hashlib.sha256()
         graph_def = captured.graph_def
-        names = _canonical_functions(graph_def)
+        nodes = canonical_nodes(graph_def)
+        functions = _canonical_functions(graph_def)
         for node in graph_def.node:
-            digest.update(_renamed(node, names).SerializeToString(deterministic=True))
+            digest.update(f"{nodes[node.name]}|{node.op}|{node.device}|".encode())
+            for text in node.input:
+                control, name, port = text.startswith("^"), *_split_input(text.lstrip("^"))
+                digest.update(f"{'^' if control else ''}{nodes.get(name, name)}{port},".encode())
+            renamed = _renamed(node, functions)
+            for key in sorted(renamed.attr):
+                digest.update(key.encode())
+                digest.update(renamed.attr[key].SerializeToString(deterministic=True))
         by_name = {f.signature.name: f for f in graph_def.library.function}
-        for name in names:  # in canonical order
+        for name in functions:  # in canonical order
             function = copy.deepcopy(by_name[name])
-            function.signature.name = names[name]
+            function.signature.name = functions[name]
             for inner in function.node_def:
-                inner.CopyFrom(_renamed(inner, names))
+                inner.CopyFrom(_renamed(inner, functions))
             digest.update(function.SerializeToString(deterministic=True))
         digest.update(repr([(s.name, tuple(s.shape), s.dtype) for s in captured.layout.specs]).encode())
         run.model_digest = digest.hexdigest()
     return run.model_digest
+
+
+def canonical_nodes(graph_def: Any) -> dict[str, str]:
+    """Each node's name by its position in the graph (``n0``, ``n1``, ...): the same model's graph has
+    the same order in every trace, whatever counters named its nodes.
+    """
+    return {node.name: f"n{i}" for i, node in enumerate(graph_def.node)}
+
+
+def _split_input(text: str) -> tuple[str, str]:
+    name, colon, port = text.partition(":")
+    return name, f":{port}" if colon else ""
 
 
 def _called(node: Any) -> list[str]:
@@ -200,7 +229,8 @@ def _keys(run: TraceRun, captured: CapturedFunction, cluster: Cluster) -> dict[s
     inputs' values and shapes, its weights and its ops all follow from those two.
     """
     content = hashlib.sha256(model_digest(run, captured).encode())
-    content.update(json.dumps(sorted(cluster.nodes)).encode())
+    names = canonical_nodes(captured.graph_def)
+    content.update(json.dumps(sorted(names.get(n, n) for n in cluster.nodes)).encode())
     digest = content.hexdigest()
     machine = machine_key()
     cast = run.options.fp32_cast
