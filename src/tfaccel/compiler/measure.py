@@ -241,8 +241,10 @@ def _keys(run: TraceRun, captured: CapturedFunction, cluster: Cluster) -> dict[s
     return keys
 
 
-def _not_tried(winner: str) -> str:
-    return f"not timed: {winner} (preferred) keeps it and ran it at least as fast as TF"
+def _untried(later: Sequence[str], winner: str, refused: Mapping[str, str]) -> dict[str, str]:
+    """Why each backend after ``winner`` has no time: it refuses a node, or ``winner`` made it moot."""
+    moot = f"not timed: {winner} (preferred) keeps it and ran it at least as fast as TF"
+    return {name: refused.get(name, moot) for name in later}
 
 
 def _beats_tf(samples: Mapping[str, list[float]], name: str) -> bool:
@@ -274,10 +276,7 @@ def _from_cache(
             return None
         samples[name] = list(found)
         if _beats_tf(samples, name):
-            failed.update(
-                {later: _not_tried(name) for later in order[position + 1 :] if later not in refused}
-            )
-            failed.update({later: refused[later] for later in order[position + 1 :] if later in refused})
+            failed.update(_untried(order[position + 1 :], name, refused))
             break
     return samples, failed
 
@@ -318,10 +317,7 @@ def _measure_cluster(
         variants[name] = call
         samples = sample_until_settled(variants, samples)
         if _beats_tf(samples, name):
-            failed.update(
-                {later: _not_tried(name) for later in order[position + 1 :] if later not in refused}
-            )
-            failed.update({later: refused[later] for later in order[position + 1 :] if later in refused})
+            failed.update(_untried(order[position + 1 :], name, refused))
             break
     if samples is None:  # no backend ran it: TF's time alone, for the report
         samples = sample(variants, lambda taken: True, min_samples=8)
