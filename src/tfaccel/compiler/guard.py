@@ -37,8 +37,6 @@ from tfaccel.compiler.selection import (
     WholeModelCheck,
     estimate,
     guard_settled,
-    slower_beyond_noise,
-    suspects,
 )
 from tfaccel.compiler.timing import sample
 from tfaccel.compiler.timing_cache import TimingCache, TimingKey
@@ -75,11 +73,7 @@ def _from_the_measurement(report: PlacementReport) -> WholeModelCheck | None:
     (m,) = report.measurements
     if report.accelerated_ops != report.total_ops or m.chosen is None or m.chosen not in m.estimates:
         return None
-    original, traced = m.estimates["tf"], m.estimates[m.chosen]
-    slower = slower_beyond_noise(original, traced)
-    return WholeModelCheck(
-        original, traced, slower, suspects(report.measurements) if slower else (), "subgraph"
-    )
+    return WholeModelCheck.judge(m.estimates["tf"], m.estimates[m.chosen], report.measurements, "subgraph")
 
 
 def guard_stage(run: TraceRun, packaged: Packaged) -> Packaged:
@@ -130,8 +124,7 @@ def _timed_check(run: TraceRun, packaged: Packaged) -> WholeModelCheck | None:
         for problem in timings.save():
             run.note(NoteKind.PLACEMENT, problem)
     original, traced = estimate(samples["original"]), estimate(samples["traced"])
-    slower = slower_beyond_noise(original, traced)
-    return WholeModelCheck(original, traced, slower, suspects(packaged.report.measurements) if slower else ())
+    return WholeModelCheck.judge(original, traced, packaged.report.measurements, "timed")
 
 
 def _measure(run: TraceRun, packaged: Packaged) -> dict[str, list[float]] | None:

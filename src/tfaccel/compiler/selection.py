@@ -302,6 +302,14 @@ class WholeModelCheck:
     suspects: tuple[str, ...] = ()
     basis: str = "timed"
 
+    @classmethod
+    def judge(
+        cls, original: Estimate, traced: Estimate, measurements: Sequence[Measurement], basis: str
+    ) -> WholeModelCheck:
+        """The check of these two estimates: slower or not, and if slower, the suspects."""
+        slower = slower_beyond_noise(original, traced)
+        return cls(original, traced, slower, suspects(measurements) if slower else (), basis)
+
     @property
     def speedup(self) -> float:
         return self.original.ms / max(self.traced.ms, 1e-9)
