@@ -63,6 +63,7 @@ __all__ = [
     "canonical_nodes",
     "machine_key",
     "measure_stage",
+    "graph_digest",
     "model_digest",
     "open_timings",
     "versions",
@@ -142,29 +143,71 @@ def model_digest(run: TraceRun, captured: CapturedFunction) -> str:
     (:func:`canonical_nodes`), functions by their order of first call (:func:`_canonical_functions`).
     """
     if run.model_digest is None:
-        digest = hashlib.sha256()
-        graph_def = captured.graph_def
-        nodes = canonical_nodes(graph_def)
-        functions = _canonical_functions(graph_def)
-        for node in graph_def.node:
-            digest.update(f"{nodes[node.name]}|{node.op}|{node.device}|".encode())
-            for text in node.input:
-                control, name, port = text.startswith("^"), *_split_input(text.lstrip("^"))
-                digest.update(f"{'^' if control else ''}{nodes.get(name, name)}{port},".encode())
-            renamed = _renamed(node, functions)
-            for key in sorted(renamed.attr):
-                digest.update(key.encode())
-                digest.update(renamed.attr[key].SerializeToString(deterministic=True))
-        by_name = {f.signature.name: f for f in graph_def.library.function}
-        for name in functions:  # in canonical order
-            function = copy.deepcopy(by_name[name])
-            function.signature.name = functions[name]
-            for inner in function.node_def:
-                inner.CopyFrom(_renamed(inner, functions))
-            digest.update(function.SerializeToString(deterministic=True))
-        digest.update(repr([(s.name, tuple(s.shape), s.dtype) for s in captured.layout.specs]).encode())
-        run.model_digest = digest.hexdigest()
+        specs = [(s.name, tuple(s.shape), s.dtype) for s in captured.layout.specs]
+        run.model_digest = graph_digest(captured.graph_def, specs)
     return run.model_digest
+
+
+def graph_digest(graph_def: Any, specs: Sequence[object] = ()) -> str:
+    """sha256 of ``graph_def``'s content and ``specs``, names left out (see :func:`model_digest`)."""
+    digest = hashlib.sha256()
+    nodes = canonical_nodes(graph_def)
+    functions = _canonical_functions(graph_def)
+    for node in graph_def.node:
+        digest.update(f"{nodes[node.name]}|{node.op}|{node.device}|".encode())
+        for text in node.input:
+            control, name, port = text.startswith("^"), *_split_input(text.lstrip("^"))
+            digest.update(f"{'^' if control else ''}{nodes.get(name, name)}{port},".encode())
+        renamed = _renamed(node, functions)
+        for key in sorted(renamed.attr):
+            digest.update(key.encode())
+            digest.update(renamed.attr[key].SerializeToString(deterministic=True))
+    by_name = {f.signature.name: f for f in graph_def.library.function}
+    for name in functions:  # in canonical order
+        digest.update(_canonical_function(by_name[name], functions).SerializeToString(deterministic=True))
+    digest.update(repr(list(specs)).encode())
+    return digest.hexdigest()
+
+
+def _canonical_function(function: Any, functions: Mapping[str, str]) -> Any:
+    """A copy of ``function`` named canonically: itself and the functions it calls (``functions``), its
+    arguments by position (``a0``, ``o0``) and its nodes by position (``n0``), each reference rewritten.
+
+    TF names the arguments of the loop conditions and bodies it traces after the function's numbered name
+    (``..._while_cond_239___redundant_placeholder0``): without this an LSTM traced twice in one process has
+    two digests and never finds its own timings.
+    """
+    function = copy.deepcopy(function)
+    signature = function.signature
+    signature.name = functions.get(signature.name, signature.name)
+    args = {arg.name: f"a{i}" for i, arg in enumerate(signature.input_arg)}
+    outs = {arg.name: f"o{i}" for i, arg in enumerate(signature.output_arg)}
+    nodes = {node.name: f"n{i}" for i, node in enumerate(function.node_def)}
+
+    def ref(text: str) -> str:
+        control = text.startswith("^")
+        head, colon, tail = text.lstrip("^").partition(":")
+        name = nodes.get(head, head) if colon or control else args.get(head, nodes.get(head, head))
+        return f"{'^' if control else ''}{name}{colon}{tail}"
+
+    for arg in signature.input_arg:
+        arg.name = args[arg.name]
+    for arg in signature.output_arg:
+        arg.name = outs[arg.name]
+    for node in function.node_def:
+        node.CopyFrom(_renamed(node, functions))
+        node.name = nodes[node.name]
+        inputs = [ref(text) for text in node.input]
+        del node.input[:]
+        node.input.extend(inputs)
+    ret = {outs.get(key, key): ref(value) for key, value in function.ret.items()}
+    function.ret.clear()
+    function.ret.update(ret)
+    control = {nodes.get(key, key): nodes.get(value, value) for key, value in function.control_ret.items()}
+    function.control_ret.clear()
+    function.control_ret.update(control)
+    signature.control_output[:] = [nodes.get(name, name) for name in signature.control_output]
+    return function
 
 
 def canonical_nodes(graph_def: Any) -> dict[str, str]:
