@@ -211,6 +211,8 @@ class OpenVinoBackend:
                 "precision": self.precision,
                 "input_names": [str(ref) for ref in subgraph.cluster.inputs],
                 "output_shapes": [tf.TensorShape(info.shape) for info in subgraph.output_infos],
+                # one execution stream (the latency hint); tfaccel.auto_multicore rewrites it in a saved copy
+                "streams": 1,
             },
         )
 

@@ -15,7 +15,11 @@
 //    in use reuses the compilation. TfaccelOpenvinoCompile compiles ahead of the first call (at trace
 //    time) and keeps that compilation alive for a while ("pending") so that the traced model's first
 //    call finds it; TfaccelOpenvinoCacheStats reports (and can drop) them;
-//  - run on a pool of infer requests so concurrent calls never share one;
+//  - run on a pool of infer requests so concurrent calls never share one. The `streams` attribute (1 by
+//    default: the latency hint, one call at a time using every core) asks for that many parallel execution
+//    streams with the throughput hint (tfaccel.auto_multicore writes it), so that many concurrent calls run
+//    at once, each on its share of the cores; it is part of what the cache matches, so a 1-stream and an
+//    N-stream copy of the same model never share a compilation;
 //  - bind TensorFlow's buffers as ov::Tensor without copying, and rebind every input and output on every
 //    call (a request remembers the last buffers it was given). An output is bound only when the plugin
 //    provably writes it: its Result, in the compiled (runtime) model, is fed by a computing node that
@@ -72,6 +76,7 @@ REGISTER_OP("TfaccelOpenvino")
     .Attr("precision: {'f32', 'bf16'} = 'f32'")
     .Attr("input_names: list(string) >= 0")
     .Attr("output_shapes: list(shape) >= 1")
+    .Attr("streams: int >= 1 = 1")
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
       std::vector<PartialTensorShape> shapes;
       TF_RETURN_IF_ERROR(c->GetAttr("output_shapes", &shapes));
@@ -88,6 +93,7 @@ REGISTER_OP("TfaccelOpenvino")
     })
     .Doc(R"doc(
 Runs a subgraph that tfaccel compiled with OpenVINO. Load the library with `import tfaccel`.
+`streams` > 1 runs that many calls in parallel (OpenVINO execution streams, throughput hint).
 )doc");
 
 REGISTER_OP("TfaccelOpenvinoCompile")
@@ -95,6 +101,7 @@ REGISTER_OP("TfaccelOpenvinoCompile")
     .Input("model_weights: string")
     .Attr("model_key: string")
     .Attr("precision: {'f32', 'bf16'} = 'f32'")
+    .Attr("streams: int >= 1 = 1")
     .SetIsStateful()
     .SetShapeFn(::tensorflow::shape_inference::NoOutputs)
     .Doc(R"doc(
@@ -119,6 +126,8 @@ namespace {
 // How long, and how many, trace-time compilations stay alive without a kernel holding them.
 constexpr auto kPendingLifetime = std::chrono::seconds(120);
 constexpr size_t kPendingMax = 64;
+// At most this many execution streams (the `streams` attribute): more than any CPU has cores.
+constexpr int64_t kMaxStreams = 256;
 
 bool ToOvType(DataType dtype, ov::element::Type* out) {
   switch (dtype) {
@@ -157,6 +166,7 @@ bool Compatible(const PartialTensorShape& declared, const ov::PartialShape& actu
 // One compiled model and its request pool. Shared by every kernel instance that runs the same model.
 struct Compiled {
   std::string precision;
+  int64_t streams = 1;
   std::string xml;
   ov::Tensor weights;  // OpenVINO may point into the weights after compile: keep them alive
   size_t weights_size = 0;
@@ -171,9 +181,12 @@ struct Compiled {
   std::vector<ov::InferRequest> pool;
 
   // The exact content this model was compiled from (what the cache key claims is checked here).
-  bool Matches(const std::string& want_precision, std::string_view want_xml,
+  bool Matches(const std::string& want_precision, int64_t want_streams, std::string_view want_xml,
                std::string_view want_weights) const {
-    if (precision != want_precision || xml != want_xml || weights_size != want_weights.size()) return false;
+    if (precision != want_precision || streams != want_streams || xml != want_xml ||
+        weights_size != want_weights.size()) {
+      return false;
+    }
     return weights_size == 0 || std::memcmp(weights.data(), want_weights.data(), weights_size) == 0;
   }
 };
@@ -262,19 +275,35 @@ Cache& TheCache() {
   return *cache;
 }
 
-size_t Fingerprint(const std::string& precision, std::string_view xml, std::string_view weights) {
+size_t Fingerprint(const std::string& precision, int64_t streams, std::string_view xml,
+                   std::string_view weights) {
   const std::hash<std::string_view> hash;
   size_t seed = hash(precision);
-  for (size_t part : {hash(xml), hash(weights), weights.size()}) {
+  for (size_t part : {static_cast<size_t>(streams), hash(xml), hash(weights), weights.size()}) {
     seed ^= part + 0x9e3779b97f4a7c15ULL + (seed << 6) + (seed >> 2);
   }
   return seed;
 }
 
-absl::Status Compile(const std::string& label, const std::string& precision, std::string_view xml,
-                     std::string_view weights, std::shared_ptr<Compiled>* out) {
+// The CPU plugin's configuration: one stream with the latency hint (every core on one call) by default;
+// N streams with the throughput hint, each running one call on its share of the cores, for N callers.
+ov::AnyMap CompileConfig(const std::string& precision, int64_t streams) {
+  ov::AnyMap config{
+      ov::hint::inference_precision(precision == "bf16" ? ov::element::bf16 : ov::element::f32)};
+  if (streams <= 1) {
+    config.insert(ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY));
+  } else {
+    config.insert(ov::hint::performance_mode(ov::hint::PerformanceMode::THROUGHPUT));
+    config.insert(ov::num_streams(ov::streams::Num(static_cast<int32_t>(streams))));
+  }
+  return config;
+}
+
+absl::Status Compile(const std::string& label, const std::string& precision, int64_t streams,
+                     std::string_view xml, std::string_view weights, std::shared_ptr<Compiled>* out) {
   auto compiled = std::make_shared<Compiled>();
   compiled->precision = precision;
+  compiled->streams = streams;
   compiled->xml = std::string(xml);
   compiled->weights_size = weights.size();
   try {
@@ -283,10 +312,7 @@ absl::Status Compile(const std::string& label, const std::string& precision, std
       std::memcpy(compiled->weights.data(), weights.data(), weights.size());
     }
     std::shared_ptr<ov::Model> model = Core().read_model(compiled->xml, compiled->weights);
-    ov::AnyMap config{
-        ov::hint::inference_precision(precision == "bf16" ? ov::element::bf16 : ov::element::f32),
-        ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY)};
-    compiled->model = Core().compile_model(model, "CPU", config);
+    compiled->model = Core().compile_model(model, "CPU", CompileConfig(precision, streams));
     for (const auto& input : compiled->model.inputs()) {
       compiled->input_types.push_back(input.get_element_type());
       compiled->input_shapes.push_back(input.get_partial_shape());
@@ -306,13 +332,14 @@ absl::Status Compile(const std::string& label, const std::string& precision, std
 }
 
 // Returns the compiled model for this content, compiling it on first use; `hold` keeps it pending.
-absl::Status GetCompiled(const std::string& label, const std::string& precision, const tstring& xml,
-                         const tstring& weights, bool hold, std::shared_ptr<Compiled>* out) {
+absl::Status GetCompiled(const std::string& label, const std::string& precision, int64_t streams,
+                         const tstring& xml, const tstring& weights, bool hold,
+                         std::shared_ptr<Compiled>* out) {
   Cache& cache = TheCache();
   std::vector<std::shared_ptr<Compiled>> dropped;  // destroyed after the lock is released
   std::lock_guard<std::mutex> lock(cache.mu);
   cache.ExpirePending(false, &dropped);
-  auto& bucket = cache.entries[Fingerprint(precision, View(xml), View(weights))];
+  auto& bucket = cache.entries[Fingerprint(precision, streams, View(xml), View(weights))];
   std::shared_ptr<Compiled> found;
   for (auto it = bucket.begin(); it != bucket.end();) {
     std::shared_ptr<Compiled> live = it->lock();
@@ -320,11 +347,11 @@ absl::Status GetCompiled(const std::string& label, const std::string& precision,
       it = bucket.erase(it);
       continue;
     }
-    if (!found && live->Matches(precision, View(xml), View(weights))) found = live;
+    if (!found && live->Matches(precision, streams, View(xml), View(weights))) found = live;
     ++it;
   }
   if (!found) {
-    absl::Status status = Compile(label, precision, View(xml), View(weights), &found);
+    absl::Status status = Compile(label, precision, streams, View(xml), View(weights), &found);
     if (!status.ok()) return status;
     bucket.push_back(found);
     ++cache.compiles;
@@ -364,6 +391,10 @@ class TfaccelOpenvinoOp : public OpKernel {
   explicit TfaccelOpenvinoOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("model_key", &key_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("precision", &precision_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("streams", &streams_));
+    OP_REQUIRES(ctx, streams_ <= kMaxStreams,
+                errors::InvalidArgument(name(), ": streams is ", streams_, ", more than the ", kMaxStreams,
+                                        " execution streams a model can run with"));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("input_names", &input_names_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("Tout", &tout_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("output_shapes", &output_shapes_));
@@ -387,8 +418,8 @@ class TfaccelOpenvinoOp : public OpKernel {
       if (!compiled_ || xml.data() != seen_xml_ || xml.size() != held_xml_size_ ||
           weights.data() != seen_weights_ || weights.size() != held_weights_size_) {
         std::shared_ptr<Compiled> found = compiled_;
-        if (!found || !found->Matches(precision_, View(xml), View(weights))) {
-          OP_REQUIRES_OK(ctx, GetCompiled(key_, precision_, xml, weights, false, &found));
+        if (!found || !found->Matches(precision_, streams_, View(xml), View(weights))) {
+          OP_REQUIRES_OK(ctx, GetCompiled(key_, precision_, streams_, xml, weights, false, &found));
           OP_REQUIRES_OK(ctx, CheckOutputs(*found));
         }
         compiled_ = std::move(found);
@@ -503,6 +534,7 @@ class TfaccelOpenvinoOp : public OpKernel {
 
   std::string key_;
   std::string precision_;
+  int64_t streams_ = 1;
   std::vector<std::string> input_names_;
   DataTypeVector tout_;
   std::vector<PartialTensorShape> output_shapes_;
@@ -521,6 +553,10 @@ class TfaccelOpenvinoCompileOp : public OpKernel {
   explicit TfaccelOpenvinoCompileOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("model_key", &key_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("precision", &precision_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("streams", &streams_));
+    OP_REQUIRES(ctx, streams_ <= kMaxStreams,
+                errors::InvalidArgument(name(), ": streams is ", streams_, ", more than the ", kMaxStreams,
+                                        " execution streams a model can run with"));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -529,13 +565,14 @@ class TfaccelOpenvinoCompileOp : public OpKernel {
     OP_REQUIRES(ctx, xml.dims() == 0 && weights.dims() == 0,
                 errors::InvalidArgument(name(), ": model_xml and model_weights must be scalars"));
     std::shared_ptr<Compiled> compiled;
-    OP_REQUIRES_OK(ctx, GetCompiled(key_, precision_, xml.scalar<tstring>()(), weights.scalar<tstring>()(),
-                                    true, &compiled));
+    OP_REQUIRES_OK(ctx, GetCompiled(key_, precision_, streams_, xml.scalar<tstring>()(),
+                                    weights.scalar<tstring>()(), true, &compiled));
   }
 
  private:
   std::string key_;
   std::string precision_;
+  int64_t streams_ = 1;
 };
 
 REGISTER_KERNEL_BUILDER(Name("TfaccelOpenvinoCompile").Device(::tensorflow::DEVICE_CPU),
