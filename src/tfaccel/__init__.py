@@ -54,6 +54,7 @@ if os.environ.get(_DEFER_OP_LIBRARY) != "1":
 if TYPE_CHECKING:
     from tfaccel.compiler.analyze import analyze_model
     from tfaccel.compiler.pipeline import trace
+    from tfaccel.multicore import auto_multicore
     from tfaccel.runtime.export import load
     from tfaccel.runtime.metadata import load_report
     from tfaccel.runtime.model import TracedModel
@@ -69,6 +70,10 @@ def __getattr__(name: str) -> Any:
         from tfaccel.compiler.analyze import analyze_model
 
         return analyze_model
+    if name == "auto_multicore":
+        from tfaccel.multicore import auto_multicore
+
+        return auto_multicore
     if name == "load":
         from tfaccel.runtime.export import load
 
@@ -103,6 +108,7 @@ __all__ = [
     "TracedModel",
     "__version__",
     "analyze_model",
+    "auto_multicore",
     "load",
     "load_report",
     "saved_model",

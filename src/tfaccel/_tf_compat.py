@@ -26,6 +26,7 @@ __all__ = [
     "is_stateful_op",
     "registered_kernels",
     "run_grappler",
+    "write_fingerprint",
 ]
 
 
@@ -140,3 +141,12 @@ def register_functions(functions: Sequence[function_pb2.FunctionDef]) -> None:
     ctx = context.context()
     for function in functions:
         ctx.add_function_def(function)
+
+
+def write_fingerprint(saved_model_dir: str) -> None:
+    """Write the SavedModel's ``fingerprint.pb`` afresh from its files: it hashes ``saved_model.pb``, so an
+    edited copy (:func:`tfaccel.auto_multicore`) needs its own, or it would pass for the model it came from.
+    """
+    from tensorflow.python.saved_model import fingerprinting_utils
+
+    fingerprinting_utils.write_fingerprint(saved_model_dir)

@@ -12,8 +12,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
@@ -24,7 +24,7 @@ from tfaccel.runtime.metadata import FORMAT, METADATA_FILE, fspath
 if TYPE_CHECKING:  # only read here: the model module imports this one
     from tfaccel.runtime.model import Executable
 
-__all__ = ["save", "write_metadata", "write_saved_model"]
+__all__ = ["save", "write_metadata", "write_metadata_record", "write_saved_model"]
 
 
 #: what a save writes, so what it replaces in an existing SavedModel directory (anything else there, e.g. a
@@ -142,18 +142,26 @@ def write_metadata(path: str, executable: Executable) -> None:
     final: their digests are recorded, see :func:`.export.verify_files`).
     """
     meta = {
-        "format": FORMAT,
         "layout": executable.layout.to_json(),
         "output_names": list(executable.output_names),
         "report": executable.report.to_json(),
         "dynamic_batch": executable.batch_plan.dynamic_batch,
         "batch_plan": executable.batch_plan.to_json(),
-        "sha256": _digests(path),
     }
+    write_metadata_record(path, meta)
+
+
+def write_metadata_record(path: str, meta: Mapping[str, Any]) -> None:
+    """Write ``meta`` as the ``assets.extra/tfaccel.json`` of the SavedModel at ``path``, in this format and
+    with the digests of its files as they are now (final: a later change to them fails the load). Also
+    for a rewritten copy of a saved model (:func:`tfaccel.auto_multicore`), whose edited files need their
+    own digests.
+    """
+    record = {**meta, "format": FORMAT, "sha256": _digests(path)}
     target = os.path.join(path, METADATA_FILE)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with open(target, "w", encoding="utf-8") as handle:
-        json.dump(meta, handle, indent=1, sort_keys=True)
+        json.dump(record, handle, indent=1, sort_keys=True)
 
 
 def _digests(path: str) -> dict[str, str]:
