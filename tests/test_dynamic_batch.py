@@ -62,10 +62,10 @@ def test_any_batch_size_equals_the_original(traced, n):
         assert_close(got[key], expected[key])
 
 
-def test_inputs_with_different_batch_sizes_are_invalid_argument(traced):
+def test_inputs_with_different_batch_sizes_are_a_value_error_naming_both(traced):
     _, fast = traced
     with pytest.raises(
-        tf.errors.InvalidArgumentError, match=r"input 'b' has shape \[2, 6\] and input 'a' has shape \[3, 6\]"
+        tfaccel.InputValueError, match=r"input 'b' has shape \[2, 6\] and input 'a' has shape \[3, 6\]"
     ):
         fast([tf.ones([3, 6]), tf.ones([2, 6])])
 
@@ -73,17 +73,17 @@ def test_inputs_with_different_batch_sizes_are_invalid_argument(traced):
 def test_other_dimensions_must_match_the_trace(traced):
     _, fast = traced
     with pytest.raises(
-        tf.errors.InvalidArgumentError,
+        tfaccel.InputValueError,
         match=r"input 'a' .* has shape \[3, 7\] but the model was traced for \[4, 6\]",
     ):
         fast([tf.ones([3, 7]), tf.ones([3, 6])])
 
 
-def test_without_the_flag_another_batch_is_an_error_naming_the_flag():
+def test_without_the_flag_a_model_whose_batch_propagates_takes_any_batch_too():
     model = two_input_model()
-    fixed = tfaccel.trace(model, batch(B))
-    with pytest.raises(ValueError, match=r"traced for \[4, 6\].*--dynamic-batch-size"):
-        fixed(batch(B + 1))
+    automatic = tfaccel.trace(model, batch(B))  # issue 15: as in the reference
+    assert automatic.tfaccel_executable.batch_plan.any_batch
+    assert_close(automatic(batch(B + 1))["score"], model(batch(B + 1))["score"])
 
 
 def test_flag_refuses_outputs_without_the_batch_dimension():

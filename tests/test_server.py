@@ -378,7 +378,6 @@ def test_errors_get_tf_servings_codes(server: Server) -> None:
             "expects float32 numbers, but the JSON holds strings",
         ),
         ("POST", "/v1/models/xla:predict", {"instances": [[1.0] * 5] * 2}, 400, "does not fit"),
-        ("POST", "/v1/models/ov:predict", {"instances": [[1.0] * 6]}, 400, "[1,6]"),  # traced at batch 2
         ("POST", "/v1/models/xla:predict", {"rows": []}, 400, "Missing 'inputs' or 'instances' key"),
         ("POST", "/v1/models/xla:predict", {"inputs": {"z": [1]}}, 400, "input size does not match"),
         ("POST", "/v1/models/nope:predict", good, 404, "Servable not found for request: Latest(nope)"),
@@ -407,6 +406,19 @@ def test_errors_get_tf_servings_codes(server: Server) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             server.predict(args.pop("model"), args.pop("x"), **args)
         assert caught.value.code() == code, (kwargs, caught.value.details())
+
+
+@pytest.mark.parametrize("model", ["xla", "ov"])
+def test_a_model_traced_at_batch_two_serves_any_number_of_instances(
+    server: Server, repo: Path, model: str
+) -> None:
+    """Issue 15: the batch propagates, so the traced model takes any batch, as the reference's does."""
+    for rows in (1, 3):
+        x = np.random.default_rng(rows).random((rows, 6), dtype=np.float32)
+        status, body = server.rest("POST", f"/v1/models/{model}:predict", {"instances": x.tolist()})
+        assert status == 200, body
+        got = np.array([r["y"] for r in body["predictions"]], np.float32)
+        assert_close(got, _reference(repo, "plain", x)["y"])
 
 
 def test_large_messages_and_nan(server: Server) -> None:

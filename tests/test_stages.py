@@ -24,7 +24,7 @@ from tfaccel.compiler.capture import CapturedFunction, FrozenFunction
 from tfaccel.compiler.opclasses import STRUCTURAL_OPS
 from tfaccel.compiler.options import resolve_options
 from tfaccel.compiler.package import Packaged
-from tfaccel.compiler.pipeline import STAGES, run_stages
+from tfaccel.compiler.pipeline import STAGES, run_stages, stages_through
 from tfaccel.compiler.run import NoteKind, TraceRun
 from tfaccel.errors import PartitionError, TraceError
 from tfaccel.runtime.batching import BatchMode
@@ -32,7 +32,7 @@ from tfaccel.runtime.batching import BatchMode
 W = tf.constant(np.random.default_rng(0).standard_normal((4, 4)), tf.float32)
 X = tf.constant(np.random.default_rng(1).uniform(size=(2, 4)), tf.float32)
 STAGE = {stage.name: stage for stage in STAGES}
-UP_TO_PARTITION = STAGES[:4]
+UP_TO_PARTITION = stages_through("partition")
 
 
 def start(func: Any, example: Any, backend: str, callback: Any = None, **options: Any) -> TraceRun:
@@ -208,13 +208,21 @@ CASES = {
         {"UNSUPPORTED": ["EuclideanNorm"]},
         callback=lambda node: True,
     ),
-    # min_segment_size=2 (the default): Mul+AddV2 (2 ops) stays a subgraph; Tanh with the uncounted
-    # Identity is 1 op and no compute-heavy op, so both go back to TF
+    # min_segment_size=1 (the default, the reference's): every stretch is compiled, even Tanh alone
+    "min-size-default-keeps-one-op-xla": Case(
+        small_halves,
+        "xla",
+        {"tfaccel_sg_0": ["AddV2", "Mul"], "tfaccel_sg_1": ["Identity", "Tanh"]},
+        {"DTYPE": ["AsString", "StringToNumber"]},
+    ),
+    # min_segment_size=2: Mul+AddV2 (2 ops) stays a subgraph; Tanh with the uncounted Identity is 1 op and
+    # no compute-heavy op, so both go back to TF
     "min-size-drops-one-xla": Case(
         small_halves,
         "xla",
         {"tfaccel_sg_0": ["AddV2", "Mul"]},
         {"DTYPE": ["AsString", "StringToNumber"], "SMALL_SUBGRAPH": ["Identity", "Tanh"]},
+        options={"min_segment_size": 2},
     ),
     # min_segment_size=3: the 2-op subgraph goes too, and nothing is compiled
     "min-size-drops-both-xla": Case(
@@ -274,15 +282,12 @@ CASES = {
         },
         callback=lambda node: node.op != "TensorListStack",
     ),
-    # OpenVINO holds no variant: the list ops stay on TF, and x * 2, alone, is below the minimum size
+    # OpenVINO holds no variant: the list ops stay on TF; x * 2 alone is its own subgraph (minimum size 1)
     "tensor-list-openvino": Case(
         tensor_list,
         "openvino",
-        {"tfaccel_sg_0": ["AddV2", "Identity", "Sum"]},
-        {
-            "DTYPE": ["TensorListReserve", "TensorListSetItem", "TensorListSetItem", "TensorListStack"],
-            "SMALL_SUBGRAPH": ["Mul"],
-        },
+        {"tfaccel_sg_0": ["Mul"], "tfaccel_sg_1": ["AddV2", "Identity", "Sum"]},
+        {"DTYPE": ["TensorListReserve", "TensorListSetItem", "TensorListSetItem", "TensorListStack"]},
     ),
 }
 
@@ -322,13 +327,14 @@ def test_each_stage_gives_its_artefact_with_its_key_property():
         artefact = run_stages(run, (stage,), artefact)
         assert isinstance(artefact, stage.gives), stage.name
         seen[stage.name] = artefact
-        if stage.name in ("measure", "split", "verify"):
+        if stage.name in ("batch", "measure", "split", "verify"):
             # static placement, one core, a cycle-free graph: nothing to change, the artefact passes through
             assert artefact is before, stage.name
 
     frozen: FrozenFunction = seen["capture"]
     assert [(s.dtype, s.shape) for s in frozen.layout.specs] == [("float32", (2, 4))]
-    assert run.batch_plan.mode is BatchMode.FIXED  # no batch option: traced as is
+    assert run.batch_plan.mode is BatchMode.FIXED  # a norm over the batch: it does not propagate
+    assert "has shape [1, 4] when traced for any batch" in run.batch_plan.why, run.batch_plan
 
     captured: CapturedFunction = seen["optimize"]
     assert [captured.graph[n].op for n in captured.graph.inputs] == ["Placeholder"]
@@ -366,7 +372,7 @@ def placed_run():
     """A run of string_diamond on xla up to place, and its Placed (two subgraphs around a string stretch)."""
     run = start(string_diamond, X, "xla")
     run.check_stages = True  # as conftest's TFACCEL_CHECK_STAGES=1 sets it, whatever the environment says
-    return run, run_stages(run, STAGES[:3])
+    return run, run_stages(run, stages_through("place"))
 
 
 def _partition_then(edit):

@@ -70,11 +70,11 @@ def trace(args: argparse.Namespace) -> int:
         diff = _max_abs_diff(expected[name], got[name])
         print(f"output {name!r}: max |traced - original| = {diff:.3g} on the example inputs")
     fixed = [k for k, s in sig.inputs.items() if s.shape.rank and s.shape[0] is None]
-    if fixed and not traced.tfaccel_executable.batch_plan.any_batch:
+    plan = traced.tfaccel_executable.batch_plan
+    if fixed and not plan.any_batch:
         batch = examples[fixed[0]].shape[0]
         print(
-            f"note: the source accepts any batch size; the traced model accepts batch {batch} only "
-            '(trace with --flags "--dynamic-batch-size" to keep any batch)'
+            f"note: the source accepts any batch size; the traced model takes batch {batch} only: {plan.why}"
         )
     print(f"wrote {args.dst}")
     return 0

@@ -14,7 +14,7 @@ from typing import Any
 
 from tfaccel.compiler.artefacts import Placed
 from tfaccel.compiler.options import resolve_options
-from tfaccel.compiler.pipeline import STAGES, run_stages
+from tfaccel.compiler.pipeline import run_stages, stages_through
 from tfaccel.compiler.run import TraceRun
 
 __all__ = ["analyze_model", "render"]
@@ -43,7 +43,7 @@ def analyze_model(
         print(results["percent_supported"], results["unsupported_operators"])
     """
     run = TraceRun.start(func, example_inputs, resolve_options(options))
-    placed: Placed = run_stages(run, STAGES[:3])  # capture -> optimize -> place, as trace runs them
+    placed: Placed = run_stages(run, stages_through("batch"))  # as trace runs them
     graph, decisions, backends = placed.captured.graph, placed.decisions, run.backends
     counted = [node for node in graph if node.counted]
     operator_count = Counter(node.op for node in counted)

@@ -27,7 +27,15 @@ from tfaccel.compiler.ir import Graph, Node, TensorInfo, TensorRef
 from tfaccel.compiler.precision import cast_matmuls_to_bfloat16, count_bfloat16_compute
 from tfaccel.errors import CaptureError, CaptureTypeError, CaptureValueError, TraceError
 
-__all__ = ["CapturedFunction", "FrozenFunction", "capture", "freeze", "is_keras_model", "optimize"]
+__all__ = [
+    "CapturedFunction",
+    "FrozenFunction",
+    "call_as_traced",
+    "capture",
+    "freeze",
+    "is_keras_model",
+    "optimize",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -108,15 +116,9 @@ def freeze(
         )
     layout = _layout_of(func, Examples.of(example_inputs))
     _check_binds(func, layout)
-    keras_model = is_keras_model(func)
 
     def flat_fn(*tensors: tf.Tensor) -> Any:
-        args, kwargs = layout.pack(tensors)
-        if keras_model:
-            if layout.convention is Convention.DICT:  # a Keras model takes its dict as one argument
-                args, kwargs = (kwargs,), {}
-            kwargs["training"] = False
-        return func(*args, **kwargs)
+        return call_as_traced(func, layout, tensors)
 
     specs = [s.tensor_spec(dynamic_batch=unknown_batch) for s in layout.specs]
     traced = tf.function(flat_fn, input_signature=specs, autograph=True)
@@ -162,6 +164,16 @@ def freeze(
         tuple(output_names),
         weights,
     )
+
+
+def call_as_traced(func: Callable[..., Any], layout: InputLayout, tensors: Sequence[Any]) -> Any:
+    """``func`` called on flat ``tensors`` the way ``trace`` calls it (a Keras model for inference)."""
+    args, kwargs = layout.pack(tensors)
+    if is_keras_model(func):
+        if layout.convention is Convention.DICT:  # a Keras model takes its dict as one argument
+            args, kwargs = (kwargs,), {}
+        kwargs["training"] = False
+    return func(*args, **kwargs)
 
 
 def optimize(

@@ -8,6 +8,7 @@ the runtime, the save format and the CLI read the :class:`~tfaccel.runtime.batch
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -15,14 +16,20 @@ from typing import Any
 import tensorflow as tf
 
 from tfaccel.backends.base import Backend
-from tfaccel.compiler.capture import CapturedFunction, FrozenFunction, freeze, optimize
+from tfaccel.compiler.artefacts import Placed
+from tfaccel.compiler.batch_analysis import common_batch, rows_independent
+from tfaccel.compiler.capture import CapturedFunction, FrozenFunction, call_as_traced, freeze, optimize
 from tfaccel.compiler.examples import InputLayout, InputSpec
 from tfaccel.compiler.options import TraceOptions
+from tfaccel.compiler.place import place_stage
+from tfaccel.compiler.placement import Reason
 from tfaccel.compiler.run import NoteKind, TraceRun
 from tfaccel.errors import OptionsError, TraceError
 from tfaccel.runtime.batching import BatchMode, BatchPlan
 
-__all__ = ["capture_settings", "capture_stage", "optimize_stage"]
+__all__ = ["batch_stage", "capture_settings", "capture_stage", "optimize_stage"]
+
+logger = logging.getLogger(__name__)
 
 
 def capture_settings(backends: Sequence[Backend], opts: TraceOptions) -> dict[str, Any]:
@@ -64,12 +71,51 @@ def capture_stage(run: TraceRun, _: None = None) -> FrozenFunction:
         batch = batch_size_of(frozen)
         run.batch_plan = BatchPlan(BatchMode.CHUNKED, batch, batch, any_batch=True, why=why)
         return frozen
-    frozen = freeze(run.func, run.examples, extract_weights=extract)
     if opts.dynamic_batch_size:
+        frozen = freeze(run.func, run.examples, extract_weights=extract)
         batch = batch_size_of(frozen)
-        why = f"{run.backends[0].name} compiles static shapes only: any batch runs as chunks of {batch}"
-        run.batch_plan = BatchPlan(BatchMode.CHUNKED, batch, batch, any_batch=True, why=why)
+        run.batch_plan = BatchPlan(BatchMode.CHUNKED, batch, batch, any_batch=True, why=_static(run, batch))
+        return frozen
+    return _capture_automatic(run, extract)
+
+
+def _capture_automatic(run: TraceRun, extract: bool) -> FrozenFunction:
+    """Without ``--dynamic-batch-size``: any batch when the batch propagates, as in the reference.
+
+    The model is traced for an unknown batch and checked (:mod:`tfaccel.compiler.batch_analysis`). When the
+    batch propagates, a backend that compiles dynamic dims takes that graph (one call for any batch) and
+    one that does not runs chunks of the traced batch; when it does not, the model keeps the traced batch
+    and the plan says why (the report shows it), naming the input, output or node.
+    """
+    try:
+        any_batch: FrozenFunction | None = freeze(
+            run.func, run.examples, extract_weights=extract, unknown_batch=True
+        )
+    except TraceError as err:
+        any_batch, why = None, f"the model cannot be traced for an unknown batch size ({err})"
+    batch = None
+    if any_batch is not None:
+        batch, why = common_batch(any_batch.layout)
+        if batch is not None:
+            layout = any_batch.layout
+            inputs = run.examples.tensors(layout)
+            why = rows_independent(
+                any_batch, lambda flat: tf.nest.flatten(call_as_traced(run.func, layout, flat)), inputs
+            )
+    if any_batch is not None and batch is not None and not why and run.backends[0].dynamic_shapes:
+        run.batch_plan = BatchPlan(BatchMode.ANY, batch, batch, any_batch=True)
+        return any_batch
+    frozen = freeze(run.func, run.examples, extract_weights=extract)
+    if batch is not None and not why:
+        run.batch_plan = BatchPlan(BatchMode.CHUNKED, batch, batch, any_batch=True, why=_static(run, batch))
+    else:
+        logger.info("the traced model takes its traced batch only: %s", why)
+        run.batch_plan = BatchPlan(BatchMode.FIXED, batch, why=why)
     return frozen
+
+
+def _static(run: TraceRun, batch: int) -> str:
+    return f"{run.backends[0].name} compiles static shapes only: any batch runs as chunks of {batch}"
 
 
 def optimize_stage(run: TraceRun, frozen: FrozenFunction) -> CapturedFunction:
@@ -146,3 +192,42 @@ def with_batch(captured: FrozenFunction, batch: int) -> FrozenFunction:
     for spec in layout.specs:
         specs.append(InputSpec(spec.name, spec.dtype, (batch, *spec.shape[1:])))
     return replace(captured, layout=replace(layout, specs=tuple(specs)))
+
+
+def batch_stage(run: TraceRun, placed: Placed) -> Placed:
+    """Keep one graph for any batch only when it costs no compiled node.
+
+    A backend that compiles static shapes only (xla) cannot take the nodes of a graph traced for an unknown
+    batch; where the dynamic backend refused a node that such a backend would have taken, the graph traced
+    for any batch would leave it on TF. Then the model is traced again at its batch and runs chunks of it
+    (the plan says which node decided it), so that no subgraph is lost to the batch.
+    """
+    plan = run.batch_plan
+    if plan.mode is not BatchMode.ANY:
+        return placed
+    captured = placed.captured
+    lost: list[tuple[str, str]] = []  # (node, backend)
+    for backend in run.backends:
+        if backend.dynamic_shapes:
+            continue
+        query = backend.support_for(captured.graph, captured.graph_def)
+        for name, decision in placed.takes[backend.name].items():
+            node = captured.graph[name]
+            if (
+                decision.reason is Reason.UNKNOWN_SHAPE
+                and not placed.decisions[name].accelerated
+                and query.supports(node)[0]
+                and query.avoids(node) is None
+            ):
+                lost.append((name, backend.name))
+    if not lost:
+        return placed
+    assert plan.batch is not None  # an ANY plan names its batch
+    (name, static), *_ = lost
+    frozen = freeze(run.func, run.examples, extract_weights=run.options.extract_weights)
+    why = (
+        f"{placed.decisions[name].op} node {name!r} needs {static}, which compiles static shapes only: "
+        f"any batch runs as chunks of {plan.batch}"
+    )
+    run.batch_plan = replace(plan, mode=BatchMode.CHUNKED, why=why)
+    return place_stage(run, optimize_stage(run, frozen))

@@ -67,6 +67,7 @@ def build_report(run: TraceRun, assembled: Assembled) -> PlacementReport:
         placement=compiled.placement,
         measurements=list(compiled.measurements),
         profile_seconds=compiled.profile_seconds,
+        batch=run.batch_plan.describe(),
     )
 
 

@@ -1,7 +1,7 @@
 """``trace`` as a pipeline: named stages in order, each a function from one typed artefact to the next.
 
-    capture -> optimize -> place -> partition -> compile -> measure -> split -> assemble -> verify -> package
-    -> guard
+    capture -> optimize -> place -> batch -> partition -> compile -> measure -> split -> assemble -> verify
+    -> package -> guard
 
 Why data and not a function body: the stages read top to bottom in :data:`STAGES`, each stage module can be
 tested alone, and the things every stage needs done around it are done here once: progress of the run, the
@@ -23,7 +23,7 @@ from typing import Any
 from tfaccel.compiler.artefacts import Assembled, Compiled, Partitioned, Placed
 from tfaccel.compiler.capture import CapturedFunction, FrozenFunction
 from tfaccel.compiler.compilation import compile_stage, partition_stage, split_stage
-from tfaccel.compiler.frontend import capture_stage, optimize_stage
+from tfaccel.compiler.frontend import batch_stage, capture_stage, optimize_stage
 from tfaccel.compiler.guard import guard_stage
 from tfaccel.compiler.measure import measure_stage
 from tfaccel.compiler.options import resolve_options
@@ -37,7 +37,7 @@ from tfaccel.compiler.workdir import write_capture, write_workdir
 from tfaccel.errors import TraceError
 from tfaccel.runtime.model import TracedModel
 
-__all__ = ["STAGES", "Stage", "run_stages", "trace"]
+__all__ = ["STAGES", "Stage", "run_stages", "stages_through", "trace"]
 
 
 #: a condition returns the sentences it found violated (empty: it holds)
@@ -64,7 +64,7 @@ def _frozen_ok(run: TraceRun, frozen: FrozenFunction) -> list[str]:
         problems.append("the captured function has no inputs")
     if len(frozen.fetches) != len(frozen.output_names):
         problems.append(f"{len(frozen.fetches)} fetches for {len(frozen.output_names)} output names")
-    if run.batch_plan.any_batch != run.options.dynamic_batch_size:
+    if run.options.dynamic_batch_size and not run.batch_plan.any_batch:
         problems.append(f"batch plan {run.batch_plan} disagrees with --dynamic-batch-size")
     return problems
 
@@ -166,6 +166,7 @@ STAGES: tuple[Stage, ...] = (
         "optimize", optimize_stage, FrozenFunction, CapturedFunction, post=_captured_ok, dump=_dump_captured
     ),
     Stage("place", place_stage, CapturedFunction, Placed, post=_placed_ok),
+    Stage("batch", batch_stage, Placed, Placed, post=_placed_ok),
     Stage("partition", partition_stage, Placed, Partitioned, post=_partitioned_ok),
     Stage("compile", compile_stage, Partitioned, Compiled, post=_compiled_ok),
     Stage("measure", measure_stage, Compiled, Compiled, pre=_compiled_ok, post=_compiled_ok),
@@ -175,6 +176,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("package", package_stage, Assembled, Packaged, post=_packaged_ok),
     Stage("guard", guard_stage, Packaged, Packaged, post=_packaged_ok, dump=_dump_packaged),
 )
+
+
+def stages_through(name: str) -> tuple[Stage, ...]:
+    """The pipeline's stages from the first up to and including the one called ``name``."""
+    names = [stage.name for stage in STAGES]
+    return STAGES[: names.index(name) + 1]
 
 
 def run_stages(run: TraceRun, stages: tuple[Stage, ...] = STAGES, artefact: Any = None) -> Any:

@@ -135,6 +135,8 @@ class PlacementReport:
     profile_seconds: float | None = None  # trace time the measurements added
     #: ``--placement=profile``: the whole traced model timed against the original (the guard stage)
     guard: WholeModelCheck | None = None
+    #: which batch sizes the traced model takes, and why (:meth:`BatchPlan.describe`)
+    batch: str = ""
 
     @property
     def ratio(self) -> float:
@@ -153,6 +155,7 @@ class PlacementReport:
         placement: str,
         measurements: Iterable[Measurement] = (),
         profile_seconds: float | None = None,
+        batch: str = "",
     ) -> PlacementReport:
         """The report of a finished trace: ``decisions`` are the final ones (after fallbacks and
         measurement), ``counted`` says which nodes ``on_neuron_ratio`` counts.
@@ -174,6 +177,7 @@ class PlacementReport:
             placement=placement,
             measurements=tuple(measurements),
             profile_seconds=profile_seconds,
+            batch=batch,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -190,6 +194,7 @@ class PlacementReport:
             "measurements": [m.to_json() for m in self.measurements],
             "profile_seconds": self.profile_seconds,
             "guard": None if self.guard is None else self.guard.to_json(),
+            "batch": self.batch,
         }
 
     @classmethod
@@ -219,6 +224,7 @@ class PlacementReport:
             None
             if fields.get("guard") is None
             else WholeModelCheck.from_json(fields["guard"], "report.guard"),
+            text(fields.get("batch", ""), "report.batch"),
         )
 
     def why_low(self) -> str:
@@ -239,6 +245,8 @@ class PlacementReport:
         )
         if self.options:
             print_fn(f"  options: {self.options}")
+        if self.batch:
+            print_fn(f"  batch: {self.batch}")
         if self.subgraphs:
             print_fn(f"  {'subgraph':<22} {'backend':<8} {'ops':>5} {'inputs':>6} {'outputs':>7}  op types")
             for s in self.subgraphs:

@@ -1,4 +1,5 @@
-"""``--dynamic-batch-size``: run any batch size through a graph compiled for one.
+"""Any batch size through a graph compiled for one (automatic when the batch propagates, or forced by
+``--dynamic-batch-size``; :mod:`tfaccel.compiler.batch_analysis` decides).
 
 Why chunking instead of recompiling per size: the compiled subgraphs keep the exact shapes they were
 checked and measured with, a SavedModel serves any batch without compiling at request time, and the rule
@@ -34,7 +35,8 @@ class BatchMode(enum.Enum):
 @dataclass(frozen=True)
 class BatchPlan:
     """The one encoding of dynamic batch: decided once by the capture stage, read by the runtime (input
-    checks, the signature), the save format and the CLI. Nobody else looks at ``--dynamic-batch-size``.
+    checks, the signature), the save format and the CLI. Nobody else looks at ``--dynamic-batch-size``
+    or decides whether the batch propagates.
 
     ``batch`` is the batch the model was traced for; ``chunk`` the rows one compiled call runs (the traced
     batch when ``CHUNKED`` or ``ANY``, the micro-batch when ``PIPELINED``, None when ``FIXED``); ``stages``
@@ -53,6 +55,19 @@ class BatchPlan:
     def dynamic_batch(self) -> int | None:
         """The rows of one compiled call when any batch is accepted, else None (the saved field)."""
         return self.chunk if self.any_batch else None
+
+    def describe(self) -> str:
+        """The plan as the report says it, e.g. ``"any batch, in chunks of 4 rows (why)"``."""
+        if self.mode is BatchMode.ANY:
+            text = "any batch, in one call (dim 0 compiled as dynamic)"
+        elif self.mode is BatchMode.CHUNKED:
+            text = f"any batch, in chunks of {self.chunk} rows (the last one padded)"
+        elif self.mode is BatchMode.PIPELINED:
+            text = f"batch {self.batch} as micro-batches of {self.chunk}, {self.stages} in flight"
+            text += " (any batch)" if self.any_batch else ""
+        else:
+            text = "the traced batch only" if self.batch is None else f"batch {self.batch} only"
+        return f"{text}: {self.why}" if self.why else text
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,10 +149,7 @@ def same_batch(inputs: Sequence[tf.Tensor], names: Sequence[str]) -> tf.Tensor:
         tf.debugging.assert_equal(
             tf.shape(x, out_type=tf.int32)[0],
             n,
-            message=(
-                f"--dynamic-batch-size: input {name!r} must have the same batch size (dim 0) as input "
-                f"{names[0]!r}"
-            ),
+            message=(f"input {name!r} must have the same batch size (dim 0) as input {names[0]!r}"),
         )
         for name, x in zip(names[1:], inputs[1:], strict=True)
     ]

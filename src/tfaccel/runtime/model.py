@@ -90,10 +90,10 @@ def checked_inputs(flat: Sequence[tf.Tensor], layout: InputLayout, dynamic_batch
             tf.reduce_all(tf.equal(padded[first:], tf.constant(spec.shape[first:], tf.int32))),
         )
         remedy = (
-            "with --dynamic-batch-size only dim 0 (the batch) may differ"
+            "only dim 0 (the batch) may differ"
             if first
-            else "trace again with example inputs of this shape, or trace with --dynamic-batch-size to "
-            "accept any batch size (dim 0)"
+            else "it takes its traced batch only (its report says why): trace again with example inputs of "
+            "this shape"
         )
         check = tf.debugging.Assert(
             ok,
@@ -154,10 +154,8 @@ class Executable:
         first = tensors[0].shape
         for spec, tensor in zip(specs[1:], tensors[1:], strict=True):
             if first[0] is not None and tensor.shape[0] is not None and tensor.shape[0] != first[0]:
-                raise tf.errors.InvalidArgumentError(
-                    None,
-                    None,
-                    f"--dynamic-batch-size: input {spec.name!r} has shape {tensor.shape.as_list()} and input "
+                raise InputValueError(
+                    f"input {spec.name!r} has shape {tensor.shape.as_list()} and input "
                     f"{specs[0].name!r} has shape {first.as_list()}: all inputs must have the same batch "
                     "size (dim 0)",
                 )
@@ -190,16 +188,15 @@ class Executable:
         if self.batch_plan.any_batch:
             if tensor.shape.rank == expected.rank and expected[1:].is_compatible_with(tensor.shape[1:]):
                 return tensor
-            raise tf.errors.InvalidArgumentError(
-                None,
-                None,
+            raise InputValueError(
                 f"{where} has shape {tensor.shape.as_list()} but the model was traced for "
-                f"{list(spec.shape)}; with --dynamic-batch-size only dim 0 (the batch) may differ",
+                f"{list(spec.shape)}; only dim 0 (the batch) may differ"
             )
+        why = self.batch_plan.why
+        takes = f"it takes batch {spec.shape[0] if spec.shape else ''} only: {why}; " if why else ""
         raise InputValueError(
             f"{where} has shape {tensor.shape.as_list()} but the model was traced for {list(spec.shape)}; "
-            "trace again with example inputs of this shape, or trace with --dynamic-batch-size "
-            "(NEURON_CC_FLAGS) to accept any batch size (dim 0)"
+            f"{takes}trace again with example inputs of this shape"
         )
 
     # -- signature ---------------------------------------------------------------------------------------
