@@ -50,6 +50,36 @@ def test_bad_flags_name_the_flag_and_the_variable(env, message):
         resolve_options({}, {"NEURON_CC_FLAGS": env})
 
 
+@pytest.mark.parametrize("text", ["--extract-weights inf1.2xlarge", "--extract-weights=inf1.2xlarge"])
+def test_extract_weights_takes_the_references_instance_type_and_says_it_has_no_meaning(text):
+    opts = resolve_options({}, {"NEURON_CC_FLAGS": f"{text} --verbose=1"})
+    assert opts.extract_weights is True and opts.verbose == 1
+    (remark,) = opts.remarks
+    assert remark.startswith("NEURON_CC_FLAGS: --extract-weights inf1.2xlarge: the instance type")
+    assert "no meaning here" in remark
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("--extract-weights large", r"'large' is not a flag"),
+        ("--extract-weights=inf1", r"--extract-weights=inf1 is not a boolean"),
+        ("--dynamic-batch-size inf1.2xlarge", r"'inf1.2xlarge' is not a flag"),
+    ],
+)
+def test_other_tokens_after_a_switch_are_still_errors(text, message):
+    with pytest.raises(tfaccel.OptionsError, match=message):
+        resolve_options({}, {"NEURON_CC_FLAGS": text})
+
+
+def test_the_instance_type_remark_reaches_the_report(monkeypatch):
+    monkeypatch.setenv("NEURON_CC_FLAGS", "--extract-weights inf1.2xlarge")
+    traced = tfaccel.trace(lambda x: tf.matmul(x, W), tf.ones([2, 4]), backend="xla")
+    notes = [f for f in traced.placement_report.fallbacks if "inf1.2xlarge" in f]
+    assert notes and "no meaning here" in notes[0]
+    np.testing.assert_allclose(traced(tf.ones([2, 4])), tf.matmul(tf.ones([2, 4]), W), rtol=1e-5)
+
+
 def test_unknown_keyword_lists_the_accepted_ones():
     with pytest.raises(
         tfaccel.OptionsError, match=r"unknown option fast_math=; accepted keyword options: backend"

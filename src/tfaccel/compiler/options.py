@@ -9,6 +9,7 @@ came from so an error can say "NEURON_CC_FLAGS: --min-segment-size=0 must be a p
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -30,7 +31,8 @@ class TraceOptions:
     dynamic_batch_size: bool = False
     extract_weights: bool = False
     neuroncore_pipeline_cores: int = 1
-    min_segment_size: int = 2
+    #: the reference's default: a lone supported op is compiled (measurement may still keep it on TF)
+    min_segment_size: int = 1
     verbose: int = 0
     backend: str = "auto"
     fp32_cast: str = "none"
@@ -39,10 +41,13 @@ class TraceOptions:
     timing_cache: str | None = None
     #: where each non-default value came from, e.g. ``{"workdir": "NEURON_CC_FLAGS"}``
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    #: what parsing accepted but wants the user to know (the report shows them)
+    remarks: tuple[str, ...] = field(default=(), compare=False)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["sources"] = dict(self.sources)
+        data["remarks"] = list(self.remarks)
         return data
 
     def flag_text(self) -> str:
@@ -67,6 +72,8 @@ class _Flag:
     help: str
     default: Any = None
     check: Callable[[Any], str | None] | None = None  # returns an error message, or None
+    #: a switch the reference also spells with an instance type after it (``--extract-weights inf1.2xlarge``)
+    takes_instance_type: bool = False
 
     def accepted(self) -> str:
         if self.kind is bool:
@@ -110,7 +117,12 @@ FLAGS: dict[str, _Flag] = {
         _Flag("workdir", "workdir", str, "keep every artifact of the trace in this directory"),
         _Flag("dynamic-batch-size", "dynamic_batch_size", bool, "allow any batch size (dim 0)", False),
         _Flag(
-            "extract-weights", "extract_weights", bool, "keep weights as variables, not in the graph", False
+            "extract-weights",
+            "extract_weights",
+            bool,
+            "keep weights as variables, not in the graph",
+            False,
+            takes_instance_type=True,
         ),
         _Flag(
             "neuroncore-pipeline-cores",
@@ -120,7 +132,7 @@ FLAGS: dict[str, _Flag] = {
             1,
             _positive,
         ),
-        _Flag("min-segment-size", "min_segment_size", int, "smallest subgraph worth compiling", 2, _positive),
+        _Flag("min-segment-size", "min_segment_size", int, "smallest subgraph worth compiling", 1, _positive),
         _Flag("verbose", "verbose", int, "0 quiet, 1 print the placement summary", 0, _non_negative),
         _Flag(
             "backend",
@@ -151,14 +163,19 @@ FLAGS: dict[str, _Flag] = {
 }
 _BY_ATTR = {spec.attr: spec for spec in FLAGS.values()}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+#: an instance type as the reference's flags name one (``inf1.2xlarge``, ``inf2.xlarge``, ``trn1.32xlarge``)
+_INSTANCE_TYPE = re.compile(r"(inf|trn)[0-9]+[a-z]*\.[0-9]*x?large")
 
 
 def _accepted_list() -> str:
     return ", ".join(spec.accepted() for spec in FLAGS.values())
 
 
-def parse_flags(text: str, source: str) -> dict[str, Any]:
-    """Parse shell-style flags (``--a=1 --b 2 --c``) into ``{attr: value}``; errors name ``source``."""
+def parse_flags(text: str, source: str, remarks: list[str] | None = None) -> dict[str, Any]:
+    """Parse shell-style flags (``--a=1 --b 2 --c``) into ``{attr: value}``; errors name ``source``.
+
+    What is accepted only for the reference's sake is appended to ``remarks`` (for the report).
+    """
     try:
         tokens = shlex.split(text)
     except ValueError as err:
@@ -178,7 +195,15 @@ def parse_flags(text: str, source: str) -> dict[str, Any]:
             raise OptionsError(f"{source}: unknown flag --{name}. Accepted: {_accepted_list()}")
         if spec.kind is bool:
             value: Any = True
-            if has_value:
+            instance = raw if has_value else tokens[i] if i < len(tokens) else ""
+            if spec.takes_instance_type and _INSTANCE_TYPE.fullmatch(instance):
+                i += 0 if has_value else 1
+                if remarks is not None:
+                    remarks.append(
+                        f"{source}: --{name} {instance}: the instance type the reference compiles for has no "
+                        "meaning here (tfaccel compiles for this machine's CPU); it is ignored"
+                    )
+            elif has_value:
                 value = _parse_bool(raw, spec, source)
         else:
             if not has_value:
@@ -231,8 +256,9 @@ def resolve_options(keywords: Mapping[str, Any], environ: Mapping[str, str] | No
     env = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    remarks: list[str] = []
     for var in ENV_VARS:
-        for attr, value in parse_flags(env.get(var, ""), var).items():
+        for attr, value in parse_flags(env.get(var, ""), var, remarks).items():
             merged[attr], sources[attr] = value, var
     for key, raw in keywords.items():
         spec = _BY_ATTR.get(key)
@@ -244,4 +270,6 @@ def resolve_options(keywords: Mapping[str, Any], environ: Mapping[str, str] | No
             continue
         merged[key], sources[key] = _convert(raw, spec, f"trace({key}=...)"), "keyword"
     names = {f.name for f in fields(TraceOptions)} - {"sources"}
-    return TraceOptions(**{k: v for k, v in merged.items() if k in names}, sources=sources)
+    return TraceOptions(
+        **{k: v for k, v in merged.items() if k in names}, sources=sources, remarks=tuple(remarks)
+    )

@@ -39,6 +39,7 @@ CHECK_STAGES_ENV = "TFACCEL_CHECK_STAGES"
 class NoteKind(enum.Enum):
     """What a note is about; the report lists notes in this order, then in the order they were made."""
 
+    OPTIONS = "options"  # a flag was accepted for the reference's sake but means nothing here
     BACKEND = "backend"  # a candidate backend cannot do what was asked on this machine
     BATCH = "dynamic batch fallback"  # --dynamic-batch-size could not trace one graph for any batch
     PLACEMENT = "placement fallback"  # --placement=profile did not measure
@@ -96,6 +97,8 @@ class TraceRun:
             user_callback=subgraph_builder_function,
             check_stages=check,
         )
+        for sentence in options.remarks:
+            run.note(NoteKind.OPTIONS, sentence)
         for sentence in left_out:
             run.note(NoteKind.BACKEND, sentence)
         return run
