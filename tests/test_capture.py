@@ -134,7 +134,7 @@ def test_mixed_positional_and_keyword_is_a_type_error():
     [
         ((tf.ones([1]), 3.0), r"example_inputs\[1\] must be a tf.Tensor or a numpy array, got float"),
         ({"a": "text"}, r"example_inputs\['a'\] must be a tf.Tensor or a numpy array, got str"),
-        ([tf.ones([1]), [tf.ones([1])]], r"example_inputs\[1\] .* got list \(nested structures"),
+        ([tf.ones([1]), [tf.ones([1]), None]], r"example_inputs\[1\]\[1\] must be a tf.Tensor.*NoneType"),
         (None, r"example_inputs must be a tf.Tensor or a numpy array, got NoneType"),
     ],
 )

@@ -1,7 +1,8 @@
 """Capture: ``func`` + ``example_inputs`` -> a frozen, grappler-optimized GraphDef and its IR.
 
 The calling convention is the reference API's: a Tensor or a list is passed as one argument (``func(x)``),
-a tuple is spread (``func(*x)``), a dict is passed as keywords (``func(**x)``). Whatever the convention,
+a tuple is spread (``func(*x)``), a dict is passed as keywords (``func(**x)``), with any nesting of lists,
+tuples and dicts inside (``func([a, b], c)``). Whatever the structure,
 the graph is traced from one flat list of input tensors; :class:`InputLayout` remembers how to rebuild
 the user's structure from it, so the traced model can be called exactly like the original.
 """
@@ -22,7 +23,7 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
 from tfaccel import _tf_compat
-from tfaccel.compiler.examples import Convention, Examples, InputLayout, InputSpec
+from tfaccel.compiler.examples import Convention, Examples, InputLayout, InputSpec, Tree
 from tfaccel.compiler.ir import Graph, Node, TensorInfo, TensorRef
 from tfaccel.compiler.precision import cast_matmuls_to_bfloat16, count_bfloat16_compute
 from tfaccel.errors import CaptureError, CaptureTypeError, CaptureValueError, TraceError
@@ -368,32 +369,42 @@ def _check_protobuf_limit(concrete: Any) -> None:
 
 
 def _layout_of(func: Callable[..., Any], examples: Examples) -> InputLayout:
-    convention, keys, leaves = examples.convention, list(examples.keys), examples.leaves
-    if convention is Convention.DICT:
-        for key in keys:
-            if not isinstance(key, str):
-                raise CaptureTypeError(
-                    f"example_inputs is a dict, so it is passed as func(**example_inputs); its keys must "
-                    f"be strings, got {key!r} ({type(key).__name__})"
-                )
-    wheres = examples.paths
-    if convention is Convention.TUPLE and any(isinstance(leaf, Mapping) for leaf in leaves):
-        raise CaptureTypeError(
-            "example_inputs mixes positional and keyword arguments (a tuple holding a dict); like the "
-            "reference API, trace supports one style: pass a tuple (func(*x)) or a dict (func(**x))"
-        )
+    """The layout of ``examples`` for ``func``: the structure, each leaf's name, dtype and shape."""
+    tree, leaves = examples.tree, examples.leaves
+    _check_not_mixed(func, tree)
     if not leaves:
+        empty = f"is an empty {examples.container}"
+        what = empty if not tree.children else f"{tree.describe()} holds no tensor"
         raise CaptureValueError(
-            f"example_inputs is an empty {examples.container}: trace needs at least one example "
+            f"example_inputs {what}: trace needs at least one example "
             "tensor (a function without inputs has nothing to accelerate)"
         )
-    tensors = [_as_tensor(leaf, where) for leaf, where in zip(leaves, wheres, strict=True)]
-    names = _input_names(func, convention, keys, len(tensors))
+    tensors = [_as_tensor(leaf, where) for leaf, where in zip(leaves, examples.paths, strict=True)]
+    names = _input_names(func, tree)
     specs = tuple(
         InputSpec(name, t.dtype.name, tuple(int(d) for d in t.shape))
         for name, t in zip(names, tensors, strict=True)
     )
-    return InputLayout(convention, specs, tuple(keys))
+    return InputLayout(tree.kind, specs, tree.keys, tree)
+
+
+def _check_not_mixed(func: Callable[..., Any], tree: Tree) -> None:
+    """Refuse a tuple holding a dict keyed by ``func``'s parameter names: keywords after positional
+    arguments, which the reference does not support either.
+
+    Why only then: a dict inside the tuple is otherwise a nested input like any other, passed as one
+    positional argument (``f(x, {"ids": ids})``); keyed by parameter names it was meant as keywords.
+    """
+    if tree.kind is not Convention.TUPLE:
+        return
+    params = _parameter_names(func)
+    for i, child in enumerate(tree.children):
+        if child.kind is Convention.DICT and child.keys and set(child.keys) <= params:
+            raise CaptureTypeError(
+                f"example_inputs mixes positional and keyword arguments (a tuple holding a dict, "
+                f"example_inputs[{i}], whose keys {list(child.keys)} name parameters of func); like the "
+                "reference API, trace supports one style: pass a tuple (func(*x)) or a dict (func(**x))"
+            )
 
 
 def _as_tensor(leaf: Any, where: str) -> tf.Tensor:
@@ -408,14 +419,7 @@ def _as_tensor(leaf: Any, where: str) -> tf.Tensor:
                 "pass numbers, booleans or strings (e.g. x.astype(np.float32))"
             ) from err
     else:
-        hint = (
-            " (nested structures are not supported: pass one flat tuple, list or dict of tensors)"
-            if isinstance(leaf, (list, tuple, Mapping))
-            else ""
-        )
-        raise CaptureTypeError(
-            f"{where} must be a tf.Tensor or a numpy array, got {type(leaf).__name__}{hint}"
-        )
+        raise CaptureTypeError(f"{where} must be a tf.Tensor or a numpy array, got {type(leaf).__name__}")
     if tensor.dtype in (tf.resource, tf.variant):
         raise CaptureTypeError(f"{where} has dtype {tensor.dtype.name}, which cannot be a model input")
     if not tensor.shape.is_fully_defined():
@@ -423,32 +427,41 @@ def _as_tensor(leaf: Any, where: str) -> tf.Tensor:
     return tensor
 
 
-def _input_names(func: Callable[..., Any], convention: Convention, keys: list[str], count: int) -> list[str]:
-    """Signature names: dict keys, Keras input names, or the function's parameter names."""
+def _input_names(func: Callable[..., Any], tree: Tree) -> list[str]:
+    """Signature names: dict keys, Keras input names, or the function's parameter names; a leaf nested
+    deeper takes its top-level name and the rest of its path (``ids_0``, ``features_mask``, ``xs_1``).
+    """
+    paths = tree.leaf_paths
     raw: list[str] = []
-    if convention is Convention.DICT:
-        raw = list(keys)
-    elif is_keras_model(func):
+    if is_keras_model(func) and not tree.has_dict:
+        # Keras flattens nested lists depth first too, but sorts dict keys: only dict-free trees line up
         inputs = getattr(func, "inputs", None) or []
         names = [getattr(t, "name", "") or "" for t in inputs]
-        if len(names) == count and all(names):
+        if len(names) == len(paths) and all(names):
             raw = [n.split(":")[0] for n in names]
     if not raw:
         params = _positional_params(func)
-        if convention is Convention.TUPLE and len(params) >= count:
-            raw = params[:count]
-        elif convention is Convention.TENSOR and params:
-            raw = params[:1]
-        elif convention is Convention.LIST and params:
-            raw = [f"{params[0]}_{i}" for i in range(count)]
-        else:
-            raw = [f"input_{i}" for i in range(count)]
+        count = len(tree.children)
+
+        def top(step: int | str) -> str:
+            """The name of the top-level argument (or list item, or dict value) a leaf belongs to."""
+            if tree.kind is Convention.DICT:
+                return str(step)
+            if tree.kind is Convention.TUPLE:
+                return params[int(step)] if len(params) >= count else f"input_{step}"
+            if tree.kind is Convention.LIST:
+                return f"{params[0]}_{step}" if params else f"input_{step}"
+            return params[0] if params else "input_0"
+
+        raw = [top(path[0] if path else 0) + "".join(f"_{step}" for step in path[1:]) for path in paths]
     cleaned = []
     for i, name in enumerate(raw):
         clean = _NAME_OK.sub("_", name).lstrip("_.-") or f"input_{i}"
         cleaned.append(clean if clean[0].isalpha() else f"input_{clean}")
-    # a name that was already valid is kept; one that had to change yields to it
-    return _unique(cleaned, kept=[c == r for c, r in zip(cleaned, raw, strict=True)])
+    # a name that was already valid is kept; one that had to change, or was made from a nested path, yields
+    # to it
+    kept = [c == r and len(p) <= 1 for c, r, p in zip(cleaned, raw, paths, strict=True)]
+    return _unique(cleaned, kept=kept)
 
 
 def _unique(names: Sequence[str], kept: Sequence[bool] | None = None) -> list[str]:
@@ -488,6 +501,19 @@ def _positional_params(func: Callable[..., Any]) -> list[str]:
     return [p.name for p in params if p.kind in kinds and p.name != "self"]
 
 
+def _parameter_names(func: Callable[..., Any]) -> set[str]:
+    """The names ``func`` takes by keyword (empty when its signature cannot be read)."""
+    target = getattr(func, "python_function", func)
+    if is_keras_model(func):
+        target = func.call  # type: ignore[attr-defined]
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in params if p.kind in kinds and p.name != "self"}
+
+
 def _check_binds(func: Callable[..., Any], layout: InputLayout) -> None:
     """Fail early, naming the convention, when a plain callable cannot take the example inputs."""
     if is_keras_model(func):
@@ -506,10 +532,14 @@ def _check_binds(func: Callable[..., Any], layout: InputLayout) -> None:
                 f"{getattr(target, '__name__', 'func')}() takes no inputs: trace needs a function of at "
                 "least one tensor (a function without inputs has nothing to accelerate)"
             ) from err
+        tree = layout.tree
+        dicts = [c for c in tree.children if c.kind is Convention.DICT]
+        dict_in_tuple = tree.kind is Convention.TUPLE and bool(dicts)
         raise CaptureTypeError(
             f"func{signature} cannot be called as {layout.convention.call_form()} with example_inputs "
             f"{_describe(layout)}: {err}. A Tensor or list is passed as func(x), a tuple as func(*x), "
             "a dict as func(**x)"
+            + (" (a dict inside the tuple is one positional argument, not keywords)" if dict_in_tuple else "")
         ) from err
 
 
