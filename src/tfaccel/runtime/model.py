@@ -243,6 +243,12 @@ class TracedModel(Protocol):
     def tfaccel_executable(self) -> Executable:
         """The plain-TensorFlow function behind the model (what is saved)."""
 
+    @property
+    def aws_neuron_function(self) -> Any:
+        """The reference's attribute: the ``tf`` ConcreteFunction that runs the partitioned graph (flat
+        input tensors in, the model's outputs out); the accelerator ops are in its graph's library.
+        """
+
     def summary(self, *args: Any, print_fn: Callable[[str], Any] | None = None, **kwargs: Any) -> None:
         """Print the placement table: subgraphs, op counts and the ops kept on TF with reasons."""
 
@@ -321,6 +327,13 @@ def _define_model_class(keras: Any) -> Callable[[Executable], TracedModel]:
         @property
         def tfaccel_executable(self) -> Executable:
             return self._tfaccel_executable
+
+        @property
+        def aws_neuron_function(self) -> Any:
+            """The reference's name for the concrete function of ``tfaccel_call_flat`` (no second copy)."""
+            call_flat: Any = self._tfaccel_executable.call_flat  # a tf.function, or the restored one
+            restored = getattr(call_flat, "concrete_functions", None)  # tfaccel.load's: concrete already
+            return restored[0] if restored else call_flat.get_concrete_function()
 
         def summary(self, *args: Any, print_fn: Callable[[str], Any] | None = None, **kwargs: Any) -> None:
             """Print the placement table: subgraphs, op counts and the ops kept on TF with reasons."""

@@ -40,8 +40,17 @@ _OWNED = (
 )
 
 
-def save(executable: Executable, path: str) -> None:
-    """Write ``executable`` as a SavedModel directory at ``path`` (see :func:`write_saved_model`)."""
+def save(
+    executable: Executable,
+    path: str,
+    endpoints: Mapping[str, Any] | None = None,
+    signature_keys: tuple[str, ...] = (),
+) -> None:
+    """Write ``executable`` as a SavedModel directory at ``path`` (see :func:`write_saved_model`).
+
+    ``endpoints`` are more functions of the saved object and ``signature_keys`` more names of the
+    ``serving_default`` signature: ``saved_model.compile`` keeps its source's ``__call__`` and signature key.
+    """
     path = fspath(path, "save")
     if path.endswith((".keras", ".h5")):
         raise ExportError(
@@ -53,7 +62,10 @@ def save(executable: Executable, path: str) -> None:
         module = tf.Module()
         module.tfaccel_call_flat = executable.call_flat
         module.tfaccel_weights = executable.weights  # --extract-weights, compiled models: saved as variables
-        signatures = {"serving_default": executable.serving_function()}
+        for name, function in (endpoints or {}).items():
+            setattr(module, name, function)
+        serving = executable.serving_function()
+        signatures = {key: serving for key in ("serving_default", *signature_keys)}
         tf.saved_model.save(module, staging, signatures=signatures)
         write_metadata(staging, executable)
 
