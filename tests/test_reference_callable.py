@@ -129,6 +129,19 @@ def test_a_call_the_signature_does_not_compute_fails_saying_so(tmp_path: Path, c
         new(x)
 
 
+def test_a_signature_other_than_serving_default_keeps_its_key(tmp_path: Path, caplog: Any) -> None:
+    module = _TwoWays()
+    signatures = {"serving_default": module.__call__, "double": module.serve}
+    tf.saved_model.save(module, str(tmp_path / "src"), signatures=signatures)
+    with caplog.at_level("WARNING", logger="tfaccel.saved_model"):
+        _compile(tmp_path / "src", tmp_path / "new", "xla", batch_size=2, signature_def_key="double")
+    assert "more signatures than the compiled 'double' (serving_default)" in caplog.text
+    new = tf.saved_model.load(str(tmp_path / "new"))
+    x = np.random.default_rng(9).random((2, 6), dtype=np.float32)
+    for key in ("double", "serving_default"):  # the compiled one, under its key and the default one
+        assert_close(new.signatures[key](x=tf.constant(x))["y"], module.serve(x)["y"])
+
+
 def test_tf_keras_savedmodels_are_called_like_their_source(tmp_path: Path) -> None:
     """model.save(dir) and tf.saved_model.save(model, dir) of a tf_keras model: loaded(x) after compile;
     training=True, which the dropout makes another function than the compiled inference, fails naming it."""
