@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import tfaccel  # noqa: F401  (registers the op an openvino-traced model holds)
+import tfaccel  # (also registers the op an openvino-traced model holds)
 from conftest import STATIC, assert_close, installed_script, run_python
 
 TFACCEL = installed_script("tfaccel", ["-m", "tfaccel_cli"])
@@ -108,7 +108,9 @@ def test_trace_xla_writes_a_savedmodel_that_plain_tensorflow_serves(src: Path, t
     assert proc.stderr == "", proc.stderr  # no progress line (not a terminal), no TensorFlow chatter
     assert "tfaccel placement (xla)" in proc.stdout
     assert "traced signature serving_default(features: float32[?,8])" in proc.stdout
-    assert "accepts batch 4 only" in proc.stdout  # the source took any batch: say what changed
+    # the source took any batch, and so does the traced model (issue 15: the batch propagates): no note
+    assert "  batch: any batch, in chunks of 4 rows" in proc.stdout
+    assert "note: the source accepts any batch size" not in proc.stdout
     assert (dst / "saved_model.pb").is_file() and (dst / "assets.extra" / "tfaccel.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging directory left
     # a process that never imports tfaccel serves it with the original names, and the same answers
@@ -176,7 +178,8 @@ def test_trace_with_npz_inputs_and_another_signature(src: Path, tmp_path: Path) 
     assert json.loads(proc.stdout)["total_ops"] > 0
     sig = tf.saved_model.load(str(dst)).signatures["serving_default"]
     assert sorted(sig.structured_input_signature[1]) == ["a", "b"]
-    assert sig.structured_input_signature[1]["a"].shape.as_list() == [3, 8]  # the .npz batch
+    assert sig.structured_input_signature[1]["a"].shape.as_list() == [None, 8]  # the batch propagates
+    assert tfaccel.load(str(dst)).tfaccel_executable.layout.specs[0].shape == (3, 8)  # traced at the .npz's
     want = tf.saved_model.load(str(src)).signatures["pair"](**arrays)["sum"]
     assert_close(sig(**arrays)["sum"], want)
 

@@ -40,8 +40,8 @@ def test_save_writes_a_savedmodel_with_the_original_signature(saved):
     sig = loaded.signatures["serving_default"]
     _, inputs = sig.structured_input_signature
     assert {k: (v.dtype, v.shape.as_list()) for k, v in inputs.items()} == {
-        "image_features": (tf.float32, [2, 6]),
-        "text_features": (tf.float32, [2, 6]),
+        "image_features": (tf.float32, [None, 6]),  # the batch propagates: any batch (issue 15)
+        "text_features": (tf.float32, [None, 6]),
     }
     assert sorted(sig.structured_outputs) == ["embedding", "score"]
 

@@ -76,7 +76,7 @@ def test_the_same_graph_partitions_the_same_way_in_every_process():
     assert json.loads(seen.pop())[0][2] == [f"p{i}:0" for i in range(INPUTS)]
 
 
-@pytest.mark.parametrize(("min_size", "compiled"), [(1, True), (3, False)])
+@pytest.mark.parametrize(("min_size", "compiled"), [(2, True), (3, False)])
 def test_min_segment_size_decides_whether_a_small_subgraph_compiles(min_size, compiled):
     # guards options-min-segment-size-ignored: the option must change the placement, not only the report
     def f(x):

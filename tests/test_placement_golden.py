@@ -205,7 +205,7 @@ def test_fallback_reuses_compiled_subgraphs_that_were_only_renumbered(monkeypatc
         return tf.tanh(tf.matmul(back, W, name="mm") + 1.0, name="second")
 
     x, axis = tf.random.uniform([4, 4]), tf.constant([0])
-    model = tfaccel.trace(g, (x, axis))
+    model = tfaccel.trace(g, (x, axis), min_segment_size=2)  # (1, the default, would compile relu alone)
     assert _subgraphs(model) == {"tfaccel_sg_0": ["mm", "add", "second", "Identity"]}
     assert len(calls) == 2  # the first subgraph (which failed) and the second, compiled once
     assert_close(model(x, axis), g(x, axis), atol=1e-4)

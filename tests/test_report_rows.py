@@ -81,8 +81,9 @@ def test_the_json_format_is_the_saved_models_format():
         "measurements",
         "profile_seconds",
         "guard",  # added with the whole-model check (absent in older files, read as None)
+        "batch",  # added with automatic dynamic batch (absent in older files, read as "")
     ]
-    assert data["guard"] is None
+    assert data["guard"] is None and data["batch"] == ""
     assert data["nodes"][1] == {
         "node": "mm",
         "op": "MatMul",

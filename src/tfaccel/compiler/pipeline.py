@@ -222,8 +222,9 @@ def trace(
     supported part of the graph compiled.
 
     ``example_inputs``: a Tensor or a list is passed as ``func(x)``, a tuple as ``func(*x)``, a dict as
-    ``func(**x)``; numpy arrays are accepted. ``subgraph_builder_function(node_def) -> bool`` decides
-    placement per node of the frozen, optimized graph instead of the automatic placement.
+    ``func(**x)``, with any nesting of lists, tuples and dicts inside; numpy arrays are accepted.
+    ``subgraph_builder_function(node_def) -> bool`` decides placement per node of the frozen, optimized graph
+    instead of the automatic placement.
 
     Options come from ``NEURON_CC_FLAGS``, then ``TFACCEL_CC_FLAGS``, then keywords (each overriding the
     one before): ``workdir``, ``dynamic_batch_size``, ``extract_weights``, ``neuroncore_pipeline_cores``,
