@@ -2,7 +2,8 @@
 
 openvino runs one graph compiled with a dynamic dim 0; xla runs chunks of the traced batch (7 rows: two
 chunks of 4, the last padded; 1 row: one chunk of 4, padded). Next to them, the same model traced at exactly
-that batch (the best a fixed-batch trace can do) and plain TensorFlow at that batch, interleaved; medians.
+that batch ("exact": no padding, the same kind of plan) and plain TensorFlow at that batch, interleaved;
+medians.
 
     python benchmarks/bench_any_batch.py                        # mobilenetv2 and bert, batches 1 and 7
     python benchmarks/bench_any_batch.py --models resnet50 --runs 30
@@ -37,7 +38,7 @@ def main() -> None:
     print(f"# {os.cpu_count()} cores; traced at batch {TRACED_AT}; {args.runs} interleaved runs, medians")
     print(
         f"{'model':<12} {'backend':<9} {'batch':>5} {'plan':<8} {'TF ms':>8} {'any ms':>8} {'vs TF':>6} "
-        f"{'fixed ms':>9} {'vs TF':>6}"
+        f"{'exact ms':>9} {'vs TF':>6}"
     )
     for name in args.models:
         model = EXAMPLES[name]()
