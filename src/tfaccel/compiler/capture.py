@@ -489,7 +489,8 @@ def _unique(names: Sequence[str], kept: Sequence[bool] | None = None) -> list[st
     return unique
 
 
-def _positional_params(func: Callable[..., Any]) -> list[str]:
+def _parameters(func: Callable[..., Any]) -> list[inspect.Parameter]:
+    """``func``'s parameters (a Keras model's ``call``'s) without ``self``; none when unreadable."""
     target = getattr(func, "python_function", func)
     if is_keras_model(func):
         target = func.call  # type: ignore[attr-defined]
@@ -497,21 +498,18 @@ def _positional_params(func: Callable[..., Any]) -> list[str]:
         params = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):
         return []
+    return [p for p in params if p.name != "self"]
+
+
+def _positional_params(func: Callable[..., Any]) -> list[str]:
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in params if p.kind in kinds and p.name != "self"]
+    return [p.name for p in _parameters(func) if p.kind in kinds]
 
 
 def _parameter_names(func: Callable[..., Any]) -> set[str]:
     """The names ``func`` takes by keyword (empty when its signature cannot be read)."""
-    target = getattr(func, "python_function", func)
-    if is_keras_model(func):
-        target = func.call  # type: ignore[attr-defined]
-    try:
-        params = inspect.signature(target).parameters.values()
-    except (TypeError, ValueError):
-        return set()
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {p.name for p in params if p.kind in kinds and p.name != "self"}
+    return {p.name for p in _parameters(func) if p.kind in kinds}
 
 
 def _check_binds(func: Callable[..., Any], layout: InputLayout) -> None:
