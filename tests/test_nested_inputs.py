@@ -494,6 +494,7 @@ print('ok')
     assert out.strip().endswith("ok")
 
 
+@pytest.mark.slow  # a fresh tf_keras process: ~20 s
 def test_tf_keras_load_model_calls_a_nested_model_as_traced(tmp_path):
     """The reference's flow: trace with tf_keras, model.save(dir), tf.keras.models.load_model(dir) in a
     fresh process that never imports tfaccel (xla), called with the nested structure."""

@@ -142,6 +142,7 @@ def test_a_signature_other_than_serving_default_keeps_its_key(tmp_path: Path, ca
         assert_close(new.signatures[key](x=tf.constant(x))["y"], module.serve(x)["y"])
 
 
+@pytest.mark.slow  # a fresh tf_keras process: ~20 s
 def test_tf_keras_savedmodels_are_called_like_their_source(tmp_path: Path) -> None:
     """model.save(dir) and tf.saved_model.save(model, dir) of a tf_keras model: loaded(x) after compile;
     training=True, which the dropout makes another function than the compiled inference, fails naming it."""
@@ -184,6 +185,7 @@ print('ok')
     assert run_python(check, cwd=tmp_path, env=env).strip().endswith("ok")
 
 
+@pytest.mark.slow  # a fresh process: ~12 s
 def test_keras3_export_keeps_its_serve_endpoint(tmp_path: Path) -> None:
     """Keras 3's model.export(dir) is called as loaded.serve(x): so is the compiled SavedModel."""
     import keras
@@ -243,6 +245,7 @@ def test_aws_neuron_function_runs_the_partitioned_graph(backend: str, tmp_path: 
     assert _accelerated_nodes(restored) == subgraphs
 
 
+@pytest.mark.slow  # a fresh tf_keras process: ~20 s
 def test_aws_neuron_function_comes_back_with_tf_keras_load_model(tmp_path: Path) -> None:
     """The reference's flow: a tf_keras model saved with model.save(dir) and loaded with load_model."""
     count = inspect.getsource(_accelerated_nodes)
