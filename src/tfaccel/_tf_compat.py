@@ -15,12 +15,13 @@ import tensorflow as tf
 from tensorflow.core.framework import function_pb2, graph_pb2, kernel_def_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, rewriter_config_pb2
 from tensorflow.python.eager import context, wrap_function
-from tensorflow.python.framework import convert_to_constants, kernels, op_def_registry
+from tensorflow.python.framework import convert_to_constants, kernels, op_def_registry, ops
 from tensorflow.python.grappler import tf_optimizer
 
 __all__ = [
     "freeze_lifting_variables",
     "register_functions",
+    "eager_tensor",
     "freeze",
     "function_from_graph_def",
     "is_stateful_op",
@@ -28,6 +29,15 @@ __all__ = [
     "run_grappler",
     "write_fingerprint",
 ]
+
+
+def eager_tensor(array: np.ndarray, dtype: tf.DType) -> tf.Tensor:
+    """An eager tensor of ``array`` (which the caller gives up: TensorFlow may keep its buffer).
+
+    Why not ``tf.convert_to_tensor``: its dispatch costs about four times as much (48 vs 12 us measured
+    here), which a direct call of a sub-millisecond model pays on every output.
+    """
+    return ops.EagerTensor(array, context.context().device_name, dtype.as_datatype_enum)
 
 
 def freeze(concrete_function: Any) -> Any:

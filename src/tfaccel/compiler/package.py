@@ -18,6 +18,7 @@ from tfaccel.compiler.capture import feed_values
 from tfaccel.compiler.report import PlacementReport, SubgraphSummary
 from tfaccel.compiler.run import TraceRun
 from tfaccel.runtime.batching import BatchMode, run_in_chunks, same_batch
+from tfaccel.runtime.direct import DirectCall, find_direct
 from tfaccel.runtime.model import Executable, TracedModel, checked_inputs, loose_specs, make_model
 
 __all__ = ["Packaged", "package_stage"]
@@ -157,6 +158,10 @@ def _executable(run: TraceRun, assembled: Assembled, report: PlacementReport) ->
 
     # every dim unknown, so the in-graph checks are not folded away (see loose_specs)
     function = tf.function(call_flat, input_signature=loose_specs(layout), autograph=False)
+    direct, why = None, f"the batch runs {plan.mode.value}"
+    if plan.mode in (BatchMode.FIXED, BatchMode.ANY):  # one call of the graph per call of the model
+        found, why = find_direct(outer, list(captured.graph.inputs), outputs, resources)
+        direct = DirectCall(found) if found is not None else None
     return Executable(
         function,
         layout,
@@ -165,4 +170,7 @@ def _executable(run: TraceRun, assembled: Assembled, report: PlacementReport) ->
         graph_def=outer,
         batch_plan=plan,
         weights=weights,
+        direct=direct,
+        output_structure=structure,
+        direct_why=why,
     )

@@ -21,6 +21,7 @@ from tfaccel.compiler.report import PlacementReport
 from tfaccel.errors import ExportError, InputTypeError, InputValueError, KerasFormatError
 from tfaccel.runtime import saving
 from tfaccel.runtime.batching import BatchPlan
+from tfaccel.runtime.direct import DirectCall
 
 __all__ = [
     "Executable",
@@ -125,8 +126,16 @@ class Executable:
         graph_def: Any = None,
         batch_plan: BatchPlan | None = None,
         weights: Sequence[Any] = (),
+        direct: DirectCall | None = None,
+        output_structure: Any = None,
+        direct_why: str = "",
     ) -> None:
         self.call_flat = call_flat
+        #: eager calls of a small one-subgraph openvino model skip the TF function (:mod:`.direct`)
+        self.direct = direct if output_structure is not None else None
+        self.output_structure = output_structure
+        #: why eager calls go through ``call_flat`` ("" when they are direct)
+        self.direct_why = "" if self.direct is not None else (direct_why or "not a traced graph")
         #: how the model takes its batch (any dim 0 is accepted when ``batch_plan.any_batch``)
         self.batch_plan = batch_plan or BatchPlan()
         #: the variables ``call_flat`` reads (saved as SavedModel variables): ``--extract-weights``
@@ -139,6 +148,13 @@ class Executable:
         self._expected = [(tf.as_dtype(s.dtype), tf.TensorShape(s.shape)) for s in layout.specs]
         self.output_names = tuple(output_names)
         self.report = report
+
+    def call_eager(self, flat: Sequence[tf.Tensor]) -> Any:
+        """An eager call on inputs :meth:`flatten` checked: direct when it applies, else ``call_flat``."""
+        direct = self.direct
+        if direct is not None and direct.accepts(flat):
+            return tf.nest.pack_sequence_as(self.output_structure, direct(flat))
+        return self.call_flat(*flat)
 
     # -- inputs ------------------------------------------------------------------------------------------
     def flatten(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[tf.Tensor]:
@@ -301,8 +317,9 @@ def _define_model_class(keras: Any) -> Callable[[Executable], TracedModel]:
             flat = executable.flatten(args, kwargs)
             if self._tfaccel_called and tf.executing_eagerly():
                 # After the first call (which lets tf_keras record the save spec) Keras' call machinery
-                # adds nothing to an inference-only graph but per-call overhead: go straight to the graph.
-                return executable.call_flat(*flat)
+                # adds nothing to an inference-only graph but per-call overhead: go straight to the graph
+                # (or straight to the compiled model, runtime/direct.py).
+                return executable.call_eager(flat)
             self._tfaccel_called = True
             return super().__call__(executable.layout.keras_structure(flat))
 
