@@ -9,6 +9,8 @@ benchmarks/bench_zoo.py measures what it saves.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
 from typing import Any
 
@@ -173,12 +175,57 @@ def test_concurrent_callers_get_their_own_answers(traced):
     assert not failures
 
 
-def test_a_loaded_model_answers_like_the_traced_one(traced, tmp_path):
-    model = traced["dense3"]
+@pytest.mark.parametrize("name", list(DIRECT))
+def test_a_loaded_model_is_called_directly_with_the_same_bits(traced, tmp_path, name):
+    model = traced[name]
     model.save(tmp_path / "m")
     loaded = tfaccel.load(tmp_path / "m")
-    x = rows(4, 3, 5)
-    same_bits(loaded(x), model(x))
+    direct = loaded.tfaccel_executable.direct
+    assert direct is not None, loaded.tfaccel_executable.direct_why
+    for n, seed in [(2, 5), (5, 6)]:
+        x = DIRECT[name][1](n, seed)
+        first = loaded(*x)  # the first call goes through Keras (and the graph)
+        before = direct.calls
+        again = loaded(*x)
+        assert direct.calls == before + 1
+        same_bits(again, first)
+        same_bits(again, graph_answer(model, x))
+
+
+BROKEN_PLANS = [
+    ("not an IR", {"xml": b"<not an IR"}, "could not compile"),
+    (
+        "other output dtype",
+        {"output_dtypes": (tf.int64,)},
+        "output 0 of the compiled model is i32, the op declares int64",
+    ),
+    (
+        "other input count",
+        {"inputs": (0, 0), "input_dtypes": (tf.int32, tf.int32)},
+        "has 1 inputs and 1 outputs",
+    ),
+]
+
+
+@pytest.mark.parametrize("case,edit,why", BROKEN_PLANS, ids=[c[0] for c in BROKEN_PLANS])
+def test_a_model_the_python_api_cannot_run_as_the_op_would_runs_its_graph_and_says_so(
+    traced, caplog, case, edit, why
+):
+    """Never silently: one warning, then the graph (whose op has its own checks) answers from then on."""
+    model = traced["integers"]
+    executable = model.tfaccel_executable
+    kept = executable.direct
+    x = DIRECT["integers"][1](3, 8)
+    expected = graph_answer(model, x)
+    executable.direct = direct_module.DirectCall(dataclasses.replace(kept.plan, **edit))
+    try:
+        with caplog.at_level(logging.WARNING, logger="tfaccel.runtime.model"):
+            same_bits(call(model, x), expected)
+        assert executable.direct is None and why in executable.direct_why
+        assert "direct eager calls are off for this model" in caplog.text
+        same_bits(call(model, x), expected)  # and stays on the graph
+    finally:
+        executable.direct, executable.direct_why = kept, ""
 
 
 # -- where it does not apply ------------------------------------------------------------------------------

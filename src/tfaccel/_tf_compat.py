@@ -15,13 +15,20 @@ import tensorflow as tf
 from tensorflow.core.framework import function_pb2, graph_pb2, kernel_def_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, rewriter_config_pb2
 from tensorflow.python.eager import context, wrap_function
-from tensorflow.python.framework import convert_to_constants, kernels, op_def_registry, ops
+from tensorflow.python.framework import (
+    convert_to_constants,
+    function_def_to_graph,
+    kernels,
+    op_def_registry,
+    ops,
+)
 from tensorflow.python.grappler import tf_optimizer
 
 __all__ = [
     "freeze_lifting_variables",
     "register_functions",
     "eager_tensor",
+    "function_body",
     "freeze",
     "function_from_graph_def",
     "is_stateful_op",
@@ -121,6 +128,14 @@ def function_from_graph_def(
 ) -> Any:
     """A ConcreteFunction that runs ``graph_def`` from the named input tensors to the named outputs."""
     return wrap_function.function_from_graph_def(graph_def, list(inputs), list(outputs))
+
+
+def function_body(function: function_pb2.FunctionDef) -> tuple[graph_pb2.GraphDef, dict[str, str]]:
+    """``function``'s body as a GraphDef (a Placeholder per argument, named as the argument) and the map
+    from its FunctionDef tensor names (``node:out:0``) to GraphDef ones (``node:0``).
+    """
+    graph_def, names = function_def_to_graph.function_def_to_graph_def(function)
+    return graph_def, dict(names)
 
 
 def registered_kernels(device_type: str) -> list[kernel_def_pb2.KernelDef]:

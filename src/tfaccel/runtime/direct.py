@@ -33,10 +33,18 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import function_pb2
 
 from tfaccel import _tf_compat
 
-__all__ = ["MAX_WEIGHT_BYTES", "DirectCall", "DirectPlan", "find_direct"]
+__all__ = [
+    "MAX_WEIGHT_BYTES",
+    "DirectCall",
+    "DirectPlan",
+    "DirectUnavailable",
+    "find_direct",
+    "find_direct_restored",
+]
 
 #: the largest compiled model (weights, bytes) called directly (see the module docstring)
 MAX_WEIGHT_BYTES = 16 * 1024 * 1024
@@ -74,12 +82,16 @@ class DirectPlan:
     precision: str
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
+    input_dtypes: tuple[tf.DType, ...]
     output_dtypes: tuple[tf.DType, ...]
     output_shapes: tuple[tuple[int | None, ...] | None, ...]
 
 
-def _source(ref: str, nodes: Mapping[str, Any]) -> tuple[str, int] | None:
-    """The (node, output) that ``ref`` reads, through Identity nodes; None for a control input."""
+def _source(ref: str, nodes: Mapping[str, Any], checks: bool = False) -> tuple[str, int] | None:
+    """The (node, output) that ``ref`` reads, through Identity nodes; None for a control input, and for an
+    Identity with control inputs unless ``checks`` (in a restored call_flat, the input checks' Identities
+    wait for their Asserts, and the returned ones for the variable reads: the values pass unchanged).
+    """
     while True:
         if ref.startswith("^"):
             return None
@@ -88,11 +100,11 @@ def _source(ref: str, nodes: Mapping[str, Any]) -> tuple[str, int] | None:
         if node is None:
             return None
         if node.op in _PASSTHROUGH and len(node.input) >= 1:
-            if any(i.startswith("^") for i in node.input):
+            if not checks and any(i.startswith("^") for i in node.input):
                 return None
             ref = node.input[0]
             continue
-        return name, int(port or 0)
+        return name, int(port.rpartition(":")[2] or 0)
 
 
 def _declared(shape_proto: Any) -> tuple[int | None, ...] | None:
@@ -112,7 +124,9 @@ def find_direct(
     ops = [n for n in graph_def.node if n.op == _OP_TYPE]
     if len(ops) != 1:
         return None, f"{len(ops)} openvino subgraphs, not one"
-    others = sorted({n.op for n in graph_def.node if n.op not in ("Placeholder", _OP_TYPE, *_PASSTHROUGH)})
+    others = sorted(
+        {n.op for n in graph_def.node if n.op not in ("Placeholder", "NoOp", _OP_TYPE, *_PASSTHROUGH)}
+    )
     if others:
         return None, f"ops run on TF next to the compiled subgraph ({', '.join(others)})"
     (op,) = ops
@@ -152,6 +166,7 @@ def find_direct(
         precision=op.attr["precision"].s.decode() or "f32",
         inputs=tuple(args),
         outputs=tuple(taken),
+        input_dtypes=tuple(tin),
         output_dtypes=tuple(tout),
         output_shapes=shapes,
     )
@@ -162,6 +177,73 @@ def _fits(declared: tuple[int | None, ...], shape: tuple[int, ...]) -> bool:
     if len(declared) != len(shape):
         return False
     return all(d is None or d == n for d, n in zip(declared, shape, strict=True))
+
+
+def find_direct_restored(concrete: Any, count: int) -> tuple[DirectPlan | None, str]:
+    """The plan for a loaded model: ``concrete`` is its restored ``tfaccel_call_flat`` taking ``count`` flat
+    inputs. Nothing is assumed of the file: the one call inside it of a function holding an openvino op must
+    take the model's inputs in order, then variables (the compiled model, read here), and be what the
+    function returns, in order; that function's body is then checked like a traced graph
+    (:func:`find_direct`).
+    """
+    graph = concrete.graph
+    outer = graph.as_graph_def()
+    library = {f.signature.name: f for f in outer.library.function}
+    nodes = {n.name: n for n in outer.node}
+    calls = [
+        n
+        for n in outer.node
+        if n.op in ("PartitionedCall", "StatefulPartitionedCall")
+        and any(d.op == _OP_TYPE for d in library.get(n.attr["f"].func.name, _EMPTY).node_def)
+    ]
+    if len(calls) != 1:
+        return None, f"{len(calls)} calls of a graph holding an openvino op, not one"
+    (call,) = calls
+    function = library[call.attr["f"].func.name]
+    args = [a.name for a in function.signature.input_arg]
+    data = [i for i in call.input if not i.startswith("^")]
+    placeholders = [t.op.name for t in graph.inputs]
+    if len(data) != len(args) or len(args) < count or len(placeholders) < count:
+        return None, "the call does not take the model's inputs"
+    for j in range(count):
+        if _source(data[j], nodes, checks=True) != (placeholders[j], 0):
+            return None, f"argument {j} of the call is not model input {j}"
+    captured = list(concrete.captured_inputs)
+    handles = dict(zip(placeholders[len(placeholders) - len(captured) :], captured, strict=True))
+    resources: dict[str, bytes] = {}
+    for j in range(count, len(args)):
+        source = _source(data[j], nodes)
+        read = nodes.get(source[0]) if source is not None else None
+        if (
+            read is None
+            or read.op != "ReadVariableOp"
+            or read.attr["dtype"].type != tf.string.as_datatype_enum
+        ):
+            continue  # not a compiled model (an --extract-weights variable): find_direct decides
+        handle = handles.get(read.input[0].partition(":")[0])
+        if handle is None:
+            return None, f"argument {j} of the call reads a variable the function does not capture"
+        value = tf.raw_ops.ReadVariableOp(resource=handle, dtype=tf.string).numpy()
+        if not isinstance(value, bytes):
+            return None, f"argument {j} of the call is not a scalar string"
+        resources[args[j]] = value
+    body, names = _tf_compat.function_body(function)
+    returned = [names.get(function.ret[a.name], function.ret[a.name]) for a in function.signature.output_arg]
+    results = [t.name for t in graph.outputs]
+    for k, name in enumerate(results):
+        source = _source(name, nodes, checks=True)  # the returned Identities wait for the reads and checks
+        if source != (call.name, k):
+            return None, f"output {k} of the loaded function is not output {k} of the call"
+    if len(results) != len(returned):
+        return None, "the loaded function does not return the call's outputs"
+    return find_direct(body, args[:count], returned, resources)
+
+
+_EMPTY = function_pb2.FunctionDef()
+
+
+class DirectUnavailable(RuntimeError):
+    """OpenVINO's Python API could not compile the model: its calls go through the graph (with a warning)."""
 
 
 class DirectCall:
@@ -183,17 +265,40 @@ class DirectCall:
 
                 self._ov = ov
                 core = ov.Core()
-                model = core.read_model(self.plan.xml, self.plan.weights)
                 # exactly the op's CompileConfig for one stream (openvino_op.cc): the same kernels
-                self._compiled = core.compile_model(
-                    model,
-                    "CPU",
-                    {
-                        "INFERENCE_PRECISION_HINT": "bf16" if self.plan.precision == "bf16" else "f32",
-                        "PERFORMANCE_HINT": "LATENCY",
-                    },
-                )
+                config = {
+                    "INFERENCE_PRECISION_HINT": "bf16" if self.plan.precision == "bf16" else "f32",
+                    "PERFORMANCE_HINT": "LATENCY",
+                }
+                try:
+                    model = core.read_model(self.plan.xml, self.plan.weights)
+                    compiled = core.compile_model(model, "CPU", config)
+                except Exception as err:  # OpenVINO raises RuntimeError and its own classes
+                    raise DirectUnavailable(f"OpenVINO's Python API could not compile it: {err}") from err
+                problem = self._mismatch(compiled)
+                if problem:  # the graph's op refuses such a model with its own error: let it
+                    raise DirectUnavailable(problem)
+                self._compiled = compiled
             return self._compiled
+
+    def _mismatch(self, compiled: Any) -> str:
+        """What of the compiled model disagrees with the op's declared inputs and outputs ("" if nothing)."""
+        ins, outs = list(compiled.inputs), list(compiled.outputs)
+        if len(ins) != len(self.plan.inputs) or len(outs) != len(self.plan.output_dtypes):
+            return (
+                f"the compiled model has {len(ins)} inputs and {len(outs)} outputs, the op "
+                f"{len(self.plan.inputs)} and {len(self.plan.output_dtypes)}"
+            )
+        for side, ports, dtypes in (
+            ("input", ins, self.plan.input_dtypes),
+            ("output", outs, self.plan.output_dtypes),
+        ):
+            for k, (port, dtype) in enumerate(zip(ports, dtypes, strict=True)):
+                kind = port.get_element_type()
+                if np.dtype(kind.to_dtype()) != np.dtype(dtype.as_numpy_dtype):
+                    got = kind.get_type_name()
+                    return f"{side} {k} of the compiled model is {got}, the op declares {dtype.name}"
+        return ""
 
     def accepts(self, flat: Sequence[tf.Tensor]) -> bool:
         """False for a call the graph should answer instead (an empty input: the graph handles it)."""

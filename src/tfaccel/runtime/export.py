@@ -12,6 +12,7 @@ through :mod:`tfaccel.runtime.saving`, below it (no import cycle).
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -23,10 +24,13 @@ from tfaccel.compiler.report import PlacementReport
 from tfaccel.errors import ExportError
 from tfaccel.native.trust import sha256_file
 from tfaccel.runtime.batching import BatchMode, BatchPlan
+from tfaccel.runtime.direct import DirectCall, find_direct_restored
 from tfaccel.runtime.metadata import METADATA_FILE, fspath, read_metadata
 from tfaccel.runtime.model import Executable, TracedModel, make_model
 
 __all__ = ["load", "verify_files"]
+
+logger = logging.getLogger(__name__)
 
 
 def load(path: str | os.PathLike[str]) -> TracedModel:
@@ -57,6 +61,7 @@ def load(path: str | os.PathLike[str]) -> TracedModel:
     if call_flat is None:
         raise ExportError(f"{path!r} lacks the tfaccel_call_flat function; re-save it with this tfaccel")
     _check_against_signature(path, restored, layout, output_names, plan.dynamic_batch)
+    direct, structure, why = _direct(call_flat, layout, plan)
     executable = Executable(
         call_flat,
         layout,
@@ -65,9 +70,30 @@ def load(path: str | os.PathLike[str]) -> TracedModel:
         batch_plan=plan,
         # the restored variables call_flat reads: tracked again, so the loaded model can be saved again
         weights=list(getattr(restored, "tfaccel_weights", None) or ()),
+        direct=direct,
+        output_structure=structure,
+        direct_why=why,
     )
     executable.restored = restored  # type: ignore[attr-defined]  # keep the loaded object alive
     return make_model(executable)
+
+
+def _direct(call_flat: Any, layout: InputLayout, plan: BatchPlan) -> tuple[DirectCall | None, Any, str]:
+    """Direct eager calls for the loaded model when its graph is one openvino call (runtime/direct.py)."""
+    if plan.mode not in (BatchMode.FIXED, BatchMode.ANY):
+        return None, None, f"the batch runs {plan.mode.value}"
+    concretes = getattr(call_flat, "concrete_functions", None) or []
+    if len(concretes) != 1:
+        return None, None, f"the loaded function has {len(concretes)} concrete functions, not one"
+    (concrete,) = concretes
+    try:
+        found, why = find_direct_restored(concrete, len(layout.specs))
+    except Exception as err:  # a graph of another shape than the analysis knows: the graph path is right
+        logger.info("direct eager calls not analysed for this model: %s", err)
+        return None, None, f"not analysed: {err}"
+    if found is None:
+        return None, None, why
+    return DirectCall(found), concrete.structured_outputs, ""
 
 
 def verify_files(path: str, meta: dict[str, Any]) -> None:

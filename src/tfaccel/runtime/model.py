@@ -21,7 +21,7 @@ from tfaccel.compiler.report import PlacementReport
 from tfaccel.errors import ExportError, InputTypeError, InputValueError, KerasFormatError
 from tfaccel.runtime import saving
 from tfaccel.runtime.batching import BatchPlan
-from tfaccel.runtime.direct import DirectCall
+from tfaccel.runtime.direct import DirectCall, DirectUnavailable
 
 __all__ = [
     "Executable",
@@ -153,7 +153,13 @@ class Executable:
         """An eager call on inputs :meth:`flatten` checked: direct when it applies, else ``call_flat``."""
         direct = self.direct
         if direct is not None and direct.accepts(flat):
-            return tf.nest.pack_sequence_as(self.output_structure, direct(flat))
+            try:
+                return tf.nest.pack_sequence_as(self.output_structure, direct(flat))
+            except DirectUnavailable as err:  # never silently: one warning, then the graph for good
+                self.direct, self.direct_why = None, str(err)
+                logger.warning(
+                    "direct eager calls are off for this model (%s); it runs through its graph", err
+                )
         return self.call_flat(*flat)
 
     # -- inputs ------------------------------------------------------------------------------------------
