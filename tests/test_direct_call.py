@@ -233,6 +233,7 @@ NOT_DIRECT = [
     ("xla", lambda: trace(dense3(), (rows(2, 3),), backend="xla"), "the batch runs chunked"),
     ("a TF op next to it", lambda: trace(with_a_tf_op, (rows(2),)), "ops run on TF"),
     ("too big", lambda: trace(dense3(), (rows(2, 3),)), "more than 0"),
+    ("extracted weights", lambda: trace(dense3(), (rows(2, 3),), extract_weights=True), "not a model input"),
 ]
 
 

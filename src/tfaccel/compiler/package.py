@@ -160,7 +160,8 @@ def _executable(run: TraceRun, assembled: Assembled, report: PlacementReport) ->
     function = tf.function(call_flat, input_signature=loose_specs(layout), autograph=False)
     direct, why = None, f"the batch runs {plan.mode.value}"
     if plan.mode in (BatchMode.FIXED, BatchMode.ANY):  # one call of the graph per call of the model
-        found, why = find_direct(outer, list(captured.graph.inputs), outputs, resources)
+        model_inputs = list(captured.graph.inputs)[: len(layout.specs)]  # then --extract-weights' ones
+        found, why = find_direct(outer, model_inputs, outputs, resources)
         direct = DirectCall(found) if found is not None else None
     return Executable(
         function,
