@@ -406,6 +406,25 @@ def test_demo_entry_point_is_installed_and_checks_its_arguments() -> None:
     assert "usage: python -m tfaccel.demo [-h] [--model" in proc.stderr
 
 
+#: what TensorFlow's C++ start-up and trace-time logging looks like on stderr
+CHATTER = ("I0000", "W0000", "E0000", "absl::InitializeLog", "cuInit", "cpu_feature_guard")
+
+
+def test_the_readme_demo_command_keeps_tensorflows_chatter_out() -> None:
+    """`python -m tfaccel.demo` (the README's first command) imports the package before the demo's main runs:
+    the package defers the op library for it, and the demo holds TensorFlow's stderr back."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfaccel.demo", "--model", "bert", "--runs", "2", "--placement", "static"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=_env(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "tfaccel placement" in proc.stdout and "speed-up" in proc.stdout, proc.stdout
+    assert not [c for c in CHATTER if c in proc.stderr], proc.stderr
+
+
 @pytest.mark.slow
 def test_demo_traces_an_example_and_reports_error_and_speed() -> None:
     proc = subprocess.run(
@@ -421,3 +440,4 @@ def test_demo_traces_an_example_and_reports_error_and_speed() -> None:
     error = float(out.split("max relative error vs original: ")[1].split()[0])
     assert error <= 1e-5
     assert "median latency over 3 interleaved runs: TensorFlow " in out and "speed-up" in out
+    assert not [c for c in CHATTER if c in proc.stderr], proc.stderr

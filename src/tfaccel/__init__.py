@@ -12,6 +12,7 @@ The public API is the ``tensorflow-neuron`` tracing API: code written for it run
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from tfaccel.errors import (
@@ -48,7 +49,17 @@ def _register_op_library() -> None:
     native.load()
 
 
-if os.environ.get(_DEFER_OP_LIBRARY) != "1":
+def _running_the_demo() -> bool:
+    """``python -m tfaccel.demo`` or ``tfaccel-demo``: the demo registers the op library itself, TensorFlow's
+    start-up chatter held back (the package is imported before the demo's ``main`` could hold it).
+    """
+    argv = list(getattr(sys, "orig_argv", []))
+    if "-m" in argv and argv[argv.index("-m") + 1 : argv.index("-m") + 2] == ["tfaccel.demo"]:
+        return True
+    return bool(sys.argv) and os.path.basename(sys.argv[0]) == "tfaccel-demo"
+
+
+if os.environ.get(_DEFER_OP_LIBRARY) != "1" and not _running_the_demo():
     _register_op_library()
 
 if TYPE_CHECKING:

@@ -6,7 +6,6 @@ Run it with ``python -m tfaccel.demo`` (see the README); ``--model`` picks anoth
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Sequence
 
@@ -28,12 +27,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the report
+    from tfaccel.cli.startup import load_tensorflow, stderr_held
+
+    # TensorFlow's start-up and trace-time chatter (C++ logs on descriptor 2) stays out of the report;
+    # tfaccel's own warnings still reach stderr, and so does a traceback (the descriptor is back by then)
+    if not load_tensorflow(parser.prog, verbose=False):
+        return 1
+    with stderr_held():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
     import tfaccel
     from tfaccel.compiler.timing import interleaved
-    from tfaccel.tools.examples import example_input
+    from tfaccel.tools.examples import EXAMPLES, example_input
 
     model = EXAMPLES[args.model]()
     x = example_input(args.model, args.batch)

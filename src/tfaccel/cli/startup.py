@@ -19,7 +19,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
-__all__ = ["load_tensorflow"]
+__all__ = ["load_tensorflow", "stderr_held"]
 
 
 def load_tensorflow(prog: str, verbose: bool) -> bool:
@@ -33,7 +33,7 @@ def load_tensorflow(prog: str, verbose: bool) -> bool:
     # failure reaches the command as a Python exception and is reported as one line
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        with _stderr_held():
+        with stderr_held():
             _register()
     except Exception as err:
         reason = " ".join(str(err).split()) or type(err).__name__
@@ -54,7 +54,7 @@ def _register() -> None:
 
 
 @contextlib.contextmanager
-def _stderr_held() -> Iterator[None]:
+def stderr_held() -> Iterator[None]:
     """Send file descriptor 2 to a temporary file for the block.
 
     tfaccel's own log records (e.g. "building the OpenVINO op library, about 20 s" on a machine's first
