@@ -5,6 +5,9 @@
    original on random inputs.
 3. Per-call overhead of tfaccel's op against OpenVINO's own Python API running the same compiled model
    (same IR, same precision and latency hint): the traced model's graph function, and the whole Keras call.
+   Then the small models where it matters (``--only small``): the reference's one ``Dense(3)`` and the zoo's
+   recommender and control-flow function, each as TF, through the traced graph (the op) and called eagerly
+   (a direct call, runtime/direct.py), next to OpenVINO's own API on the same compiled model.
 4. Concurrency: 8 threads x 100 calls each on distinct inputs give bit-identical results to serial calls.
 
     python benchmarks/bench_openvino.py                  # everything, 30 interleaved runs
@@ -135,6 +138,56 @@ def _overhead_row(name: str, runs: int) -> None:
     )
 
 
+def small(runs: int) -> None:
+    import keras
+
+    from tfaccel.tools.zoo import ZOO
+
+    print("\n## small models: TF, the traced graph (the op), an eager (direct) call, OpenVINO's API; ms")
+    head = f"{'model':<13} {'TF':>7} {'graph fn':>9} {'eager':>7} {'OV API':>7} {'eager vs TF':>12}"
+    print(f"{head} {'direct':>7}")
+    inputs = keras.Input([3])
+    dense3 = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    _small_row("dense3", dense3, tf.random.stateless_uniform([1, 3], seed=[1, 2]), runs)
+    for name in ("recommender", "control_flow"):
+        _small_row(name, ZOO[name].build(), ZOO[name].example(1, 0), runs)
+
+
+def _small_row(name: str, model: object, x: object, runs: int) -> None:
+    traced = tfaccel.trace(model, x, backend="openvino")
+    executable = traced.tfaccel_executable
+    flat = executable.flatten((x,), {})
+    keras_model = hasattr(model, "layers")
+
+    def run_original(t: object) -> object:
+        return model(t, training=False) if keras_model else model(t)  # type: ignore[operator]
+
+    original = tf.function(run_original, autograph=False)
+    variants = {
+        "tf": lambda: tf.nest.flatten(original(x))[0].numpy(),
+        "fn": lambda: tf.nest.flatten(executable.call_flat(*flat))[0].numpy(),
+        "eager": lambda: tf.nest.flatten(traced(x))[0].numpy(),
+    }
+    if executable.direct is not None:  # one subgraph: OpenVINO's own API on the same IR
+        request = _openvino_request(traced)
+        order = executable.direct.plan.inputs  # the compiled model's inputs, in the op's order
+        feeds = {j: np.asarray(flat[i]) for j, i in enumerate(order)}
+
+        def ov_call() -> object:
+            request.infer(feeds)
+            return request.get_output_tensor(0).data
+
+        variants["ov"] = ov_call
+    times = interleaved(variants, runs=runs)
+    ms = {k: t.median_ms for k, t in times.items()}
+    ov = f"{ms['ov']:>7.3f}" if "ov" in ms else f"{'-':>7}"
+    print(
+        f"{name:<13} {ms['tf']:>7.3f} {ms['fn']:>9.3f} {ms['eager']:>7.3f} {ov} "
+        f"{ms['tf'] / ms['eager']:>11.2f}x {'yes' if executable.direct else 'no':>7}",
+        flush=True,
+    )
+
+
 def concurrency(threads: int = 8, calls: int = 100) -> None:
     print(f"\n## concurrency: {threads} threads x {calls} calls vs serial results")
     name = "mobilenetv2"
@@ -177,19 +230,21 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--samples", type=int, default=200, help="random inputs for top-1 agreement")
-    parser.add_argument("--only", choices=["fp32", "bf16", "overhead", "concurrency"], nargs="+")
+    parser.add_argument("--only", choices=["fp32", "bf16", "overhead", "small", "concurrency"], nargs="+")
     args = parser.parse_args()
     print(
         f"# tfaccel {tfaccel.__version__}, TensorFlow {tf.__version__}, OpenVINO {ov.__version__}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.runs} interleaved runs"
     )
-    only = set(args.only or ["fp32", "bf16", "overhead", "concurrency"])
+    only = set(args.only or ["fp32", "bf16", "overhead", "small", "concurrency"])
     if "fp32" in only:
         fp32_speed(args.runs)
     if "bf16" in only:
         bf16_speed_and_agreement(args.runs, args.samples)
     if "overhead" in only:
         overhead(args.runs)
+    if "small" in only:
+        small(args.runs)
     if "concurrency" in only:
         concurrency()
 
