@@ -124,9 +124,8 @@ def find_direct(
     ops = [n for n in graph_def.node if n.op == _OP_TYPE]
     if len(ops) != 1:
         return None, f"{len(ops)} openvino subgraphs, not one"
-    others = sorted(
-        {n.op for n in graph_def.node if n.op not in ("Placeholder", "NoOp", _OP_TYPE, *_PASSTHROUGH)}
-    )
+    inert = ("Placeholder", "NoOp", _OP_TYPE, *_PASSTHROUGH)  # NoOp: a saved function's control outputs
+    others = sorted({n.op for n in graph_def.node if n.op not in inert})
     if others:
         return None, f"ops run on TF next to the compiled subgraph ({', '.join(others)})"
     (op,) = ops
