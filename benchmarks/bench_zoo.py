@@ -11,6 +11,8 @@ warm-up, medians:
 * ``ov_own``       OpenVINO's own path: ``openvino.convert_model(model)`` + compile (fp32; ``_bf16``: bf16)
 * ``tfaccel_xla``  ``tfaccel.trace(backend="xla")`` (``_bf16``: ``--fp32-cast=matmult``)
 * ``tfaccel_ov``   ``tfaccel.trace(backend="openvino")`` (``_bf16``: ``--fp32-cast=matmult``)
+* ``tfaccel_static`` ``tfaccel.trace(placement="static")``: the default placement before it was measured
+                   (issue 6's), so one run shows what measuring gains or costs on this machine
 * ``tfaccel``      ``tfaccel.trace`` with the default options (``--backend=auto --placement=profile``)
 
 plus, per tool, convert/trace time, peak RSS growth while converting, max relative error against the
@@ -56,6 +58,7 @@ TOOLS = [
     "tfaccel_xla_bf16",
     "tfaccel_ov",
     "tfaccel_ov_bf16",
+    "tfaccel_static",
     "tfaccel",
 ]
 #: the peers the default trace is compared with (issue 6): fp32, each a whole-model tool
@@ -186,6 +189,8 @@ def build_tool(tool: str, model: Any, x: Any) -> Callable[[], list[np.ndarray]]:
 
         if tool == "tfaccel":  # what a user gets without options
             traced = tfaccel.trace(model, x)
+        elif tool == "tfaccel_static":  # the default before measured placement (issue 6's): no timing
+            traced = tfaccel.trace(model, x, placement="static")
         else:
             backend = "xla" if tool.startswith("tfaccel_xla") else "openvino"
             cast = "matmult" if tool.endswith("bf16") else "none"
@@ -410,7 +415,7 @@ def _default_trace_verdict(results: list[dict[str, Any]], batch: str, tools: lis
         "",
         f"- slower than TF by more than the noise: {', '.join(slower) if slower else 'none'}",
     ]
-    for peer in (p for p in PEERS if p in ratios):
+    for peer in (p for p in (*PEERS, "tfaccel_static") if p in ratios):
         theirs = ratios[peer]
         ran = [v for v in theirs.values() if v]
         both = {m: (o, t) for m in theirs if (t := theirs[m]) and (o := ours.get(m))}
