@@ -2,6 +2,7 @@
 server-side batching, at client concurrency 1, 4 and 16, next to calling the same model in-process.
 
     python benchmarks/bench_server.py [--model mobilenetv2] [--duration 6] [--concurrency 1 4 16]
+    python benchmarks/bench_server.py --json-costs        # REST's JSON work per request, old vs new path
 
 The model is traced with the openvino backend and --dynamic-batch-size (so batching can merge requests),
 saved as version 1 and served by two tfaccel-model-server processes (batching off and on). Clients are
@@ -93,6 +94,74 @@ def _rest_caller(port: int, x: np.ndarray) -> Any:
     return call
 
 
+def json_costs(runs: int) -> list[dict[str, Any]]:
+    """REST's JSON work for one request, in this process (TensorFlow loaded, as in the server): parsing
+    and decoding a request, encoding a response, the server's path before this change (the standard
+    library, value by value, the collector on) and the current one (orjson, array-wide writing, the
+    collector paused), timed interleaved (medians of ``runs``). The HTTP exchange around it is the same.
+    """
+    from tfaccel.serving.tensors import (
+        F32,
+        _nested,
+        columns_from_json,
+        columns_to_json,
+        dumps,
+        fast_parse,
+        gc_paused,
+        standard_parse,
+    )
+
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 224, 224, 3), dtype=np.float32)
+    ids = rng.integers(0, 8000, (1, 128)).astype(np.int32)
+    logits = rng.normal(size=(1, 1000)).astype(np.float32)
+    image_spec = {"input": tf.TensorSpec([None, 224, 224, 3], tf.float32)}
+    ids_spec = {"input": tf.TensorSpec([None, 128], tf.int32)}
+
+    def request(body: bytes, spec: Any, parse: Any) -> Any:
+        return lambda: columns_from_json(parse(body)["inputs"], spec, False)
+
+    def paused(work: Any) -> Any:
+        def run() -> Any:
+            with gc_paused():
+                return work()
+
+        return run
+
+    image_body = json.dumps({"inputs": {"input": image.tolist()}}).encode()
+    ids_body = json.dumps({"inputs": {"input": ids.tolist()}}).encode()
+    cases = {
+        "request: 224x224x3 float32 image (3 MB JSON)": (
+            request(image_body, image_spec, standard_parse),
+            paused(request(image_body, image_spec, lambda b: fast_parse(b) or standard_parse(b))),
+        ),
+        "request: 128 int32 token ids": (
+            request(ids_body, ids_spec, standard_parse),
+            paused(request(ids_body, ids_spec, lambda b: fast_parse(b) or standard_parse(b))),
+        ),
+        "response: 1,000 float32 logits": (
+            lambda: dumps({"outputs": _nested(logits, lambda v: F32(v))}),
+            paused(lambda: dumps({"outputs": columns_to_json({"output": logits})})),
+        ),
+        "response: 224x224x3 float32 (an image out)": (
+            lambda: dumps({"outputs": _nested(image, lambda v: F32(v))}),
+            paused(lambda: dumps({"outputs": columns_to_json({"output": image})})),
+        ),
+    }
+    rows = []
+    for name, (before, after) in cases.items():
+        times: dict[str, list[float]] = {"standard": [], "current": []}
+        for _ in range(runs):
+            for label, fn in (("standard", before), ("current", after)):
+                start = time.perf_counter()
+                fn()
+                times[label].append(time.perf_counter() - start)
+        old, new = (1000 * float(np.median(times[k])) for k in ("standard", "current"))
+        rows.append({"case": name, "standard_ms": old, "current_ms": new, "speedup": old / new})
+        print(f"{name:<46} standard {old:9.3f} ms   current {new:9.3f} ms   {old / new:6.1f}x", flush=True)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -101,7 +170,14 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per variant and concurrency")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--out", help="also write the rows as JSON here")
+    parser.add_argument("--json-costs", action="store_true", help="only REST's JSON work, in-process")
+    parser.add_argument("--runs", type=int, default=20, help="interleaved runs per case (--json-costs)")
     args = parser.parse_args()
+    if args.json_costs:
+        rows = json_costs(args.runs)
+        if args.out:
+            Path(args.out).write_text(json.dumps(rows, indent=1))
+        return 0
 
     work = Path(tempfile.mkdtemp(prefix="bench_server_"))
     model = EXAMPLES[args.model]()

@@ -198,6 +198,12 @@ class Batcher:
         assert task.outputs is not None
         return task.outputs
 
+    def queued(self) -> int:
+        """Requests waiting in the queues for their batch (a gauge reads it at each scrape)."""
+        with self._lock:
+            queues = list(self._queues.values())
+        return sum(len(q.tasks) for q in queues)
+
     def forget(self, servable: Servable) -> None:
         """Drop the queues of an unloaded version; their threads finish what is queued and end, so the
         version can be freed.

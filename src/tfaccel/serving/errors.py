@@ -35,14 +35,23 @@ HTTP_STATUS = {
 class ServingError(Exception):
     """A request failed with ``code``; ``message`` is what the client reads."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, http_status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self._http_status = http_status
 
     @property
     def http_status(self) -> int:
-        return HTTP_STATUS.get(self.code, 500)
+        """The REST status: TF Serving's mapping of the code, unless the error names its own."""
+        return self._http_status or HTTP_STATUS.get(self.code, 500)
+
+    @classmethod
+    def overloaded(cls, message: str) -> ServingError:
+        """The server is full: RESOURCE_EXHAUSTED over gRPC, and 503 over REST (what load balancers
+        retry elsewhere; TF Serving's mapping of the code would say 429).
+        """
+        return cls(grpc.StatusCode.RESOURCE_EXHAUSTED, message, http_status=503)
 
     @classmethod
     def invalid(cls, message: str) -> ServingError:

@@ -10,12 +10,14 @@ Classify, Regress, MultiInference and HandleReloadConfigRequest answer UNIMPLEME
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent import futures
 from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from grpc_health.v1 import health_pb2_grpc
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -27,6 +29,7 @@ from tensorflow_serving.apis import (
 
 from tfaccel.serving.config import TlsConfig
 from tfaccel.serving.errors import ServingError
+from tfaccel.serving.health import Health, HealthServicer
 from tfaccel.serving.manager import VersionRecord
 from tfaccel.serving.servable import Servable
 from tfaccel.serving.service import Service
@@ -179,17 +182,31 @@ class _Models(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc
 
 
 class GrpcServer:
+    """The gRPC front end: TF Serving's two services and ``grpc.health.v1.Health`` on one port.
+
+    ``max_pending`` bounds the RPCs the server holds at once (running on its ``threads`` or waiting for
+    one): gRPC answers any beyond it RESOURCE_EXHAUSTED at once.
+    """
+
     def __init__(
         self,
         service: Service,
+        health: Health,
         port: int,
         threads: int,
         bind_address: str = "0.0.0.0",
         tls: TlsConfig | None = None,
+        max_pending: int | None = None,
     ) -> None:
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=_UNLIMITED)
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=threads),
+            options=_UNLIMITED,
+            maximum_concurrent_rpcs=max_pending,
+        )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_Prediction(service), self.server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_Models(service), self.server)
+        self.health = HealthServicer(health)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         host = f"[{bind_address}]" if ":" in bind_address else bind_address
         try:
             if tls is None:
@@ -211,5 +228,13 @@ class GrpcServer:
     def start(self) -> None:
         self.server.start()
 
+    def stop_accepting(self, grace: float) -> threading.Event:
+        """Refuse new RPCs from now on; the running ones get ``grace`` seconds, then are cancelled. The
+        event is set when every RPC has ended.
+        """
+        self.health.stop()  # open Watch streams end now: they would hold the grace period to its end
+        done: threading.Event = self.server.stop(grace)
+        return done
+
     def stop(self, grace: float = 5.0) -> None:
-        self.server.stop(grace).wait()
+        self.stop_accepting(grace).wait()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import enum
 import gc
-import json
 import logging
 import os
 import threading
@@ -37,9 +36,10 @@ import grpc
 
 from tfaccel.serving.config import ModelConfig
 from tfaccel.serving.errors import ServingError
+from tfaccel.serving.logs import log_event
 from tfaccel.serving.servable import Servable, load_servable
 
-__all__ = ["Manager", "State", "VersionRecord"]
+__all__ = ["Manager", "State", "VersionRecord", "log_event"]
 
 logger = logging.getLogger("tfaccel.serving")
 
@@ -72,11 +72,6 @@ class _Model:
     versions: dict[int, VersionRecord] = field(default_factory=dict)
     #: names in the base path that are not versions, each logged once
     ignored: set[str] = field(default_factory=set)
-
-
-def log_event(event: str, **fields: object) -> None:
-    """One JSON line per lifecycle event or failed request."""
-    logger.info(json.dumps({"event": event, **fields}, sort_keys=True, default=str))
 
 
 #: the largest version TF Serving's protos carry (``int64``)
@@ -380,3 +375,13 @@ class Manager:
 
     def model_names(self) -> list[str]:
         return sorted(self._models)
+
+    def without_available_version(self, names: Iterable[str]) -> list[str]:
+        """Those of the configured models ``names`` that have no version AVAILABLE now (health uses it)."""
+        with self._lock:
+            return sorted(
+                name
+                for name in names
+                if name in self._models
+                and not any(r.servable is not None for r in self._models[name].versions.values())
+            )

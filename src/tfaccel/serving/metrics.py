@@ -8,8 +8,9 @@ from a request: :data:`UNKNOWN_MODEL` stands for every name the server does not 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["UNKNOWN_MODEL", "Metrics", "label_value"]
 
@@ -62,6 +63,22 @@ class Metrics:
             ["model_name"],
             registry=self.registry,
         )
+
+    def watch(self, in_flight: Callable[[], float], queued: Callable[[], float]) -> None:
+        """The autoscaling gauges, read at each scrape: predictions admitted and not yet answered, and
+        predictions waiting (for a free slot, or admitted and waiting in a batching queue for their batch).
+        One series each across REST and gRPC: the server's load, whatever the protocol.
+        """
+        Gauge(
+            "tfaccel_serving_requests_in_flight",
+            "Predictions admitted and not yet answered (running, or in a batching queue).",
+            registry=self.registry,
+        ).set_function(in_flight)
+        Gauge(
+            "tfaccel_serving_requests_queued",
+            "Predictions waiting: for a free slot (--max_concurrent_requests), or in a batching queue.",
+            registry=self.registry,
+        ).set_function(queued)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

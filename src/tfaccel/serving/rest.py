@@ -22,25 +22,27 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from google.protobuf import json_format
 
 from tfaccel.serving.config import MonitoringConfig
 from tfaccel.serving.errors import ServingError
 from tfaccel.serving.grpc_service import model_spec, signature_map, status_response
+from tfaccel.serving.health import Health
 from tfaccel.serving.manager import log_event
 from tfaccel.serving.service import Service
 from tfaccel.serving.tensors import (
     columns_from_json,
     columns_to_json,
     dumps,
+    gc_paused,
     parse_request_json,
     rows_from_json,
     rows_to_json,
 )
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "RestServer"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_CONNECTIONS", "RestServer"]
 
 #: ``--rest_api_max_body_bytes``'s default: above a typical predict (a batch of 16 224x224x3 images
 #: as JSON is about 50 MB) and bounding what one request can cost (JSON decoding takes up to ~20x the
@@ -52,6 +54,13 @@ LISTEN_BACKLOG = 1024
 _DRAIN_BYTES, _DRAIN_SECONDS = 1 << 20, 2.0
 #: seconds a client has to complete the TLS handshake
 _HANDSHAKE_SECONDS = 10.0
+#: connections served at once (``--rest_api_max_connections``'s default); each holds a thread
+DEFAULT_MAX_CONNECTIONS = 1024
+_FULL_BODY = b'{"error": "the server has too many connections open; retry shortly or on another replica"}'
+_FULL_ANSWER = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: " + str(len(_FULL_BODY)).encode() + b"\r\n\r\n" + _FULL_BODY
+)
 
 _PREDICT = re.compile(
     r"(?i)/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)"
@@ -72,9 +81,43 @@ def _version(text: str | None) -> int | None:
 
 
 class _HTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` of them: one more is answered 503 at once
+    (and closed) by the accepting thread, so a flood of connections cannot grow the threads without bound.
+    """
+
     request_queue_size = LISTEN_BACKLOG
     daemon_threads = True
     tls: ssl.SSLContext | None = None
+    max_connections = DEFAULT_MAX_CONNECTIONS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections = 0
+        self._count_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._count_lock:
+            full = self.connections >= self.max_connections
+            if not full:
+                self.connections += 1
+        if not full:
+            super().process_request(request, client_address)
+            return
+        log_event("connection_refused", entrypoint="REST", connections=self.connections)
+        if self.tls is None:  # (over TLS there is no handshake yet to answer through: just closed)
+            try:
+                request.settimeout(1.0)
+                request.sendall(_FULL_ANSWER)
+            except OSError:
+                pass
+        self.shutdown_request(request)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._count_lock:
+                self.connections -= 1
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """With TLS, the handshake runs here, in the connection's own thread (a slow or failing client
@@ -101,20 +144,28 @@ class _HTTPServer6(_HTTPServer):
 
 class RestServer:
     """The REST front end on ``bind_address:port`` (HTTPS with ``tls``); ``timeout_ms`` bounds each
-    predict (0: no bound); bodies above ``max_body_bytes`` are refused (413) unread.
+    predict (0: no bound); bodies above ``max_body_bytes`` are refused (413) unread; at most
+    ``max_connections`` connections at once. ``health`` answers ``/livez`` and ``/readyz``.
+
+    Shutting down is two steps: :meth:`stop_accepting` (the port closes; a request still arriving on an
+    open connection is answered 503 and the connection closed), then :meth:`wait_idle` for the requests
+    being answered.
     """
 
     def __init__(
         self,
         service: Service,
+        health: Health,
         port: int,
         timeout_ms: int,
         monitoring: MonitoringConfig,
         bind_address: str = "0.0.0.0",
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         tls: ssl.SSLContext | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.service = service
+        self.health = health
         self.timeout_ms = timeout_ms
         self.monitoring = monitoring
         self.max_body_bytes = max_body_bytes
@@ -122,7 +173,12 @@ class RestServer:
         server_class = _HTTPServer6 if ":" in bind_address else _HTTPServer
         self.httpd = server_class((bind_address, port), handler)
         self.httpd.tls = tls
+        self.httpd.max_connections = max_connections
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        #: requests being answered now (their bodies read or being read), for :meth:`wait_idle`
+        self._busy = 0
+        self._idle = threading.Condition()
+        self.closing = False
 
     @property
     def port(self) -> int:
@@ -131,23 +187,67 @@ class RestServer:
     def start(self) -> None:
         self.thread.start()
 
-    def stop(self) -> None:
+    def stop_accepting(self) -> None:
+        """Close the port: no new connections; requests on open ones are refused from now on."""
+        self.closing = True
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until no request is being answered; True if none is."""
+        until = time.monotonic() + timeout
+        with self._idle:
+            while self._busy:
+                left = until - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    def enter(self) -> None:
+        with self._idle:
+            self._busy += 1
+
+    def leave(self) -> None:
+        with self._idle:
+            self._busy -= 1
+            self._idle.notify_all()
+
+    def stop(self) -> None:
+        self.stop_accepting()
 
     # -- routes ----------------------------------------------------------------------------------------
     def handle(self, method: str, raw_path: str, body: bytes) -> tuple[int, str, bytes]:
         """(HTTP status, content type, body) for one request."""
-        path = urlsplit(raw_path).path
+        parts = urlsplit(raw_path)
+        path = parts.path
         if self.monitoring.prometheus_enabled and path == self.monitoring.prometheus_path and method == "GET":
             return 200, "text/plain; version=0.0.4", self.service.metrics.exposition()
+        if path in ("/livez", "/readyz") and method == "GET":
+            return self._health(path, parts.query)
         if not path.lower().startswith("/v1/"):
             return 404, "application/json", _error_body(f"Not found: {method} {path}")
         try:
             return 200, "application/json", self._route(method, path, body).encode()
         except ServingError as err:
-            self.service.record_failure(_model_in(path), "predict" if method == "POST" else "", "REST", err)
+            self.service.record_failure(_model_in(path), _api(method, path), "REST", err)
             return err.http_status, "application/json", _error_body(err.message)
+
+    def _health(self, path: str, query: str) -> tuple[int, str, bytes]:
+        """``/livez``: 200 while the process answers; ``/readyz[?model=NAME]``: 200 when ready, else 503
+        (404 for a model not configured here); both with a one-line JSON reason.
+        """
+        if path == "/livez":
+            return 200, "application/json", b'{"live": true}'
+        model = (parse_qs(query).get("model") or [""])[0]
+        readiness = self.health.readiness(model)
+        status = 200 if readiness.ready else (503 if readiness.known else 404)
+        body = json.dumps({"ready": readiness.ready, "reason": readiness.reason}, ensure_ascii=False)
+        return status, "application/json", body.encode()
 
     def _route(self, method: str, path: str, body: bytes) -> str:
         if method == "POST" and (match := _PREDICT.fullmatch(path)):
@@ -189,7 +289,8 @@ class RestServer:
         raise ServingError.invalid(f"Malformed request: {method} {path}")
 
     def _predict(self, model: str, version: int | None, label: str | None, body: bytes) -> str:
-        request, may_hold_bools = parse_request_json(body)
+        with gc_paused():
+            request, may_hold_bools = parse_request_json(body)
         signature_name = request.get("signature_name", "")
         if not isinstance(signature_name, str):
             raise ServingError.invalid("'signature_name' key must be a string value.")
@@ -202,17 +303,26 @@ class RestServer:
             raise ServingError.invalid("Missing 'inputs' or 'instances' key")
 
         def decode(signature: Any) -> Any:
-            if has_rows:
-                return rows_from_json(request["instances"], signature.inputs, may_hold_bools)
-            return columns_from_json(request["inputs"], signature.inputs, may_hold_bools)
+            with gc_paused():
+                if has_rows:
+                    return rows_from_json(request["instances"], signature.inputs, may_hold_bools)
+                return columns_from_json(request["inputs"], signature.inputs, may_hold_bools)
 
         deadline = time.monotonic() + self.timeout_ms / 1000.0 if self.timeout_ms > 0 else None
         _servable, _signature, outputs = self.service.predict(
-            model, version, label, signature_name, decode, deadline, "predict", "REST"
+            model, version, label, signature_name, decode, deadline, "Predict", "REST"
         )
-        if has_rows:
-            return dumps({"predictions": rows_to_json(outputs)})
-        return dumps({"outputs": columns_to_json(outputs)})
+        with gc_paused():
+            if has_rows:
+                return dumps({"predictions": rows_to_json(outputs)})
+            return dumps({"outputs": columns_to_json(outputs)})
+
+
+def _api(method: str, path: str) -> str:
+    """The API a failed request was for, named as over gRPC (one metric label per API)."""
+    if method == "POST":
+        return "Predict"
+    return "GetModelMetadata" if path.lower().endswith("/metadata") else "GetModelStatus"
 
 
 def _model_in(path: str) -> str:
@@ -278,25 +388,40 @@ def _make_handler(server: RestServer) -> type[BaseHTTPRequestHandler]:
             return bool(super().handle_expect_100())
 
         def _serve(self, method: str) -> None:
-            length = self._length()
-            if length is None:
-                return
-            body = self.rfile.read(length) if length else b""
+            server.enter()
             try:
-                status, content_type, payload = server.handle(method, self.path, body)
-            except Exception as err:  # never drop a connection without an answer: a server bug is a 500
-                status, content_type = 500, "application/json"
-                message = f"internal error: {type(err).__name__}: {err}"
-                payload = _error_body(message)
-                log_event(
-                    "request_failed", path=self.path[:200], entrypoint="REST", code="INTERNAL", error=message
-                )
-            self._answer(status, content_type, payload)
+                if server.closing:  # shutting down: this connection's last answer
+                    self._refuse(503, "the server is shutting down; send the request to another replica")
+                    return
+                length = self._length()
+                if length is None:
+                    return
+                body = self.rfile.read(length) if length else b""
+                try:
+                    status, content_type, payload = server.handle(method, self.path, body)
+                except Exception as err:  # never drop a connection without an answer: a bug is a 500
+                    status, content_type = 500, "application/json"
+                    message = f"internal error: {type(err).__name__}: {err}"
+                    payload = _error_body(message)
+                    log_event(
+                        "request_failed",
+                        path=self.path[:200],
+                        entrypoint="REST",
+                        code="INTERNAL",
+                        error=message,
+                    )
+                if server.closing:
+                    self.close_connection = True
+                self._answer(status, content_type, payload, close=server.closing)
+            finally:
+                server.leave()
 
         def _answer(self, status: int, content_type: str, payload: bytes, close: bool = False) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
+            if status == 503:
+                self.send_header("Retry-After", "1")
             if close:
                 self.send_header("Connection", "close")
             self.end_headers()

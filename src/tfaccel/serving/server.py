@@ -14,7 +14,15 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tfaccel.serving.admission import Admission
+    from tfaccel.serving.grpc_service import GrpcServer
+    from tfaccel.serving.health import Health
+    from tfaccel.serving.rest import RestServer
 
 __all__ = ["main", "parse_flags"]
 
@@ -62,7 +70,45 @@ def build_parser(prog: str = "tfaccel-model-server") -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--port", type=int, default=8500, help="gRPC port (0: no gRPC)")
     add("--rest_api_port", type=int, default=0, help="REST port (0: no REST)")
-    add("--rest_api_num_threads", type=int, default=0, help="accepted; REST uses a thread per connection")
+    add(
+        "--rest_api_num_threads",
+        type=int,
+        default=0,
+        help="accepted; REST uses a thread per connection, at most --rest_api_max_connections",
+    )
+    add(
+        "--rest_api_max_connections",
+        type=int,
+        default=1024,
+        help="REST connections served at once; one more is answered 503 and closed (1024)",
+    )
+    add(
+        "--max_concurrent_requests",
+        type=int,
+        default=0,
+        help="predictions running at once, REST and gRPC together (0: 4 per core; with batching, "
+        "as many as the front ends hold, the batching queues bounding them)",
+    )
+    add(
+        "--max_queued_requests",
+        type=int,
+        default=128,
+        help="predictions waiting for a free slot; one more is refused at once "
+        "(gRPC RESOURCE_EXHAUSTED, REST 503) (128)",
+    )
+    add(
+        "--drain_delay_seconds",
+        type=float,
+        default=0.0,
+        help="on SIGTERM: seconds to keep serving while reporting not ready, so load balancers move "
+        "traffic away, before the ports close (0)",
+    )
+    add(
+        "--shutdown_timeout_seconds",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, after the ports close: seconds the requests still running get to finish (30)",
+    )
     add("--rest_api_timeout_in_ms", type=int, default=30000, help="bound on each REST predict (<=0: none)")
     add(
         "--grpc_bind_address",
@@ -116,6 +162,15 @@ def parse_flags(argv: Sequence[str], prog: str = "tfaccel-model-server") -> argp
         build_parser(prog).error("--batching_parameters_file needs --enable_batching")
     if args.rest_api_max_body_bytes < 1:
         build_parser(prog).error("--rest_api_max_body_bytes must be at least 1")
+    for name in ("rest_api_max_connections", "grpc_max_threads"):
+        if getattr(args, name) < 1:
+            build_parser(prog).error(f"--{name} must be at least 1")
+    for name in ("max_concurrent_requests", "max_queued_requests"):
+        if getattr(args, name) < 0:
+            build_parser(prog).error(f"--{name} must be 0 or more")
+    for name in ("drain_delay_seconds", "shutdown_timeout_seconds"):
+        if not 0 <= getattr(args, name) <= 86400:
+            build_parser(prog).error(f"--{name} must be between 0 and 86400")
     return args
 
 
@@ -138,6 +193,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "tfaccel-model-server") 
     if args.tensorflow_inter_op_parallelism:
         tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
 
+    from tfaccel.serving.admission import Admission
     from tfaccel.serving.config import (
         ConfigError,
         ModelConfig,
@@ -147,6 +203,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "tfaccel-model-server") 
         read_ssl_config,
     )
     from tfaccel.serving.grpc_service import GrpcServer
+    from tfaccel.serving.health import Health
     from tfaccel.serving.manager import Manager
     from tfaccel.serving.metrics import Metrics
     from tfaccel.serving.rest import RestServer
@@ -172,41 +229,113 @@ def main(argv: Sequence[str] | None = None, prog: str = "tfaccel-model-server") 
         logger.info("serving model %s from %s (%s)", model.name, model.base_path, model.policy)
     manager = Manager(models)
     manager.start(args.file_system_poll_wait_seconds)
-    service = Service(manager, Metrics(), batching)
-    stopping = threading.Event()
-    servers: list[GrpcServer | RestServer] = []
+    running = args.max_concurrent_requests or _automatic_concurrency(args, batching is not None)
+    admission = Admission(running, args.max_queued_requests)
+    service = Service(manager, Metrics(), batching, admission)
+    health = Health(manager)
+    signalled = threading.Event()
+    grpc_server: GrpcServer | None = None
+    rest: RestServer | None = None
     secure = " (TLS)" if tls is not None else ""
     try:
         if args.port:
-            grpc_server = GrpcServer(service, args.port, args.grpc_max_threads, args.grpc_bind_address, tls)
+            grpc_server = GrpcServer(
+                service,
+                health,
+                args.port,
+                args.grpc_max_threads,
+                args.grpc_bind_address,
+                tls,
+                max_pending=args.grpc_max_threads + args.max_queued_requests,
+            )
             grpc_server.start()
-            servers.append(grpc_server)
             logger.info("gRPC API at %s:%d%s", _host(args.grpc_bind_address), grpc_server.port, secure)
         if args.rest_api_port:
             rest = RestServer(
                 service,
+                health,
                 args.rest_api_port,
                 args.rest_api_timeout_in_ms,
                 monitoring,
                 args.rest_api_bind_address,
                 args.rest_api_max_body_bytes,
                 tls.server_context() if tls is not None else None,
+                args.rest_api_max_connections,
             )
             rest.start()
-            servers.append(rest)
             scheme = "https" if tls is not None else "http"
             logger.info("REST API at %s://%s:%d", scheme, _host(args.rest_api_bind_address), rest.port)
     except OSError as err:
         sys.stderr.write(f"{prog}: error: {err}\n")
         return 1
+    hurry = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        if signalled.is_set():
+            hurry.set()  # a second signal: stop waiting for the drain
+        signalled.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
-    stopping.wait()
-    logger.info("stopping")
-    for server in servers:
-        server.stop()
+        signal.signal(sig, on_signal)
+    ready = health.readiness()
+    logger.info("%s", "ready" if ready.ready else f"not ready: {ready.reason}")
+    signalled.wait()
+    _drain(args, health, admission, grpc_server, rest, hurry)
     manager.stop()
     return 0
+
+
+def _automatic_concurrency(args: argparse.Namespace, batching: bool) -> int:
+    """``--max_concurrent_requests=0``: 4 per core (more in parallel only adds latency on a CPU); with
+    batching, every request the front ends hold (the batching queues bound them, and a batch needs many
+    requests waiting together).
+    """
+    import os
+
+    if batching:
+        return int(args.rest_api_max_connections) + int(args.grpc_max_threads)
+    return 4 * (os.cpu_count() or 1)
+
+
+def _drain(
+    args: argparse.Namespace,
+    health: Health,
+    admission: Admission,
+    grpc_server: GrpcServer | None,
+    rest: RestServer | None,
+    hurry: threading.Event,
+) -> None:
+    """The graceful shutdown: not ready at once, serving for ``--drain_delay_seconds``, then the ports
+    close, the requests still running get ``--shutdown_timeout_seconds``, and the server exits (a second
+    signal cuts the waits short).
+    """
+    from tfaccel.serving.logs import log_event
+
+    health.draining.set()
+    log_event("draining", delay_seconds=args.drain_delay_seconds)
+    hurry.wait(args.drain_delay_seconds)
+    admission.close()
+    grpc_done = grpc_server.stop_accepting(args.shutdown_timeout_seconds) if grpc_server else None
+    if rest is not None:
+        rest.stop_accepting()
+    until = time.monotonic() + args.shutdown_timeout_seconds
+
+    def settled() -> bool:
+        return (
+            admission.running == 0
+            and admission.waiting == 0
+            and (rest is None or rest.busy == 0)
+            and (grpc_done is None or grpc_done.is_set())
+        )
+
+    while not settled() and time.monotonic() < until and not hurry.is_set():
+        hurry.wait(0.05)
+    log_event(
+        "stopped",
+        graceful=settled(),
+        abandoned_predictions=admission.running + admission.waiting,
+        abandoned_rest_requests=rest.busy if rest is not None else 0,
+    )
 
 
 def _host(address: str) -> str:
@@ -220,12 +349,21 @@ def _absolute(path: str) -> str:
 
 
 def _configure_logging() -> None:
+    """The server's log lines: one JSON object each, on stderr (:mod:`tfaccel.serving.logs`).
+
+    On the root logger, before TensorFlow is imported: TensorFlow's own Python logger then adds no
+    handler of its own, so its warnings (a deprecation, a retracing) come out as JSON lines too, as do
+    Python warnings. tfaccel's records from INFO, everyone else's from WARNING.
+    """
+    from tfaccel.serving.logs import JsonLines
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("tfaccel")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    root.propagate = False
+    handler.setFormatter(JsonLines())
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("tfaccel").setLevel(logging.INFO)
+    logging.captureWarnings(True)
 
 
 if __name__ == "__main__":

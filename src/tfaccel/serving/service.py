@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from tfaccel.serving.admission import Admission
 from tfaccel.serving.batching import Batcher
 from tfaccel.serving.config import BatchingParams
 from tfaccel.serving.errors import ServingError
@@ -26,13 +27,27 @@ __all__ = ["Service"]
 
 
 class Service:
-    def __init__(self, manager: Manager, metrics: Metrics, batching: BatchingParams | None) -> None:
+    """``admission`` bounds the predictions running and waiting (default: no bound worth naming)."""
+
+    def __init__(
+        self,
+        manager: Manager,
+        metrics: Metrics,
+        batching: BatchingParams | None,
+        admission: Admission | None = None,
+    ) -> None:
         self.manager = manager
         self.metrics = metrics
         self._labels = {name: label_value(name) for name in manager.model_names()}
         self.batcher = Batcher(batching, self._count_batch) if batching is not None else None
         if self.batcher is not None:
             manager.on_unload.append(self.batcher.forget)
+        self.admission = admission or Admission(1 << 20, 1 << 20)
+        batcher = self.batcher
+        metrics.watch(
+            lambda: self.admission.running,
+            lambda: self.admission.waiting + (batcher.queued() if batcher is not None else 0),
+        )
 
     def label(self, model: str) -> str:
         """The metric label of a requested model name: its own if configured, else one fixed label."""
@@ -58,6 +73,10 @@ class Service:
         """Resolve, decode the inputs against the signature (``decode``), check, run (batched or not)."""
 
         def work() -> tuple[Servable, Signature, dict[str, np.ndarray]]:
+            with self.admission.slot(deadline):
+                return admitted()
+
+        def admitted() -> tuple[Servable, Signature, dict[str, np.ndarray]]:
             servable = self.manager.resolve(model, version, label)
             signature = servable.signature(signature_name, entrypoint)
             inputs = dict(decode(signature))
