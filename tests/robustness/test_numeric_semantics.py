@@ -47,6 +47,25 @@ def relu_cnn(pool: bool = False) -> Any:
     return keras.Model(inp, keras.layers.Dense(5, activation="softmax")(x))
 
 
+def relu_depthwise_cnn() -> Any:
+    """MobileNet's shape: depthwise then pointwise convolutions, each followed by a ReLU."""
+    keras.utils.set_random_seed(17)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(inp)
+    x = keras.layers.Conv2D(4, 1, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(3)(x))
+
+
+#: a [6, 4] weight for the matmul cases (X and X_EDGES have 6 columns)
+W = (np.arange(24, dtype=np.float32).reshape(6, 4) - 11.5) / 8.0
+
+
+def _relu_in_loop(t: tf.Tensor) -> tf.Tensor:
+    """A Relu inside a while loop's body (a function body, guarded on its own)."""
+    return tf.while_loop(lambda i, v: i < 2, lambda i, v: (i + 1, tf.nn.relu(v) - 0.5), (0, t))[1]
+
+
 def _one_nan_pixel() -> np.ndarray:
     image = _rng.uniform(0, 1, (2, 8, 8, 3)).astype(np.float32)
     image[0, 3, 4, 1] = NAN  # only the first image is poisoned; the second must stay finite
@@ -67,6 +86,14 @@ NAN_CASES: list[tuple[str, Callable[..., Any], np.ndarray]] = [
     ("softmax", lambda t: tf.nn.softmax(t * 2.0), X_NAN),
     ("softmax_with_inf", lambda t: tf.nn.softmax(t * 2.0), X_EDGES),
     ("leaky_relu_then_relu", lambda t: tf.nn.relu(tf.nn.leaky_relu(t, 0.1) + 0.25), X_EDGES),
+    # Relu in each context OpenVINO fuses it into (after a matmul, an addition, alone, in a loop body): a
+    # cheaper NaN-keeping Relu must pass all of these (``Maximum(0, x)`` kept NaN fused into convolutions
+    # but not in OpenVINO's elementwise chain PReLU -> Add -> Maximum: leaky_relu_then_relu caught it)
+    ("relu_alone", tf.nn.relu, X_EDGES),
+    ("relu_after_matmul", lambda t: tf.nn.relu(tf.matmul(t, W)), X_NAN),
+    ("relu_after_matmul_bias", lambda t: tf.nn.relu(tf.matmul(t, W) + 0.25) * 2.0, X_NAN),
+    ("relu_after_add", lambda t: tf.nn.relu(t + t[:, ::-1]) * 2.0, X_EDGES),
+    ("relu_in_loop", _relu_in_loop, X_EDGES),
     ("zero_over_zero_inside", lambda t: tf.nn.relu(t / t) + tf.nn.relu6((t * 0.0) / (t * 0.0)), X_EDGES),
     ("inf_minus_inf_inside", lambda t: tf.nn.relu(t * INF - t * INF) * 2.0, X),
     ("nan_made_then_maxed", lambda t: tf.maximum(tf.math.log(t - 10.0), 0.0), X),
@@ -77,6 +104,7 @@ NAN_CASES: list[tuple[str, Callable[..., Any], np.ndarray]] = [
         X_POOL,
     ),
     ("relu_cnn_one_nan_pixel", "relu_cnn", _one_nan_pixel()),  # type: ignore[list-item]
+    ("relu_depthwise_cnn_one_nan_pixel", "relu_depthwise_cnn", _one_nan_pixel()),  # type: ignore[list-item]
     # TF's MaxPool skips NaN (the poisoned image comes out finite): the traced model must skip it too
     ("relu_maxpool_cnn_one_nan_pixel", "relu_maxpool_cnn", _one_nan_pixel()),  # type: ignore[list-item]
 ]
@@ -90,6 +118,8 @@ XLA_DIFFERS = {"relu_maxpool_cnn_one_nan_pixel"}
 def _callable(fn: Any) -> Any:
     if fn == "relu_cnn":
         return relu_cnn()
+    if fn == "relu_depthwise_cnn":
+        return relu_depthwise_cnn()
     return relu_cnn(pool=True) if fn == "relu_maxpool_cnn" else fn
 
 
