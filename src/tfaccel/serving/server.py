@@ -279,10 +279,17 @@ def main(argv: Sequence[str] | None = None, prog: str = "tfaccel-model-server") 
         signal.signal(sig, on_signal)
     ready = health.readiness()
     logger.info("%s", "ready" if ready.ready else f"not ready: {ready.reason}")
-    signalled.wait()
+    # in slices: the kernel may deliver SIGTERM to any thread (TensorFlow's, gRPC's), and Python runs the
+    # handler only when the main thread wakes; an untimed wait then slept through it (seen: 5 s late)
+    while not signalled.wait(_WAKE_S):
+        pass
     _drain(args, health, admission, grpc_server, rest, hurry)
     manager.stop()
     return 0
+
+
+#: seconds between the main thread's looks for a signal (see ``main``)
+_WAKE_S = 0.1
 
 
 def _automatic_concurrency(args: argparse.Namespace, batching: bool) -> int:
@@ -313,7 +320,9 @@ def _drain(
 
     health.draining.set()
     log_event("draining", delay_seconds=args.drain_delay_seconds)
-    hurry.wait(args.drain_delay_seconds)
+    until = time.monotonic() + args.drain_delay_seconds
+    while time.monotonic() < until and not hurry.wait(min(_WAKE_S, max(0.0, until - time.monotonic()))):
+        pass
     admission.close()
     grpc_done = grpc_server.stop_accepting(args.shutdown_timeout_seconds) if grpc_server else None
     if rest is not None:
