@@ -12,7 +12,9 @@ gRPC together. Status, metadata, metrics and health requests never wait here: a 
 the server is full.
 
 Draining (SIGTERM): new predictions are refused with ``UNAVAILABLE`` once the front ends stop taking
-them, and :meth:`Admission.wait_idle` waits, bounded, for the running and waiting ones to finish.
+them; the drain then watches :attr:`Admission.running` and :attr:`Admission.waiting` (with the front
+ends' own counts) until they reach 0 or the timeout passes. :meth:`Admission.wait_idle` is the same wait
+for callers with only the gate to watch.
 """
 
 from __future__ import annotations

@@ -148,8 +148,8 @@ class RestServer:
     ``max_connections`` connections at once. ``health`` answers ``/livez`` and ``/readyz``.
 
     Shutting down is two steps: :meth:`stop_accepting` (the port closes; a request still arriving on an
-    open connection is answered 503 and the connection closed), then :meth:`wait_idle` for the requests
-    being answered.
+    open connection is answered 503 and the connection closed); :attr:`busy` then counts the requests
+    still being answered.
     """
 
     def __init__(
@@ -175,9 +175,9 @@ class RestServer:
         self.httpd.tls = tls
         self.httpd.max_connections = max_connections
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        #: requests being answered now (their bodies read or being read), for :meth:`wait_idle`
+        #: requests being answered now (their bodies read or being read), for the drain
         self._busy = 0
-        self._idle = threading.Condition()
+        self._busy_lock = threading.Lock()
         self.closing = False
 
     @property
@@ -193,32 +193,17 @@ class RestServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait (at most ``timeout`` s) until no request is being answered; True if none is."""
-        until = time.monotonic() + timeout
-        with self._idle:
-            while self._busy:
-                left = until - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
-
     @property
     def busy(self) -> int:
         return self._busy
 
     def enter(self) -> None:
-        with self._idle:
+        with self._busy_lock:
             self._busy += 1
 
     def leave(self) -> None:
-        with self._idle:
+        with self._busy_lock:
             self._busy -= 1
-            self._idle.notify_all()
-
-    def stop(self) -> None:
-        self.stop_accepting()
 
     # -- routes ----------------------------------------------------------------------------------------
     def handle(self, method: str, raw_path: str, body: bytes) -> tuple[int, str, bytes]:
