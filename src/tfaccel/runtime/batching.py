@@ -138,8 +138,14 @@ def run_in_chunks(
         )
         return [tf.reshape(r, tf.concat([[chunks * batch], tf.shape(r)[2:]], axis=0))[:n] for r in results]
 
-    outputs: Any = tf.cond(tf.equal(n, batch), direct, chunked)
-    return list(outputs)
+    outputs = list(tf.cond(tf.equal(n, batch), direct, chunked))
+    # a compiled function's outputs may come without a shape, and the cond keeps only what both branches
+    # agree on, so the serving signature lost an output's rank (TF Serving's metadata and the batch
+    # engines read it): every output is the traced one with any number of rows
+    for tensor, spec in zip(outputs, output_specs, strict=True):
+        if spec.shape.rank:
+            tensor.set_shape([None, *spec.shape[1:]])
+    return outputs
 
 
 def same_batch(inputs: Sequence[tf.Tensor], names: Sequence[str]) -> tf.Tensor:

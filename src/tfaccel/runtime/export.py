@@ -45,7 +45,7 @@ def load(path: str | os.PathLike[str]) -> TracedModel:
     """
     path = fspath(path, "load")
     meta = read_metadata(path)
-    layout, output_names, report, plan = _parse_metadata(path, meta)
+    layout, output_names, report, plan = parse_metadata(path, meta)
     verify_files(path, meta)
     try:
         restored = tf.saved_model.load(path)
@@ -130,7 +130,7 @@ def verify_files(path: str, meta: dict[str, Any]) -> None:
             )
 
 
-def _parse_metadata(
+def parse_metadata(
     path: str, meta: dict[str, Any]
 ) -> tuple[InputLayout, tuple[str, ...], PlacementReport, BatchPlan]:
     """The metadata's layout, output names, report and batch plan, or an :class:`ExportError` saying

@@ -32,15 +32,7 @@ from tfaccel.serving.grpc_service import model_spec, signature_map, status_respo
 from tfaccel.serving.health import Health
 from tfaccel.serving.manager import log_event
 from tfaccel.serving.service import Service
-from tfaccel.serving.tensors import (
-    columns_from_json,
-    columns_to_json,
-    dumps,
-    gc_paused,
-    parse_request_json,
-    rows_from_json,
-    rows_to_json,
-)
+from tfaccel.serving.tensors import PredictRequest
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_CONNECTIONS", "RestServer"]
 
@@ -274,33 +266,16 @@ class RestServer:
         raise ServingError.invalid(f"Malformed request: {method} {path}")
 
     def _predict(self, model: str, version: int | None, label: str | None, body: bytes) -> str:
-        with gc_paused():
-            request, may_hold_bools = parse_request_json(body)
-        signature_name = request.get("signature_name", "")
-        if not isinstance(signature_name, str):
-            raise ServingError.invalid("'signature_name' key must be a string value.")
-        has_rows, has_columns = "instances" in request, "inputs" in request
-        if has_rows and has_columns:
-            raise ServingError.invalid(
-                "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist"
-            )
-        if not (has_rows or has_columns):
-            raise ServingError.invalid("Missing 'inputs' or 'instances' key")
+        request = PredictRequest.parse(body)
 
         def decode(signature: Any) -> Any:
-            with gc_paused():
-                if has_rows:
-                    return rows_from_json(request["instances"], signature.inputs, may_hold_bools)
-                return columns_from_json(request["inputs"], signature.inputs, may_hold_bools)
+            return request.inputs(signature.inputs)
 
         deadline = time.monotonic() + self.timeout_ms / 1000.0 if self.timeout_ms > 0 else None
         _servable, _signature, outputs = self.service.predict(
-            model, version, label, signature_name, decode, deadline, "Predict", "REST"
+            model, version, label, request.signature_name, decode, deadline, "Predict", "REST"
         )
-        with gc_paused():
-            if has_rows:
-                return dumps({"predictions": rows_to_json(outputs)})
-            return dumps({"outputs": columns_to_json(outputs)})
+        return request.answer(outputs)
 
 
 def _api(method: str, path: str) -> str:

@@ -16,6 +16,7 @@ import json
 import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from tfaccel.serving.errors import ServingError
 __all__ = [
     "F32",
     "MAX_FILLED_BYTES",
+    "PredictRequest",
     "Raw",
     "fast_parse",
     "gc_paused",
@@ -572,6 +574,52 @@ def columns_to_json(outputs: Mapping[str, np.ndarray]) -> Any:
         name, value = next(iter(outputs.items()))
         return _json_value(value, name)
     return {name: _json_value(value, name) for name, value in outputs.items()}
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """A REST predict body as TF Serving reads it: the row (``instances``) or columnar (``inputs``) format,
+    the signature's name, and whether the JSON may hold booleans. The model server and the Ray Serve
+    deployment both read requests through it, so both accept and refuse the same bodies.
+    """
+
+    body: dict[str, Any]
+    rows: bool
+    may_hold_bools: bool
+
+    @classmethod
+    def parse(cls, body: bytes) -> PredictRequest:
+        """Parse and check the envelope (INVALID_ARGUMENT with TF Serving's messages otherwise)."""
+        with gc_paused():
+            request, may_hold_bools = parse_request_json(body)
+        if not isinstance(request.get("signature_name", ""), str):
+            raise ServingError.invalid("'signature_name' key must be a string value.")
+        has_rows, has_columns = "instances" in request, "inputs" in request
+        if has_rows and has_columns:
+            raise ServingError.invalid(
+                "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist"
+            )
+        if not (has_rows or has_columns):
+            raise ServingError.invalid("Missing 'inputs' or 'instances' key")
+        return cls(request, has_rows, may_hold_bools)
+
+    @property
+    def signature_name(self) -> str:
+        return str(self.body.get("signature_name", ""))
+
+    def inputs(self, specs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+        """The request's tensors, decoded against the signature's input specs."""
+        with gc_paused():
+            if self.rows:
+                return rows_from_json(self.body["instances"], specs, self.may_hold_bools)
+            return columns_from_json(self.body["inputs"], specs, self.may_hold_bools)
+
+    def answer(self, outputs: Mapping[str, np.ndarray]) -> str:
+        """The response body in the request's format (``predictions`` for rows, ``outputs`` for columns)."""
+        with gc_paused():
+            if self.rows:
+                return dumps({"predictions": rows_to_json(outputs)})
+            return dumps({"outputs": columns_to_json(outputs)})
 
 
 def check_names(sent: Mapping[str, object], wanted: Mapping[str, object]) -> None:
