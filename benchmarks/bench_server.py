@@ -3,6 +3,9 @@ server-side batching, at client concurrency 1, 4 and 16, next to calling the sam
 
     python benchmarks/bench_server.py [--model mobilenetv2] [--duration 6] [--concurrency 1 4 16]
     python benchmarks/bench_server.py --json-costs        # REST's JSON work per request, old vs new path
+    python benchmarks/bench_server.py --scale-out         # Ray Data and Spark rows/s vs predict loops
+    python benchmarks/bench_server.py --http-servers      # the HTTP layer: standard library vs uvicorn
+    python benchmarks/bench_server.py --startup           # seconds from process start to ready
 
 The model is traced with the openvino backend and --dynamic-batch-size (so batching can merge requests),
 saved as version 1 and served by two tfaccel-model-server processes (batching off and on). Clients are
@@ -162,6 +165,267 @@ def json_costs(runs: int) -> list[dict[str, Any]]:
     return rows
 
 
+#: the two HTTP layers compared by --http-servers, each answering POST /v1/models/m:predict by parsing the
+#: JSON body with orjson and writing a small JSON answer, the model call replaced by handing the work to a
+#: thread (as a blocking TensorFlow call must be, off uvicorn's event loop) or running in the connection's
+#: thread (the standard library's model). Nothing else differs.
+_STDLIB_SERVER = """
+import sys, orjson
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+ANSWER = orjson.dumps({"predictions": [[0.5] * 10]})
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        orjson.loads(body)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(ANSWER)))
+        self.end_headers()
+        self.wfile.write(ANSWER)
+server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+server.daemon_threads = True
+server.request_queue_size = 1024
+server.serve_forever()
+"""
+_UVICORN_SERVER = """
+import asyncio, sys, orjson, uvicorn
+ANSWER = orjson.dumps({"predictions": [[0.5] * 10]})
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(ANSWER)).encode())]
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    await asyncio.to_thread(orjson.loads, body)
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": ANSWER})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="error", access_log=False)
+"""
+
+
+def startup(model_name: str, runs: int) -> list[dict[str, Any]]:
+    """Seconds from starting ``tfaccel-model-server`` to ``/readyz`` answering 200 (the model loaded and
+    warmed up; what a Kubernetes readiness probe waits for), for the model traced with each backend, in
+    ``runs`` fresh processes each (median and range).
+    """
+    import statistics
+
+    work = Path(tempfile.mkdtemp(prefix="bench_startup_"))
+    model = EXAMPLES[model_name]()
+    x = np.asarray(example_input(model_name, 1))
+    rows = []
+    for backend in ("openvino", "xla"):
+        repo = work / backend
+        tfaccel.trace(model, x, backend=backend).save(str(repo / "1"))
+        times = []
+        for _ in range(runs):
+            rest_port = _free_port()
+            args = [
+                sys.executable,
+                "-c",
+                "import sys, tfaccel_cli; sys.exit(tfaccel_cli.serve_main())",
+                f"--rest_api_port={rest_port}",
+                "--model_name=m",
+                f"--model_base_path={repo}",
+            ]
+            began = time.perf_counter()
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                while True:
+                    if proc.poll() is not None or time.perf_counter() - began > 300:
+                        raise SystemExit(f"the server for {backend} did not become ready")
+                    try:
+                        with urllib.request.urlopen(
+                            f"http://127.0.0.1:{rest_port}/readyz", timeout=5
+                        ) as reply:
+                            if reply.status == 200:
+                                break
+                    except OSError:
+                        pass
+                    time.sleep(0.05)
+                times.append(time.perf_counter() - began)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+        row = {
+            "backend": backend,
+            "median_s": statistics.median(times),
+            "min_s": min(times),
+            "max_s": max(times),
+        }
+        rows.append(row)
+        print(
+            f"{model_name}, {backend}: start to ready {row['median_s']:.2f} s median "
+            f"({row['min_s']:.2f}-{row['max_s']:.2f} s, {runs} fresh processes)"
+        )
+    return rows
+
+
+def http_servers(duration: float, concurrencies: list[int]) -> list[dict[str, Any]]:
+    """Requests/s and p50/p99 of the two HTTP layers (the standard library's threads, tfaccel's REST
+    front end's model, and uvicorn's event loop) on one small predict body (128 floats), with keep-alive
+    connections, at each client concurrency; the servers run in their own processes, the clients are
+    threads here. The difference per request is what choosing one over the other could save.
+    """
+    import http.client
+    import threading
+
+    body = json.dumps({"instances": [[0.25] * 128]}).encode()
+    procs, variants = [], {}
+    for name, code in (("stdlib threads", _STDLIB_SERVER), ("uvicorn (asyncio)", _UVICORN_SERVER)):
+        port = _free_port()
+        procs.append(subprocess.Popen([sys.executable, "-c", code, str(port)]))
+        local = threading.local()
+
+        def call(port: int = port, local: Any = local) -> None:
+            if getattr(local, "conn", None) is None:
+                local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            local.conn.request("POST", "/v1/models/m:predict", body, {"Content-Type": "application/json"})
+            reply = local.conn.getresponse()
+            reply.read()
+            if reply.status != 200:
+                raise RuntimeError(f"status {reply.status}")
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{name} did not start") from None
+                time.sleep(0.2)
+        variants[name] = call
+    rows = []
+    try:
+        for concurrency in concurrencies:
+            results = loadtest.run(variants, batch=1, concurrency=concurrency, duration=duration)
+            for name, result in results.items():
+                row = result.summary()
+                row["variant"] = name
+                rows.append(row)
+                if result.errors:
+                    print(f"  {name}: {result.errors} failed calls, e.g. {result.first_error}")
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+    print(f"\nHTTP layer alone: POST of {len(body)} bytes, orjson parse, small answer; {duration:g} s each")
+    print(f"{'server':<20} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    for row in rows:
+        print(
+            f"{row['variant']:<20} {row['concurrency']:>7} {row['calls_per_s']:>8.1f} {row['p50_ms']:>8.3f} "
+            f"{row['p99_ms']:>8.3f}"
+        )
+    return rows
+
+
+def scale_out(rows: int, batch: int) -> list[dict[str, Any]]:
+    """Rows/s scoring the zoo's BERT-like model (seq 128) on this machine's cores, four ways: the original
+    Keras ``model.predict``; the traced model in a plain loop in this process (tfaccel's BatchPredictor,
+    as the engines' workers run it); Ray Data ``map_batches`` with one actor given every core; Spark
+    ``predict_batch_udf`` on ``local[N]`` with one partition per core. Each engine runs the job twice:
+    the first pays its workers' start-up and model load, the second shows the steady rate (Spark's
+    Python workers keep the loaded model; Ray Data starts new actors per job, so it loads again). Every
+    answer is checked against the original's (max |difference| / max |original|).
+    """
+    import ray
+    from pyspark.sql import SparkSession
+
+    from tfaccel.scaleout.predictor import BatchPredictor, describe
+    from tfaccel.scaleout.ray import TracedModelPredictor
+    from tfaccel.scaleout.spark import predict_batch_udf
+    from tfaccel.tools.zoo import ZOO
+
+    cores = os.cpu_count() or 1
+    entry = ZOO["bert"]
+    model = entry.build()
+    data = np.asarray(entry.example(rows, 0))
+    path = str(Path(tempfile.mkdtemp(prefix="bench_scaleout_")) / "bert")
+    tfaccel.trace(model, entry.example(batch, 1)).save(path)
+    name = describe(path).inputs[0].name
+    expected = np.asarray(model.predict(data[:batch], batch_size=batch, verbose=0))
+    results: list[dict[str, Any]] = []
+
+    def record(variant: str, job: int, seconds: float, first: np.ndarray) -> None:
+        error = float(np.max(np.abs(first - expected)) / max(float(np.max(np.abs(expected))), 1e-30))
+        results.append(
+            {"variant": variant, "job": job, "seconds": seconds, "rows_per_s": rows / seconds, "error": error}
+        )
+        print(f"{variant:<34} job {job}: {rows / seconds:8.1f} rows/s ({seconds:.2f} s), error {error:.1e}")
+
+    for job in (1, 2):
+        start = time.perf_counter()
+        out = np.asarray(model.predict(data, batch_size=batch, verbose=0))
+        record("Keras model.predict (TF)", job, time.perf_counter() - start, out[:batch])
+    start = time.perf_counter()
+    predictor = BatchPredictor(path)
+    print(f"{'(traced model load in-process)':<34} {time.perf_counter() - start:.2f} s")
+    for job in (1, 2):
+        start = time.perf_counter()
+        parts = [predictor.predict({name: data[i : i + batch]}) for i in range(0, rows, batch)]
+        output = next(iter(parts[0]))
+        record("traced, in-process loop", job, time.perf_counter() - start, parts[0][output][:batch])
+
+    ray.init(num_cpus=cores + 1, include_dashboard=False, log_to_driver=False)  # +1: room for Data's tasks
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.execution_options.preserve_order = True
+    try:
+        for job in (1, 2):
+            start = time.perf_counter()
+            ds = ray.data.from_numpy(data).map_batches(
+                TracedModelPredictor,
+                fn_constructor_args=(path,),
+                fn_constructor_kwargs={"columns": {name: "data"}},
+                batch_size=batch,
+                concurrency=1,
+                num_cpus=cores,
+                batch_format="numpy",
+            )
+            scored = ds.materialize()
+            seconds = time.perf_counter() - start
+            assert scored.count() == rows
+            first = scored.take_batch(batch)[output]  # rows in order: preserve_order is on
+            record(f"Ray Data map_batches (1 actor, {cores} CPUs)", job, seconds, first)
+    finally:
+        ray.shutdown()
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    spark = (
+        SparkSession.builder.master(f"local[{cores}]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "3")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    try:
+        frame = spark.createDataFrame(
+            [(i, row.tolist()) for i, row in enumerate(data)], "id long, ids array<int>"
+        )
+        frame = frame.repartition(cores, "id").cache()
+        frame.count()
+        score = predict_batch_udf(path, batch_size=batch)
+        for job in (1, 2):
+            start = time.perf_counter()
+            scored = frame.withColumn("out", score("ids")).select("id", "out").collect()
+            seconds = time.perf_counter() - start
+            by_id = {r["id"]: r["out"] for r in scored}
+            assert len(by_id) == rows
+            first = np.asarray([by_id[i] for i in range(batch)])
+            record(f"Spark predict_batch_udf (local[{cores}])", job, seconds, first)
+    finally:
+        spark.stop()
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -172,7 +436,27 @@ def main() -> int:
     parser.add_argument("--out", help="also write the rows as JSON here")
     parser.add_argument("--json-costs", action="store_true", help="only REST's JSON work, in-process")
     parser.add_argument("--runs", type=int, default=20, help="interleaved runs per case (--json-costs)")
+    parser.add_argument("--scale-out", action="store_true", help="only Ray Data and Spark vs predict loops")
+    parser.add_argument("--rows", type=int, default=2048, help="rows scored per job (--scale-out)")
+    parser.add_argument("--batch", type=int, default=32, help="rows per model call (--scale-out)")
+    parser.add_argument("--http-servers", action="store_true", help="only the HTTP layers, no model")
+    parser.add_argument("--startup", action="store_true", help="only start-to-ready times (--runs each)")
     args = parser.parse_args()
+    if args.startup:
+        rows = startup(args.model, min(args.runs, 5))
+        if args.out:
+            Path(args.out).write_text(json.dumps(rows, indent=1))
+        return 0
+    if args.http_servers:
+        rows = http_servers(args.duration, args.concurrency)
+        if args.out:
+            Path(args.out).write_text(json.dumps(rows, indent=1))
+        return 0
+    if args.scale_out:
+        rows = scale_out(args.rows, args.batch)
+        if args.out:
+            Path(args.out).write_text(json.dumps(rows, indent=1))
+        return 0
     if args.json_costs:
         rows = json_costs(args.runs)
         if args.out:
