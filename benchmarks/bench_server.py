@@ -10,8 +10,9 @@ server-side batching, at client concurrency 1, 4 and 16, next to calling the sam
 The model is traced with the openvino backend and --dynamic-batch-size (so batching can merge requests),
 saved as version 1 and served by two tfaccel-model-server processes (batching off and on). Clients are
 threads in this process sending pre-encoded requests (the JSON body or the PredictRequest is built
-once), so the numbers are the server's, not the client's encoder. For each concurrency the five
-variants run in alternating slices (A B C D E A B C D E ...), so they share the machine's noise.
+once), so the numbers are the server's, not the client's encoder ("REST" opens a connection per request,
+"REST, keep-alive" keeps one per client). For each concurrency the six
+variants run in alternating slices (A B C ... A B C ...), so they share the machine's noise.
 Client and servers share this machine's cores: at concurrency 16 everything competes for them.
 """
 
@@ -97,6 +98,26 @@ def _rest_caller(port: int, x: np.ndarray) -> Any:
     return call
 
 
+def _rest_keepalive_caller(port: int, x: np.ndarray) -> Any:
+    """REST as HTTP client libraries and load balancers call it: one kept-alive connection per client."""
+    import http.client
+    import threading
+
+    body = json.dumps({"instances": x.tolist()}).encode()
+    local = threading.local()
+
+    def call() -> None:
+        if getattr(local, "conn", None) is None:
+            local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        local.conn.request("POST", "/v1/models/m:predict", body, {"Content-Type": "application/json"})
+        reply = local.conn.getresponse()
+        reply.read()
+        if reply.status != 200:
+            raise RuntimeError(f"status {reply.status}")
+
+    return call
+
+
 def json_costs(runs: int) -> list[dict[str, Any]]:
     """REST's JSON work for one request, in this process (TensorFlow loaded, as in the server): parsing
     and decoding a request, encoding a response, the server's path before this change (the standard
@@ -175,6 +196,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 ANSWER = orjson.dumps({"predictions": [[0.5] * 10]})
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as tfaccel's REST front end: else keep-alive answers stall 40 ms
     def log_message(self, *args):
         pass
     def do_POST(self):
@@ -185,10 +207,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(ANSWER)))
         self.end_headers()
         self.wfile.write(ANSWER)
-server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
-server.daemon_threads = True
-server.request_queue_size = 1024
-server.serve_forever()
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 """
 _UVICORN_SERVER = """
 import asyncio, sys, orjson, uvicorn
@@ -230,6 +252,7 @@ def startup(model_name: str, runs: int) -> list[dict[str, Any]]:
                 sys.executable,
                 "-c",
                 "import sys, tfaccel_cli; sys.exit(tfaccel_cli.serve_main())",
+                "--port=0",  # REST only: a default gRPC port could collide
                 f"--rest_api_port={rest_port}",
                 "--model_name=m",
                 f"--model_base_path={repo}",
@@ -489,6 +512,7 @@ def main() -> int:
         "in-process": in_process,
         "gRPC": _grpc_caller(grpc_a, x),
         "REST": _rest_caller(rest_a, x),
+        "REST, keep-alive": _rest_keepalive_caller(rest_a, x),
         "gRPC, batching": _grpc_caller(grpc_b, x),
         "REST, batching": _rest_caller(rest_b, x),
     }
