@@ -100,22 +100,39 @@ def _rest_caller(port: int, x: np.ndarray) -> Any:
 
 def _rest_keepalive_caller(port: int, x: np.ndarray) -> Any:
     """REST as HTTP client libraries and load balancers call it: one kept-alive connection per client."""
-    import http.client
     import threading
 
     body = json.dumps({"instances": x.tolist()}).encode()
     local = threading.local()
 
     def call() -> None:
-        if getattr(local, "conn", None) is None:
-            local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        local.conn.request("POST", "/v1/models/m:predict", body, {"Content-Type": "application/json"})
-        reply = local.conn.getresponse()
-        reply.read()
-        if reply.status != 200:
-            raise RuntimeError(f"status {reply.status}")
+        _keepalive_post(local, port, body)
 
     return call
+
+
+def _keepalive_post(local: Any, port: int, body: bytes) -> None:
+    """POST ``body`` on this thread's kept-alive connection; a connection the server closed while idle
+    (uvicorn closes after 5 s) is reopened once, as HTTP client libraries do.
+    """
+    import http.client
+
+    for attempt in (1, 2):
+        if getattr(local, "conn", None) is None:
+            local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            local.conn.request("POST", "/v1/models/m:predict", body, {"Content-Type": "application/json"})
+            reply = local.conn.getresponse()
+            reply.read()
+        except (ConnectionError, http.client.HTTPException):
+            local.conn.close()
+            local.conn = None
+            if attempt == 2:
+                raise
+            continue
+        if reply.status != 200:
+            raise RuntimeError(f"status {reply.status}")
+        return
 
 
 def json_costs(runs: int) -> list[dict[str, Any]]:
@@ -296,7 +313,6 @@ def http_servers(duration: float, concurrencies: list[int]) -> list[dict[str, An
     connections, at each client concurrency; the servers run in their own processes, the clients are
     threads here. The difference per request is what choosing one over the other could save.
     """
-    import http.client
     import threading
 
     body = json.dumps({"instances": [[0.25] * 128]}).encode()
@@ -307,13 +323,7 @@ def http_servers(duration: float, concurrencies: list[int]) -> list[dict[str, An
         local = threading.local()
 
         def call(port: int = port, local: Any = local) -> None:
-            if getattr(local, "conn", None) is None:
-                local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            local.conn.request("POST", "/v1/models/m:predict", body, {"Content-Type": "application/json"})
-            reply = local.conn.getresponse()
-            reply.read()
-            if reply.status != 200:
-                raise RuntimeError(f"status {reply.status}")
+            _keepalive_post(local, port, body)
 
         deadline = time.monotonic() + 30
         while True:

@@ -276,6 +276,10 @@ def test_a_full_server_refuses_at_once_and_the_gauges_show_its_load(repo: Path, 
     status, body, headers = srv.sleepy(0)
     assert status == 503 and "the server is full" in body["error"], body
     assert headers["Retry-After"] == "1"
+    # a body is parsed only once the request has a slot: a full server refuses even a malformed one as
+    # full (an image's JSON took 30-50 ms to parse, paid by every refused request before)
+    status, body, _ = srv.http("POST", "/v1/models/sleepy:predict", "not a JSON object")
+    assert status == 503 and "the server is full" in body["error"], body
     with pytest.raises(grpc.RpcError) as refused:
         srv.grpc_sleepy(0)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

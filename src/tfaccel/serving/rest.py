@@ -266,16 +266,20 @@ class RestServer:
         raise ServingError.invalid(f"Malformed request: {method} {path}")
 
     def _predict(self, model: str, version: int | None, label: str | None, body: bytes) -> str:
-        request = PredictRequest.parse(body)
+        parsed: list[PredictRequest] = []
+
+        def signature_name() -> str:  # called once the request holds a slot: refusals skip the parse
+            parsed.append(PredictRequest.parse(body))
+            return parsed[0].signature_name
 
         def decode(signature: Any) -> Any:
-            return request.inputs(signature.inputs)
+            return parsed[0].inputs(signature.inputs)
 
         deadline = time.monotonic() + self.timeout_ms / 1000.0 if self.timeout_ms > 0 else None
         _servable, _signature, outputs = self.service.predict(
-            model, version, label, request.signature_name, decode, deadline, "Predict", "REST"
+            model, version, label, signature_name, decode, deadline, "Predict", "REST"
         )
-        return request.answer(outputs)
+        return parsed[0].answer(outputs)
 
 
 def _api(method: str, path: str) -> str:

@@ -64,21 +64,26 @@ class Service:
         model: str,
         version: int | None,
         label: str | None,
-        signature_name: str,
+        signature_name: str | Callable[[], str],
         decode: Callable[[Signature], Mapping[str, np.ndarray]],
         deadline: float | None,
         api: str,
         entrypoint: str,
     ) -> tuple[Servable, Signature, dict[str, np.ndarray]]:
-        """Resolve, decode the inputs against the signature (``decode``), check, run (batched or not)."""
+        """Resolve, decode the inputs against the signature (``decode``), check, run (batched or not).
+
+        Everything after the admission gate, parsing included: ``signature_name`` may be a function that
+        parses the request and names its signature, so a refused request never pays for its parse.
+        """
 
         def work() -> tuple[Servable, Signature, dict[str, np.ndarray]]:
             with self.admission.slot(deadline):
                 return admitted()
 
         def admitted() -> tuple[Servable, Signature, dict[str, np.ndarray]]:
+            name = signature_name() if callable(signature_name) else signature_name
             servable = self.manager.resolve(model, version, label)
-            signature = servable.signature(signature_name, entrypoint)
+            signature = servable.signature(name, entrypoint)
             inputs = dict(decode(signature))
             signature.check(inputs, any_batch=self.batcher is not None)
             if deadline is not None and time.monotonic() > deadline:
