@@ -418,7 +418,7 @@ def scale_out(rows: int, batch: int) -> list[dict[str, Any]]:
                 fn_constructor_args=(path,),
                 fn_constructor_kwargs={"columns": {name: "data"}},
                 batch_size=batch,
-                concurrency=1,
+                compute=ray.data.ActorPoolStrategy(size=1),
                 num_cpus=cores,
                 batch_format="numpy",
             )

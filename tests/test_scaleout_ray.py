@@ -77,7 +77,7 @@ def test_map_batches_scores_every_row_on_workers(cluster, saved, backend):
         fn_constructor_args=(saved[backend].rows,),
         fn_constructor_kwargs={"keep": ["id"]},
         batch_size=8,
-        concurrency=2,
+        compute=ray.data.ActorPoolStrategy(size=2),
         batch_format="numpy",
     )
     rows = scored.take_all()
@@ -96,7 +96,7 @@ def test_map_batches_with_pandas_batches_and_renamed_columns(cluster, saved):
         fn_constructor_args=(saved["openvino"].rows,),
         fn_constructor_kwargs={"keep": ["id"], "columns": {"features": "x", "ids": "token"}},
         batch_size=6,
-        concurrency=1,
+        compute=ray.data.ActorPoolStrategy(size=1),
         batch_format="pandas",
     )
     _check_rows(scored.take_all(), data)
@@ -110,7 +110,7 @@ def test_a_fixed_batch_model_on_uneven_batches_fails_the_job_with_the_reason(clu
         TracedModelPredictor,
         fn_constructor_args=(saved["xla"].mixing,),
         batch_size=MIXING_BATCH,
-        concurrency=1,
+        compute=ray.data.ActorPoolStrategy(size=1),
         batch_format="numpy",
     )
     with pytest.raises(Exception, match=rf"exactly {MIXING_BATCH} rows"):

@@ -31,11 +31,9 @@ from tensorflow_serving.apis import (
 )
 
 import tfaccel
-from conftest import STATIC, assert_close, free_ports, installed_script, stop_process
+from conftest import STATIC, assert_close, installed_script
+from server_process import SERVER, ServerProcess
 
-SERVER = installed_script(
-    "tfaccel-model-server", ["-c", "import sys, tfaccel_cli; sys.exit(tfaccel_cli.serve_main())"]
-)
 UNLIMITED = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 
 
@@ -139,32 +137,15 @@ def _flags(text: str) -> dict[str, Any]:
     return parse_flags(f"{STATIC} {text}", "test")
 
 
-class Server:
+class Server(ServerProcess):
     """A server subprocess; ``rest(...)``/``stub`` talk to it; stopped and its log kept on exit."""
 
     def __init__(self, args: list[str], log: Path) -> None:
-        self.grpc_port, self.rest_port = free_ports(2)
-        self.log = log
-        env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-        self.proc = subprocess.Popen(
-            [*SERVER, f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=open(log, "w"),  # noqa: SIM115 - closed with the process
-            env=env,
-        )
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}", options=UNLIMITED)
+        # any answer means it listens (an unknown model is a 404)
+        listening = lambda srv: bool(srv.rest("GET", "/v1/models/nonexistent"))  # noqa: E731
+        super().__init__(args, log, listening, (), UNLIMITED)
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the server exited ({self.proc.returncode}):\n{log.read_text()}")
-            try:
-                self.rest("GET", "/v1/models/nonexistent")
-                return
-            except OSError:
-                time.sleep(0.3)
-        raise AssertionError(f"the server did not start:\n{log.read_text()}")
 
     def rest(self, method: str, path: str, body: Any = None, raw: bool = False) -> tuple[int, Any]:
         """The status and the JSON answer (parsed unless ``raw``: then the text as sent)."""
@@ -195,11 +176,6 @@ class Server:
             setattr(request.model_spec, key, value)
         request.inputs["x"].CopyFrom(tf.make_tensor_proto(x))
         return self.stub.Predict(request, timeout=timeout)
-
-    def stop(self) -> str:
-        self.channel.close()
-        stop_process(self.proc)
-        return self.log.read_text()
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -28,11 +26,8 @@ import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from conftest import free_ports, installed_script
+from server_process import ServerProcess
 
-SERVER = installed_script(
-    "tfaccel-model-server", ["-c", "import sys, tfaccel_cli; sys.exit(tfaccel_cli.serve_main())"]
-)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -66,42 +61,14 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-class Server:
+class Server(ServerProcess):
     """A server process on loopback with both APIs; the log is kept."""
 
     def __init__(self, args: list[str], log: Path, wait_for: str = "/livez") -> None:
-        self.grpc_port, self.rest_port = free_ports(2)
-        self.log = log
         # as an operator starts it: TensorFlow's C++ log level left to the server
-        env = {
-            k: v for k, v in os.environ.items() if k not in ("TF_USE_LEGACY_KERAS", "TF_CPP_MIN_LOG_LEVEL")
-        }
-        self.proc = subprocess.Popen(
-            [
-                *SERVER,
-                f"--port={self.grpc_port}",
-                f"--rest_api_port={self.rest_port}",
-                "--grpc_bind_address=127.0.0.1",
-                "--rest_api_bind_address=127.0.0.1",
-                *args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(log, "w"),  # noqa: SIM115 - closed with the process
-            env=env,
-        )
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        super().__init__(args, log, lambda srv: bool(srv.http("GET", wait_for)), ("TF_CPP_MIN_LOG_LEVEL",))
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
-        until = time.monotonic() + 180
-        while time.monotonic() < until:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the server exited ({self.proc.returncode}):\n{log.read_text()}")
-            try:
-                self.http("GET", wait_for)
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"the server did not start:\n{log.read_text()}")
 
     def http(self, method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, Any, Any]:
         """Status, parsed JSON body (or text) and headers of one request on a fresh connection."""
@@ -144,16 +111,6 @@ class Server:
 
     def events(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
-
-    def stop(self) -> None:
-        self.channel.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def _monitoring(root: Path) -> str:

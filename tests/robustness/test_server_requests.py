@@ -31,13 +31,11 @@ from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from conftest import assert_close, free_ports, installed_script, stop_process
+from conftest import assert_close, free_ports
+from server_process import SERVER, ServerProcess
 from tfaccel.serving.errors import ServingError
 from tfaccel.serving.tensors import columns_from_json, parse_request_json, rows_from_json
 
-SERVER = installed_script(
-    "tfaccel-model-server", ["-c", "import sys, tfaccel_cli; sys.exit(tfaccel_cli.serve_main())"]
-)
 #: the REST body limit the module's server runs with (small, so a 413 costs little to provoke)
 BODY_LIMIT = 1 << 20
 WEIGHTS = (np.arange(24, dtype=np.float32).reshape(6, 4) - 12.0) / 10.0
@@ -81,39 +79,12 @@ def _run_server(args: list[str], timeout: int = 120) -> subprocess.CompletedProc
     return subprocess.run([*SERVER, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
-class Server:
+class Server(ServerProcess):
     """One server process on 127.0.0.1 (both APIs bound to loopback only)."""
 
     def __init__(self, args: list[str], log: Path) -> None:
-        self.grpc_port, self.rest_port = free_ports(2)
-        self.log = log
-        env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-        self.proc = subprocess.Popen(
-            [
-                *SERVER,
-                f"--port={self.grpc_port}",
-                f"--rest_api_port={self.rest_port}",
-                "--grpc_bind_address=127.0.0.1",
-                "--rest_api_bind_address=127.0.0.1",
-                *args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(log, "w"),  # noqa: SIM115 - closed with the process
-            env=env,
-        )
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        super().__init__(args, log, lambda srv: srv.http("GET", "/v1/models/plain")[0] == 200)
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the server exited ({self.proc.returncode}):\n{log.read_text()}")
-            try:
-                if self.http("GET", "/v1/models/plain")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"the server did not start:\n{log.read_text()}")
 
     def http(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
@@ -142,11 +113,6 @@ class Server:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
         raise AssertionError("no VmHWM")
-
-    def stop(self) -> str:
-        self.channel.close()
-        stop_process(self.proc)
-        return self.log.read_text()
 
 
 @pytest.fixture(scope="module")

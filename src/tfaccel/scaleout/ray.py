@@ -9,7 +9,8 @@ Batch inference::
     from tfaccel.scaleout.ray import TracedModelPredictor
 
     scores = ds.map_batches(
-        TracedModelPredictor, fn_constructor_args=("traced_dir",), batch_size=64, concurrency=2
+        TracedModelPredictor, fn_constructor_args=("traced_dir",), batch_size=64,
+        compute=ray.data.ActorPoolStrategy(size=2),
     )
 
 Serving (TF Serving's REST JSON body, Ray Serve batching requests together by rows)::
