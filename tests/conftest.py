@@ -55,6 +55,23 @@ def run_python(
     return proc.stdout
 
 
+def softmax_reference(x: Any, tf_answer: Any) -> np.ndarray:
+    """TF's softmax over the last axis as its Eigen kernel computes it: a row holding NaN, +inf, or only
+    -inf is NaN throughout; other rows keep ``tf_answer``.
+
+    Why not TF's answer as it stands: TF with oneDNN (its default on CPUs with AVX-512) answers such rows
+    with NaN in some vector lanes and 0 in the others (``[0, nan, 0, 0]`` for ``[1, nan, 2, 0.5]``; a
+    17-wide row gets a second NaN at lane 14, where the input is 1), and the same TF with
+    TF_ENABLE_ONEDNN_OPTS=0 or on an AVX2 CPU answers NaN throughout. The first is an artifact of one
+    kernel's lanes, not a semantics code can rely on; the traced model keeps the second everywhere.
+    """
+    row = np.asarray(x, np.float64)
+    bad = np.isnan(row).any(-1) | np.isposinf(row).any(-1) | np.isneginf(row).all(-1)
+    out = np.array(tf_answer, dtype=np.asarray(tf_answer).dtype, copy=True)
+    out[bad] = np.nan
+    return out
+
+
 LEGACY_ENV = {"TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": SRC}
 
 

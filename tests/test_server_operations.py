@@ -267,6 +267,9 @@ def test_connections_beyond_the_limit_are_answered_503_and_closed(repo: Path, se
     srv = server_factory(
         [f"--model_base_path={repo / 'sleepy'}", "--model_name=sleepy", "--rest_api_max_connections=2"]
     )
+    # the start-up probe's connection counts until its thread sees the close: let it go first, or one of
+    # the two held below is the one refused
+    time.sleep(0.5)
     held = [socket.create_connection(("127.0.0.1", srv.rest_port), timeout=30) for _ in range(2)]
     try:
         time.sleep(0.3)  # both accepted, each holding its thread

@@ -68,6 +68,12 @@ XLA_NAN_GUARDED_OPS = frozenset({"Maximum", "Minimum", "Max", "Min", "MaxPool"})
 #: what the openvino backend guards (its MaxPool matches TF's, measured by the conformance harness)
 OPENVINO_NAN_GUARDED_OPS = frozenset(NAN_GUARDED_OPS) - {"MaxPool"}
 
+#: float comparisons OpenVINO's CPU plugin answers True for a NaN operand on AVX-512 machines (its
+#: vector compare is unordered there; TF's is ordered: NaN compares False), rewritten as the mirrored
+#: comparison it gets right everywhere (``a > b`` is ``b < a``, NaN included); found by the op
+#: conformance test on an AVX-512 CPU, correct on AVX2 before and after
+MIRRORED_COMPARISONS = {"Greater": "Less", "GreaterEqual": "LessEqual"}
+
 _RAW_SUFFIX = "/tfaccel_nan_raw"
 #: elementwise ops guarded by adding ``0 / (x * x + 1)`` per operand (the rest by SelectV2)
 _ADDITIVE = frozenset({"Relu", "Relu6", "Maximum", "Minimum", "ClipByValue", "Exp"})
@@ -302,6 +308,8 @@ def preserve_nan(graph_def: graph_pb2.GraphDef, ops: Iterable[str] | None = None
     guarded = frozenset(OPENVINO_NAN_GUARDED_OPS if ops is None else ops)
     out = graph_pb2.GraphDef()
     out.CopyFrom(graph_def)
+    if ops is None:  # OpenVINO's comparisons (XLA's are right)
+        _mirror_comparisons(out)
     _rewrite_nodes(out.node, guarded, graph_def=True)
     for function in out.library.function:
         renames = _rewrite_nodes(function.node_def, guarded, graph_def=False)
@@ -309,6 +317,21 @@ def preserve_nan(graph_def: graph_pb2.GraphDef, ops: Iterable[str] | None = None
             for key, value in list(function.ret.items()):
                 function.ret[key] = renames.get(value, value)
     return out
+
+
+def _mirror_comparisons(graph_def: graph_pb2.GraphDef) -> None:
+    """``Greater(a, b)`` -> ``Less(b, a)`` and ``GreaterEqual`` -> ``LessEqual`` on floats, in place, in
+    the graph and its function bodies (same output argument ``z``, so references stay valid).
+    """
+    bodies = [graph_def.node, *(f.node_def for f in graph_def.library.function)]
+    for nodes in bodies:
+        for node in nodes:
+            if node.op in MIRRORED_COMPARISONS and _float_attr(node):
+                args = [i for i in node.input if not i.startswith("^")]
+                controls = [i for i in node.input if i.startswith("^")]
+                node.op = MIRRORED_COMPARISONS[node.op]
+                del node.input[:]
+                node.input.extend([args[1], args[0], *controls])
 
 
 def _rewrite_nodes(
