@@ -26,6 +26,14 @@ BACKENDS = ["openvino", "xla"]
 @pytest.fixture(scope="module")
 def cluster():
     env = {"TF_CPP_MIN_LOG_LEVEL": "3", "TFACCEL_CACHE_DIR": os.environ.get("TFACCEL_CACHE_DIR", "")}
+    # Serve kills its HTTP proxy when the proxy is not ready within 5 s (health checks: 10 s); on a machine
+    # with every core busy (as the suite is also run) starting it takes longer. The cluster's processes
+    # inherit these from this process.
+    for name, seconds in (
+        ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "120"),
+        ("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60"),
+    ):
+        os.environ.setdefault(name, seconds)
     ray.init(
         num_cpus=2,
         include_dashboard=False,
