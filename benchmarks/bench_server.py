@@ -307,6 +307,27 @@ def startup(model_name: str, runs: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _load_rows(
+    variants: dict[str, Any], concurrencies: list[int], duration: float, base: str | None = None
+) -> list[dict[str, Any]]:
+    """Load-test the variants interleaved at each concurrency: one summary row per variant and
+    concurrency (with ``vs_<base>``, its throughput over ``base``'s, when ``base`` names a variant).
+    """
+    rows = []
+    for concurrency in concurrencies:
+        results = loadtest.run(variants, batch=1, concurrency=concurrency, duration=duration)
+        reference = results[base].summary()["calls_per_s"] if base else 0.0
+        for name, result in results.items():
+            row = result.summary()
+            row["variant"] = name
+            if base:
+                row[f"vs_{base.replace('-', '_')}"] = row["calls_per_s"] / reference if reference else 0
+            rows.append(row)
+            if result.errors:
+                print(f"  {name}: {result.errors} failed calls, e.g. {result.first_error}")
+    return rows
+
+
 def http_servers(duration: float, concurrencies: list[int]) -> list[dict[str, Any]]:
     """Requests/s and p50/p99 of the two HTTP layers (the standard library's threads, tfaccel's REST
     front end's model, and uvicorn's event loop) on one small predict body (128 floats), with keep-alive
@@ -335,16 +356,8 @@ def http_servers(duration: float, concurrencies: list[int]) -> list[dict[str, An
                     raise SystemExit(f"{name} did not start") from None
                 time.sleep(0.2)
         variants[name] = call
-    rows = []
     try:
-        for concurrency in concurrencies:
-            results = loadtest.run(variants, batch=1, concurrency=concurrency, duration=duration)
-            for name, result in results.items():
-                row = result.summary()
-                row["variant"] = name
-                rows.append(row)
-                if result.errors:
-                    print(f"  {name}: {result.errors} failed calls, e.g. {result.first_error}")
+        rows = _load_rows(variants, concurrencies, duration)
     finally:
         for proc in procs:
             proc.terminate()
@@ -526,18 +539,8 @@ def main() -> int:
         "gRPC, batching": _grpc_caller(grpc_b, x),
         "REST, batching": _rest_caller(rest_b, x),
     }
-    rows = []
     try:
-        for concurrency in args.concurrency:
-            results = loadtest.run(variants, batch=1, concurrency=concurrency, duration=args.duration)
-            base = results["in-process"].summary()
-            for name, result in results.items():
-                row = result.summary()
-                row["variant"] = name
-                row["vs_in_process"] = row["calls_per_s"] / base["calls_per_s"] if base["calls_per_s"] else 0
-                rows.append(row)
-                if result.errors:
-                    print(f"  {name}: {result.errors} failed calls, e.g. {result.first_error}")
+        rows = _load_rows(variants, args.concurrency, args.duration, base="in-process")
     finally:
         for proc in (plain, batched):
             proc.terminate()
