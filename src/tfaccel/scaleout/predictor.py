@@ -117,9 +117,7 @@ class BatchPredictor:
         self.path = os.fspath(path)
         self.columns = describe(self.path)
         self.model = tfaccel.load(self.path)
-        executable = self.model.tfaccel_executable
-        self._call = executable.call_eager
-        self._output_names = tuple(executable.output_names)
+        self._call = self.model.tfaccel_executable.call_eager
         self.max_rows = max_rows
 
     @property
@@ -179,7 +177,7 @@ class BatchPredictor:
         outputs = tf.nest.flatten(self._call(flat))
         rows = len(next(iter(chunk.values())))
         result: dict[str, np.ndarray] = {}
-        for name, tensor in zip(self._output_names, outputs, strict=True):
+        for name, tensor in zip(self.output_names, outputs, strict=True):
             value = tensor.numpy()
             if value.ndim == 0 or value.shape[0] != rows:  # the model's fault, not the batch's
                 raise ExportError(
