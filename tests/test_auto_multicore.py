@@ -294,3 +294,56 @@ def test_the_reference_form_refuses_a_directory_as_its_second_argument(tmp_path)
     with pytest.raises(tfaccel.ExportError, match="the second argument is its example inputs"):
         tfaccel.auto_multicore(traced, str(tmp_path / "out"), num_cores=2)
     assert not (tmp_path / "out").exists()
+
+
+# -- the same streams at trace time: --performance-hint / --num-streams (issue 19 item 2) ------------------
+@pytest.mark.parametrize(
+    ("options", "streams"),
+    [
+        pytest.param({"performance_hint": "throughput"}, 0, id="throughput_openvino_decides"),
+        pytest.param({"performance_hint": "throughput", "num_streams": 2}, 2, id="throughput_2"),
+        pytest.param({"num_streams": 3}, 3, id="num_streams_alone"),
+        pytest.param({"performance_hint": "latency"}, 1, id="latency"),
+    ],
+)
+def test_trace_options_set_the_streams_of_every_openvino_subgraph(tmp_path, options, streams):
+    x = tf.constant(RNG.standard_normal((3, 8)), tf.float32)
+    traced = tfaccel.trace(mixed, x, backend="auto", placement="static", **options)
+    assert_close(traced(x), mixed(x))
+    notes = [n for n in traced.placement_report.fallbacks if "--performance-hint=throughput" in n]
+    assert len(notes) == (streams != 1), traced.placement_report.fallbacks
+    traced.save(str(tmp_path / "m"))
+    found = _streams(tmp_path / "m")
+    assert len(found) >= 2 and {1 if v is None else v for v in found.values()} == {streams}, found
+    np.save(tmp_path / "x.npy", x.numpy())
+    np.save(tmp_path / "y.npy", mixed(x).numpy())
+    code = f"""
+import threading, numpy as np, tfaccel
+m = tfaccel.load("m")
+x, y = np.load("x.npy"), np.load("y.npy")
+got = [None] * 4
+def call(i):
+    got[i] = m(x).numpy()
+threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+for g in got:
+    np.testing.assert_allclose(g, y, rtol={RTOL}, atol={ATOL})
+print("ok")
+"""
+    assert run_python(code, cwd=tmp_path, env={"PYTHONPATH": SRC}).strip().endswith("ok")
+
+
+def test_measured_placement_times_one_call_with_the_latency_setting():
+    from tfaccel.backends.base import Call
+
+    x = tf.constant(RNG.standard_normal((3, 8)), tf.float32)
+    traced = tfaccel.trace(dense, x, backend="openvino", performance_hint="throughput", placement="profile")
+    assert_close(traced(x), dense(x))
+    assert traced.placement_report.guard is None  # one call is slower by design: not judged by the guard
+    assert any("--performance-hint=throughput" in n for n in traced.placement_report.fallbacks)
+    call = Call(op=native.OP_TYPE, attrs={"streams": 0, "precision": "f32"}, measured_attrs={"streams": 1})
+    assert call.for_measuring().attrs == {"streams": 1, "precision": "f32"}
+    assert call.attrs["streams"] == 0
+    plain = Call(op=native.OP_TYPE, attrs={"streams": 1})
+    assert plain.for_measuring() is plain

@@ -163,9 +163,12 @@ def test_trace_openvino_then_report_and_bench(src: Path, tmp_path: Path) -> None
         assert row["calls"] > 0 and row["errors"] == 0 and row["concurrency"] == 2 and row["batch"] == 1
         assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
     assert set(result["speedup"]) == {"throughput", "p50", "p99"}
-    table = cli("bench", dst, "--duration", "0.5")
+    assert result["speedup_by_concurrency"] == {"2": result["speedup"]}
+    table = cli("bench", dst, "--duration", "0.5", "--concurrency", "1,2")
     assert table.returncode == 0, table.stderr
     assert "p50 ms" in table.stdout and "p99 ms" in table.stdout
+    levels = [line.split()[1] for line in table.stdout.splitlines() if "traced_ov " in line]
+    assert levels == ["1", "2"], table.stdout
 
 
 def test_trace_with_npz_inputs_and_another_signature(src: Path, tmp_path: Path) -> None:
@@ -262,6 +265,7 @@ def test_bad_usage_exits_2(src: Path, tmp_path: Path) -> None:
     assert_fails(cli("trace", src, tmp_path / "o", "--batch-size", "0"), 2, "trace", "--batch-size")
     assert_fails(cli("trace", src, tmp_path / "o", "--flags", "--bogus"), 2, "trace", "--bogus")
     assert_fails(cli("bench", src, "--concurrency", "x"), 2, "bench", "--concurrency")
+    assert_fails(cli("bench", src, "--concurrency", "1,0"), 2, "bench", "--concurrency")
     proc = cli("frobnicate")
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 

@@ -43,11 +43,36 @@ def test_precedence_keyword_over_tfaccel_over_neuron():
         ("--dynamic-batch-size=maybe", r"is not a boolean"),
         ("workdir", r"'workdir' is not a flag; flags start with '--'"),
         ("--workdir 'unclosed", r"NEURON_CC_FLAGS cannot be parsed"),
+        ("--performance-hint=fast", r"--performance-hint=fast must be one of latency, throughput"),
+        ("--num-streams=-1", r"--num-streams=-1 must be from 0 \(the hint decides\) to 256"),
+        ("--num-streams=257", r"--num-streams=257 must be from 0"),
+        (
+            "--num-streams=2 --performance-hint=latency",
+            r"--num-streams=2 runs several calls at once, which is the throughput hint, but NEURON_CC_FLAGS "
+            r"asks for --performance-hint=latency",
+        ),
     ],
 )
 def test_bad_flags_name_the_flag_and_the_variable(env, message):
     with pytest.raises(tfaccel.OptionsError, match=message):
         resolve_options({}, {"NEURON_CC_FLAGS": env})
+
+
+@pytest.mark.parametrize(
+    ("text", "keywords", "streams"),
+    [
+        ("", {}, 1),
+        ("--performance-hint=throughput", {}, 0),
+        ("--performance-hint=throughput --num-streams=4", {}, 4),
+        ("--num-streams=3", {}, 3),
+        ("--num-streams=1", {}, 1),
+        ("--performance-hint=latency --num-streams=1", {}, 1),
+        ("--performance-hint=throughput", {"performance_hint": "latency"}, 1),  # the keyword wins
+        ("--num-streams=2", {"num_streams": 0}, 1),
+    ],
+)
+def test_the_openvino_streams_come_from_the_hint_and_the_stream_count(text, keywords, streams):
+    assert resolve_options(keywords, {"TFACCEL_CC_FLAGS": text}).openvino_streams == streams
 
 
 @pytest.mark.parametrize("text", ["--extract-weights inf1.2xlarge", "--extract-weights=inf1.2xlarge"])

@@ -23,6 +23,7 @@ import stat
 import tempfile
 from typing import TYPE_CHECKING, Any, overload
 
+from tfaccel.compiler.options import MAX_STREAMS
 from tfaccel.compiler.report import PlacementReport
 from tfaccel.errors import ExportError, OptionsError
 from tfaccel.runtime.metadata import METADATA_FILE, fspath, read_metadata
@@ -34,8 +35,8 @@ __all__ = ["MAX_CORES", "auto_multicore"]
 
 logger = logging.getLogger(__name__)
 
-#: the most execution streams a model may ask for (the op refuses more): more than any CPU has cores
-MAX_CORES = 256
+#: the most execution streams a model may ask for (the op refuses more): the trace option's limit
+MAX_CORES = MAX_STREAMS
 #: how the sentence this module adds to the report begins (a second rewrite replaces the first's)
 _NOTE_PREFIX = "auto_multicore("
 

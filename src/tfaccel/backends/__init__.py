@@ -19,19 +19,20 @@ if TYPE_CHECKING:  # the registry itself imports no backend (nor TensorFlow): ea
 __all__ = ["AUTO_ORDER", "available_backends", "candidate_backends", "get_backend", "resolve_auto"]
 
 
-def _make_xla(fp32_cast: str) -> Backend:
+def _make_xla(fp32_cast: str, streams: int) -> Backend:
     from tfaccel.backends.xla import XlaBackend
 
     return XlaBackend()
 
 
-def _make_openvino(fp32_cast: str) -> Backend:
+def _make_openvino(fp32_cast: str, streams: int) -> Backend:
     from tfaccel.backends.openvino import OpenVinoBackend
 
-    return OpenVinoBackend(fp32_cast)
+    return OpenVinoBackend(fp32_cast, streams)
 
 
-_FACTORIES: dict[str, Callable[[str], Backend]] = {"openvino": _make_openvino, "xla": _make_xla}
+#: name -> factory(fp32_cast, streams); ``streams`` is :attr:`TraceOptions.openvino_streams` (XLA has none)
+_FACTORIES: dict[str, Callable[[str, int], Backend]] = {"openvino": _make_openvino, "xla": _make_xla}
 
 #: ``--backend=auto`` (the default): the first of these that is available
 AUTO_ORDER = ("openvino", "xla")
@@ -51,16 +52,18 @@ def resolve_auto() -> tuple[str, str | None]:
     return "xla", f"the openvino backend is unavailable ({library.error}); using xla"
 
 
-def get_backend(name: str, fp32_cast: str = "none") -> Backend:
+def get_backend(name: str, fp32_cast: str = "none", streams: int = 1) -> Backend:
     """The backend called ``name``; an unknown name is an :class:`OptionsError` listing the known ones."""
     if name not in _FACTORIES:
         raise OptionsError(
             f"unknown backend {name!r}; available backends: auto, {', '.join(available_backends())}"
         )
-    return _FACTORIES[name](fp32_cast)
+    return _FACTORIES[name](fp32_cast, streams)
 
 
-def candidate_backends(name: str, fp32_cast: str = "none") -> tuple[list[Backend], list[str]]:
+def candidate_backends(
+    name: str, fp32_cast: str = "none", streams: int = 1
+) -> tuple[list[Backend], list[str]]:
     """The backends one trace may use, in order of preference, and sentences on what was left out.
 
     ``auto`` means every available backend (openvino first, then xla): static placement gives each node
@@ -70,7 +73,7 @@ def candidate_backends(name: str, fp32_cast: str = "none") -> tuple[list[Backend
     both.
     """
     if name != "auto":
-        backend = get_backend(name, fp32_cast)
+        backend = get_backend(name, fp32_cast, streams)
         return [backend], list(backend.notes)
     names = list(AUTO_ORDER)
     notes: list[str] = []
@@ -84,5 +87,5 @@ def candidate_backends(name: str, fp32_cast: str = "none") -> tuple[list[Backend
             f"compiler, {', '.join(names[1:])} would need a differently captured graph)"
         )
         names = names[:1]
-    backends = [get_backend(n, fp32_cast) for n in names]
+    backends = [get_backend(n, fp32_cast, streams) for n in names]
     return backends, [*notes, *(note for b in backends for note in b.notes)]

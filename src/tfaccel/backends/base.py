@@ -84,6 +84,16 @@ class Call:
     function: str | None = None
     stateful: bool = False
     attrs: Mapping[str, AttrLike] = field(default_factory=dict)
+    #: attributes that differ when the call is timed alone for placement: placement compares one call's
+    #: time with TF's, so a setting made for many concurrent callers (OpenVINO's execution streams, which
+    #: give each call a share of the cores) is timed as for one caller
+    measured_attrs: Mapping[str, AttrLike] = field(default_factory=dict)
+
+    def for_measuring(self) -> Call:
+        """The call as placement times it (``attrs`` updated by ``measured_attrs``)."""
+        if not self.measured_attrs:
+            return self
+        return replace(self, attrs={**self.attrs, **self.measured_attrs}, measured_attrs={})
 
     def __post_init__(self) -> None:
         if (self.op is None) == (self.function is None):

@@ -88,7 +88,7 @@ class OpenVinoBackend:
     dynamic_shapes = True
     internal_dtypes: frozenset[str] = frozenset()
 
-    def __init__(self, fp32_cast: str = "none") -> None:
+    def __init__(self, fp32_cast: str = "none", streams: int = 1) -> None:
         library = native.load()
         if not library.available:
             from tfaccel.errors import OptionsError
@@ -98,6 +98,8 @@ class OpenVinoBackend:
                 "and import tfaccel again (python -m tfaccel.native rebuilds the op library)"
             )
         self.precision = PRECISIONS[fp32_cast]
+        #: the op's ``streams`` (:attr:`TraceOptions.openvino_streams`): 1 latency, N or 0 throughput
+        self.streams = streams
         self._support = _GraphSupport({})
         self.notes: tuple[str, ...] = ()
         if self.precision == "bf16" and not _cpu_has_bf16():
@@ -179,7 +181,7 @@ class OpenVinoBackend:
                         "backend": self.name,
                         "device": "CPU",
                         "INFERENCE_PRECISION_HINT": self.precision,
-                        "PERFORMANCE_HINT": "LATENCY",
+                        **_performance_config(self.streams),
                         "model_key": key,
                         "weights_bytes": len(weights),
                         "openvino": ov.__version__,
@@ -211,10 +213,22 @@ class OpenVinoBackend:
                 "precision": self.precision,
                 "input_names": [str(ref) for ref in subgraph.cluster.inputs],
                 "output_shapes": [tf.TensorShape(info.shape) for info in subgraph.output_infos],
-                # one execution stream (the latency hint); tfaccel.auto_multicore rewrites it in a saved copy
-                "streams": 1,
+                # 1: the latency hint; N or 0: the throughput hint (see TraceOptions.openvino_streams);
+                # tfaccel.auto_multicore rewrites it in a saved copy
+                "streams": self.streams,
             },
+            # placement times one call: with the latency setting, as the call runs for one caller
+            measured_attrs={"streams": 1} if self.streams != 1 else {},
         )
+
+
+def _performance_config(streams: int) -> dict[str, str | int]:
+    """OpenVINO's performance properties for the op's ``streams`` (what ``CompileConfig`` in the op sets)."""
+    if streams == 1:
+        return {"PERFORMANCE_HINT": "LATENCY"}
+    if streams == 0:
+        return {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "chosen by OpenVINO when loaded"}
+    return {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams}
 
 
 def _cpu_has_bf16() -> bool:

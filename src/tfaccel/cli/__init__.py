@@ -73,6 +73,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _concurrency_levels(text: str) -> tuple[int, ...]:
+    """``4`` or ``1,2,4``: the numbers of client threads to measure, in order, each once."""
+    levels: list[int] = []
+    for part in text.split(","):
+        level = _positive_int(part.strip())
+        if level not in levels:
+            levels.append(level)
+    return tuple(levels)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -169,7 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_positive_int, metavar="N", help="batch of each call (when the model allows)"
     )
     bench.add_argument("--inputs", metavar="FILE.npz", help="inputs by input name")
-    bench.add_argument("--concurrency", type=_positive_int, default=1, metavar="N", help="client threads")
+    bench.add_argument(
+        "--concurrency",
+        type=_concurrency_levels,
+        default=(1,),
+        metavar="N[,N...]",
+        help="client threads; a list (1,2,4) measures each level in turn",
+    )
     bench.add_argument(
         "--duration", type=_positive_float, default=10.0, metavar="S", help="seconds per model (default 10)"
     )

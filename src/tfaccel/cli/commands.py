@@ -133,42 +133,52 @@ def bench(args: argparse.Namespace) -> int:
         models["baseline"] = _caller(base, examples)
         label["baseline"] = args.baseline
     batch = _batch_of(examples)
-    results = loadtest.run(models, batch, args.concurrency, args.duration, warmup=args.warmup)
-    rows = {key: result.summary() for key, result in results.items()}
-    for key, row in rows.items():
-        row["path"] = label[key]
-    ratios = {}
-    if "baseline" in rows and rows["model"]["calls"] and rows["baseline"]["calls"]:
-        ratios = {
-            "throughput": rows["model"]["inferences_per_s"] / rows["baseline"]["inferences_per_s"],
-            "p50": rows["baseline"]["p50_ms"] / rows["model"]["p50_ms"],
-            "p99": rows["baseline"]["p99_ms"] / rows["model"]["p99_ms"],
-        }
+    levels: tuple[int, ...] = args.concurrency
+    rows: list[dict[str, Any]] = []
+    ratios: dict[str, dict[str, float]] = {}
+    failures: list[tuple[str, loadtest.LoadResult]] = []
+    for level in levels:
+        results = loadtest.run(models, batch, level, args.duration, warmup=args.warmup)
+        by_key = {key: {**result.summary(), "path": label[key]} for key, result in results.items()}
+        rows.extend(by_key.values())
+        failures.extend((key, r) for key, r in results.items() if r.errors)
+        if "baseline" in by_key and by_key["model"]["calls"] and by_key["baseline"]["calls"]:
+            ours, theirs = by_key["model"], by_key["baseline"]
+            ratios[str(level)] = {
+                "throughput": ours["inferences_per_s"] / theirs["inferences_per_s"],
+                "p50": theirs["p50_ms"] / ours["p50_ms"],
+                "p99": theirs["p99_ms"] / ours["p99_ms"],
+            }
     if args.json:
-        print(json.dumps({"results": list(rows.values()), "speedup": ratios}, indent=1))
+        data: dict[str, Any] = {"results": rows, "speedup_by_concurrency": ratios}
+        if len(levels) == 1:
+            data["speedup"] = ratios.get(str(levels[0]), {})
+        print(json.dumps(data, indent=1))
     else:
         print(
-            f"signature {sig.describe()}: batch {batch}, concurrency {args.concurrency}, "
-            f"{args.duration:g} s per model"
+            f"signature {sig.describe()}: batch {batch}, concurrency {','.join(map(str, levels))}, "
+            f"{args.duration:g} s per model and concurrency"
         )
-        print(f"  {'model':<40} {'calls':>7} {'infer/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
-        for row in rows.values():
+        print(
+            f"  {'model':<40} {'threads':>7} {'calls':>7} {'infer/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
+            f"{'p99 ms':>8}"
+        )
+        for row in rows:
             name = row["path"] if len(row["path"]) <= 40 else "..." + row["path"][-37:]
             if not row["calls"]:
-                print(f"  {name:<40} no successful call")
+                print(f"  {name:<40} {row['concurrency']:>7} no successful call")
                 continue
             print(
-                f"  {name:<40} {row['calls']:>7} {row['inferences_per_s']:>9.1f} {row['p50_ms']:>8.2f} "
-                f"{row['p90_ms']:>8.2f} {row['p99_ms']:>8.2f}"
+                f"  {name:<40} {row['concurrency']:>7} {row['calls']:>7} {row['inferences_per_s']:>9.1f} "
+                f"{row['p50_ms']:>8.2f} {row['p90_ms']:>8.2f} {row['p99_ms']:>8.2f}"
             )
-        if ratios:
+        for threads, ratio in ratios.items():
             print(
-                f"  speed-up vs baseline: throughput {ratios['throughput']:.2f}x, "
-                f"p50 latency {ratios['p50']:.2f}x, p99 latency {ratios['p99']:.2f}x"
+                f"  speed-up vs baseline at concurrency {threads}: throughput {ratio['throughput']:.2f}x, "
+                f"p50 latency {ratio['p50']:.2f}x, p99 latency {ratio['p99']:.2f}x"
             )
-    failed = {key: r for key, r in results.items() if r.errors}
-    if failed:
-        key, result = next(iter(failed.items()))
+    if failures:
+        key, result = failures[0]
         raise SourceError(f"{result.errors} calls of {label[key]} failed; the first: {result.first_error}")
     return 0
 

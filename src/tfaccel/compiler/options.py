@@ -17,7 +17,16 @@ from typing import Any
 
 from tfaccel.errors import OptionsError
 
-__all__ = ["ENV_VARS", "FLAGS", "PLACEMENT_MODES", "TraceOptions", "resolve_options"]
+__all__ = [
+    "ENV_VARS",
+    "FLAGS",
+    "MAX_STREAMS",
+    "PERFORMANCE_HINTS",
+    "PLACEMENT_MODES",
+    "QUANTIZE_MODES",
+    "TraceOptions",
+    "resolve_options",
+]
 
 #: Environment variables read, lowest precedence first.
 ENV_VARS = ("NEURON_CC_FLAGS", "TFACCEL_CC_FLAGS")
@@ -39,6 +48,14 @@ class TraceOptions:
     placement: str = "profile"
     #: measured times: None = the tfaccel cache folder, ``off``, or a file (see compiler.timing_cache)
     timing_cache: str | None = None
+    #: OpenVINO's performance hint for every openvino subgraph: ``latency`` or ``throughput``
+    performance_hint: str = "latency"
+    #: OpenVINO execution streams per openvino subgraph; 0: the hint decides (1 for latency)
+    num_streams: int = 0
+    #: post-training quantization of openvino subgraphs: ``none`` or ``int8`` (needs calibration inputs)
+    quantize: str = "none"
+    #: the largest error a quantized subgraph may show against fp32 on held-out calibration inputs
+    quantize_tolerance: float = 0.05
     #: where each non-default value came from, e.g. ``{"workdir": "NEURON_CC_FLAGS"}``
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     #: what parsing accepted but wants the user to know (the report shows them)
@@ -49,6 +66,18 @@ class TraceOptions:
         data["sources"] = dict(self.sources)
         data["remarks"] = list(self.remarks)
         return data
+
+    @property
+    def openvino_streams(self) -> int:
+        """The openvino op's ``streams`` attribute these options give (the one place it is derived).
+
+        1: the latency hint (one call at a time, every core on it); N > 1: the throughput hint with N
+        execution streams (N calls at once, each on its share of the cores); 0: the throughput hint with the
+        stream count OpenVINO chooses for the machine the model runs on (decided when it is loaded there).
+        """
+        if self.num_streams >= 1:
+            return self.num_streams
+        return 0 if self.performance_hint == "throughput" else 1
 
     def flag_text(self) -> str:
         """The options as flags, the way a user would write them (defaults left out)."""
@@ -102,6 +131,32 @@ PLACEMENT_MODES = ("profile", "static")
 
 def _placement(value: str) -> str | None:
     return None if value in PLACEMENT_MODES else f"must be one of {', '.join(PLACEMENT_MODES)}"
+
+
+#: ``--performance-hint`` values (OpenVINO's ``PERFORMANCE_HINT``)
+PERFORMANCE_HINTS = ("latency", "throughput")
+#: the most execution streams a subgraph may ask for (the op refuses more): more than any CPU has cores
+MAX_STREAMS = 256
+
+
+def _hint(value: str) -> str | None:
+    return None if value in PERFORMANCE_HINTS else f"must be one of {', '.join(PERFORMANCE_HINTS)}"
+
+
+def _streams(value: int) -> str | None:
+    return None if 0 <= value <= MAX_STREAMS else f"must be from 0 (the hint decides) to {MAX_STREAMS}"
+
+
+#: ``--quantize`` values
+QUANTIZE_MODES = ("none", "int8")
+
+
+def _quantize(value: str) -> str | None:
+    return None if value in QUANTIZE_MODES else f"must be one of {', '.join(QUANTIZE_MODES)}"
+
+
+def _tolerance(value: float) -> str | None:
+    return None if 0.0 < value <= 1.0 else "must be more than 0 and at most 1"
 
 
 def _backend(value: str) -> str | None:
@@ -158,6 +213,24 @@ FLAGS: dict[str, _Flag] = {
             str,
             "file keeping the measured times for --placement=profile (default: in the tfaccel cache folder; "
             "off: measure every time)",
+        ),
+        _Flag(
+            "performance-hint",
+            "performance_hint",
+            str,
+            "latency (one call at a time on every core) | throughput (openvino subgraphs run several calls "
+            "at once, for concurrent callers and the model server's batching)",
+            "latency",
+            _hint,
+        ),
+        _Flag(
+            "num-streams",
+            "num_streams",
+            int,
+            "OpenVINO execution streams per openvino subgraph (0: the hint decides; more than 1 means the "
+            "throughput hint)",
+            0,
+            _streams,
         ),
     )
 }
@@ -236,6 +309,15 @@ def _convert(raw: Any, spec: _Flag, source: str) -> Any:
             raise OptionsError(
                 f"{source}: --{spec.flag}={raw} is not an integer ({spec.accepted()})"
             ) from None
+    elif spec.kind is float:
+        try:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            value = float(raw)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(raw)
+        except (TypeError, ValueError):
+            raise OptionsError(f"{source}: --{spec.flag}={raw} is not a number ({spec.accepted()})") from None
     elif spec.kind is bool:
         if not isinstance(raw, bool):
             raise OptionsError(f"{source}: {spec.attr}={raw!r} must be True or False")
@@ -269,6 +351,13 @@ def resolve_options(keywords: Mapping[str, Any], environ: Mapping[str, str] | No
             merged[key], sources[key] = None, "keyword"
             continue
         merged[key], sources[key] = _convert(raw, spec, f"trace({key}=...)"), "keyword"
+    hint = merged.get("performance_hint", "latency")
+    if merged.get("num_streams", 0) > 1 and hint == "latency" and "performance_hint" in sources:
+        raise OptionsError(
+            f"{sources['num_streams']}: --num-streams={merged['num_streams']} runs several calls at once, "
+            f"which is the throughput hint, but {sources['performance_hint']} asks for "
+            "--performance-hint=latency; drop one of them"
+        )
     names = {f.name for f in fields(TraceOptions)} - {"sources"}
     return TraceOptions(
         **{k: v for k, v in merged.items() if k in names}, sources=sources, remarks=tuple(remarks)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import tensorflow as tf
@@ -81,7 +82,9 @@ def compiled_runner(
         placeholder = next(n for n in subgraph.graph_def.node if n.name == input_placeholder(i))
         graph_def.node.append(copy.deepcopy(placeholder))
     graph_def.node.extend(resource_placeholder(name) for name, _ in item.resources)
-    call = call_node(item, subgraph.input_infos, subgraph.output_infos)
+    call = call_node(
+        replace(item, call=item.call.for_measuring()), subgraph.input_infos, subgraph.output_infos
+    )
     index = {ref: i for i, ref in enumerate(item.cluster.inputs)}
     texts = [text for text in call.input if not text.startswith("^")]  # no control edges: run alone
     del call.input[:]

@@ -87,7 +87,7 @@ class TraceRun:
         """A run of ``func`` on ``example_inputs`` with the candidate backends ``options`` name (what
         :func:`tfaccel.backends.candidate_backends` left out is the first note).
         """
-        backends, left_out = candidate_backends(options.backend, options.fp32_cast)
+        backends, left_out = candidate_backends(options.backend, options.fp32_cast, options.openvino_streams)
         check = os.environ.get(CHECK_STAGES_ENV, "") not in ("", "0")
         run = cls(
             func,
@@ -99,6 +99,8 @@ class TraceRun:
         )
         for sentence in options.remarks:
             run.note(NoteKind.OPTIONS, sentence)
+        if options.openvino_streams != 1:
+            run.note(NoteKind.OPTIONS, streams_sentence(options.openvino_streams), log=False)
         for sentence in left_out:
             run.note(NoteKind.BACKEND, sentence)
         return run
@@ -135,3 +137,18 @@ class TraceRun:
         """The notes, grouped by kind in :class:`NoteKind` order (the report's fallbacks)."""
         order = list(NoteKind)
         return [s for _, s in sorted(self._notes, key=lambda item: order.index(item[0]))]
+
+
+def streams_sentence(streams: int) -> str:
+    """What the report says of a throughput setting (``--performance-hint``/``--num-streams``)."""
+    count = (
+        "the number of streams OpenVINO picks for the machine that loads the model"
+        if streams == 0
+        else (f"{streams} execution streams")
+    )
+    return (
+        f"--performance-hint=throughput: openvino subgraphs run with OpenVINO's throughput hint and {count}, "
+        "so concurrent calls (threads, the model server's batching) run in parallel and one call alone is "
+        "slower; placement timed one call with the latency setting and the whole-model check is not run; xla "
+        "subgraphs have no streams"
+    )

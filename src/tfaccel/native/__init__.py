@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfaccel.native import trust
+from tfaccel.native import model_cache, trust
 
 __all__ = ["OP_TYPE", "OpLibrary", "cache_dir", "compile_cache_stats", "load", "ops"]
 
@@ -91,11 +91,14 @@ def ops() -> Any:
 def compile_cache_stats(release_pending: bool = False) -> dict[str, int]:
     """The op's process-wide compile cache: ``live`` compiled models (each held by a kernel or pending),
     ``pending`` trace-time compilations kept alive for the traced model's first call (at most 64, for
-    120 s), ``compiles`` so far. ``release_pending`` drops the pending references first, so that ``live``
-    then counts only models some kernel still runs (an unloaded model's kernels die with its functions).
+    120 s), ``compiles`` so far, and of those ``from_disk``: imported from OpenVINO's model cache on disk
+    (:mod:`tfaccel.native.model_cache`) instead of compiled. ``release_pending`` drops the pending
+    references first, so that ``live`` then counts only models some kernel still runs (an unloaded
+    model's kernels die with its functions).
     """
-    live, pending, compiles = ops().tfaccel_openvino_cache_stats(release_pending=release_pending).numpy()
-    return {"live": int(live), "pending": int(pending), "compiles": int(compiles)}
+    stats = ops().tfaccel_openvino_cache_stats(release_pending=release_pending).numpy()
+    live, pending, compiles, from_disk = (int(v) for v in stats)
+    return {"live": live, "pending": pending, "compiles": compiles, "from_disk": from_disk}
 
 
 def _load_once(retry: bool, force: bool = False) -> OpLibrary:
@@ -125,6 +128,7 @@ def _load_once(retry: bool, force: bool = False) -> OpLibrary:
         _module = tf.load_op_library(str(path))
     except (tf.errors.OpError, OSError) as err:
         return unavailable(f"loading {path} failed: {err}; python -m tfaccel.native --force rebuilds it")
+    model_cache.configure(trust.secure_root(cache_dir()))
     return OpLibrary(str(path), None)
 
 

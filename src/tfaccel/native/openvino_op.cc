@@ -17,9 +17,10 @@
 //    call finds it; TfaccelOpenvinoCacheStats reports (and can drop) them;
 //  - run on a pool of infer requests so concurrent calls never share one. The `streams` attribute (1 by
 //    default: the latency hint, one call at a time using every core) asks for that many parallel execution
-//    streams with the throughput hint (tfaccel.auto_multicore writes it), so that many concurrent calls run
-//    at once, each on its share of the cores; it is part of what the cache matches, so a 1-stream and an
-//    N-stream copy of the same model never share a compilation;
+//    streams with the throughput hint (trace's --num-streams, tfaccel.auto_multicore), so that many
+//    concurrent calls run at once, each on its share of the cores; 0 is the throughput hint with the stream
+//    count OpenVINO picks for the machine it runs on (--performance-hint=throughput). It is part of what
+//    the cache matches, so copies of one model with other stream settings never share a compilation;
 //  - bind TensorFlow's buffers as ov::Tensor without copying, and rebind every input and output on every
 //    call (a request remembers the last buffers it was given). An output is bound only when the plugin
 //    provably writes it: its Result, in the compiled (runtime) model, is fed by a computing node that
@@ -27,7 +28,12 @@
 //    (a pass-through) nor one that reads a Constant reliably, and with a Parameter it even copies that
 //    unwritten buffer over the caller's input; every other output is copied from the plugin's own tensor;
 //  - check dtypes and shapes of inputs and outputs against the model and the op's attributes, and fail
-//    with InvalidArgument naming the input or output, never crash.
+//    with InvalidArgument naming the input or output, never crash;
+//  - keep compiled blobs on disk (OpenVINO's model cache, keyed by OpenVINO itself on the model, the
+//    device, the compile configuration and its own version) in the folder $TFACCEL_MODEL_CACHE names, so a
+//    second process loading the same model imports instead of compiling. `import tfaccel` sets that
+//    variable to a folder it created or checked (tfaccel.native.model_cache); the folder is checked again
+//    here before each use (ours, not a link, not writable by group or others), else no cache is used.
 
 #include <algorithm>
 #include <chrono>
@@ -44,6 +50,9 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "openvino/openvino.hpp"
 #include "tensorflow/core/framework/common_shape_fns.h"
@@ -76,7 +85,7 @@ REGISTER_OP("TfaccelOpenvino")
     .Attr("precision: {'f32', 'bf16'} = 'f32'")
     .Attr("input_names: list(string) >= 0")
     .Attr("output_shapes: list(shape) >= 1")
-    .Attr("streams: int >= 1 = 1")
+    .Attr("streams: int >= 0 = 1")
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
       std::vector<PartialTensorShape> shapes;
       TF_RETURN_IF_ERROR(c->GetAttr("output_shapes", &shapes));
@@ -93,7 +102,8 @@ REGISTER_OP("TfaccelOpenvino")
     })
     .Doc(R"doc(
 Runs a subgraph that tfaccel compiled with OpenVINO. Load the library with `import tfaccel`.
-`streams` > 1 runs that many calls in parallel (OpenVINO execution streams, throughput hint).
+`streams` > 1 runs that many calls in parallel (OpenVINO execution streams, throughput hint); 0 lets
+OpenVINO's throughput hint choose how many.
 )doc");
 
 REGISTER_OP("TfaccelOpenvinoCompile")
@@ -101,7 +111,7 @@ REGISTER_OP("TfaccelOpenvinoCompile")
     .Input("model_weights: string")
     .Attr("model_key: string")
     .Attr("precision: {'f32', 'bf16'} = 'f32'")
-    .Attr("streams: int >= 1 = 1")
+    .Attr("streams: int >= 0 = 1")
     .SetIsStateful()
     .SetShapeFn(::tensorflow::shape_inference::NoOutputs)
     .Doc(R"doc(
@@ -113,11 +123,12 @@ REGISTER_OP("TfaccelOpenvinoCacheStats")
     .Attr("release_pending: bool = false")
     .SetIsStateful()
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
-      c->set_output(0, c->Vector(3));
+      c->set_output(0, c->Vector(4));
       return absl::OkStatus();
     })
     .Doc(R"doc(
-The compile cache: [live compiled models, pending trace-time compilations, compilations so far].
+The compile cache: [live compiled models, pending trace-time compilations, compilations so far, of which
+imported from OpenVINO's model cache on disk].
 `release_pending` first drops the pending references (a compiled model then lives only while a kernel runs it).
 )doc");
 
@@ -236,6 +247,7 @@ struct Cache {
   std::unordered_map<size_t, std::vector<std::weak_ptr<Compiled>>> entries;
   std::deque<std::pair<std::chrono::steady_clock::time_point, std::shared_ptr<Compiled>>> pending;
   int64_t compiles = 0;
+  int64_t from_disk = 0;  // compilations OpenVINO imported from its model cache instead of compiling
 
   // Drops expired pending references (moved to `dropped`, destroyed by the caller outside the lock).
   void ExpirePending(bool all, std::vector<std::shared_ptr<Compiled>>* dropped) {
@@ -286,12 +298,15 @@ size_t Fingerprint(const std::string& precision, int64_t streams, std::string_vi
 }
 
 // The CPU plugin's configuration: one stream with the latency hint (every core on one call) by default;
-// N streams with the throughput hint, each running one call on its share of the cores, for N callers.
+// N streams with the throughput hint, each running one call on its share of the cores, for N callers; with
+// 0, the throughput hint and as many streams as the plugin finds right for this machine.
 ov::AnyMap CompileConfig(const std::string& precision, int64_t streams) {
   ov::AnyMap config{
       ov::hint::inference_precision(precision == "bf16" ? ov::element::bf16 : ov::element::f32)};
-  if (streams <= 1) {
+  if (streams == 1) {
     config.insert(ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY));
+  } else if (streams == 0) {
+    config.insert(ov::hint::performance_mode(ov::hint::PerformanceMode::THROUGHPUT));
   } else {
     config.insert(ov::hint::performance_mode(ov::hint::PerformanceMode::THROUGHPUT));
     config.insert(ov::num_streams(ov::streams::Num(static_cast<int32_t>(streams))));
@@ -299,8 +314,22 @@ ov::AnyMap CompileConfig(const std::string& precision, int64_t streams) {
   return config;
 }
 
+// The model cache folder $TFACCEL_MODEL_CACHE names, or "" (no cache) when it is unset, "off", or not a
+// folder that only this user can change: a blob planted there would be run as this user's model.
+std::string ModelCacheDir() {
+  const char* value = std::getenv("TFACCEL_MODEL_CACHE");
+  if (value == nullptr || *value == '\0' || std::string_view(value) == "off") return "";
+  struct stat info;
+  if (lstat(value, &info) != 0 || !S_ISDIR(info.st_mode) || info.st_uid != geteuid() ||
+      (info.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    return "";
+  }
+  return value;
+}
+
 absl::Status Compile(const std::string& label, const std::string& precision, int64_t streams,
-                     std::string_view xml, std::string_view weights, std::shared_ptr<Compiled>* out) {
+                     std::string_view xml, std::string_view weights, std::shared_ptr<Compiled>* out,
+                     bool* from_disk) {
   auto compiled = std::make_shared<Compiled>();
   compiled->precision = precision;
   compiled->streams = streams;
@@ -312,7 +341,11 @@ absl::Status Compile(const std::string& label, const std::string& precision, int
       std::memcpy(compiled->weights.data(), weights.data(), weights.size());
     }
     std::shared_ptr<ov::Model> model = Core().read_model(compiled->xml, compiled->weights);
-    compiled->model = Core().compile_model(model, "CPU", CompileConfig(precision, streams));
+    ov::AnyMap config = CompileConfig(precision, streams);
+    const std::string cache_dir = ModelCacheDir();
+    if (!cache_dir.empty()) config.insert(ov::cache_dir(cache_dir));
+    compiled->model = Core().compile_model(model, "CPU", config);
+    if (!cache_dir.empty()) *from_disk = compiled->model.get_property(ov::loaded_from_cache);
     for (const auto& input : compiled->model.inputs()) {
       compiled->input_types.push_back(input.get_element_type());
       compiled->input_shapes.push_back(input.get_partial_shape());
@@ -351,10 +384,12 @@ absl::Status GetCompiled(const std::string& label, const std::string& precision,
     ++it;
   }
   if (!found) {
-    absl::Status status = Compile(label, precision, streams, View(xml), View(weights), &found);
+    bool from_disk = false;
+    absl::Status status = Compile(label, precision, streams, View(xml), View(weights), &found, &from_disk);
     if (!status.ok()) return status;
     bucket.push_back(found);
     ++cache.compiles;
+    if (from_disk) ++cache.from_disk;
   }
   if (hold) cache.Hold(found);
   *out = std::move(found);
@@ -586,13 +621,14 @@ class TfaccelOpenvinoCacheStatsOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     std::vector<std::shared_ptr<Compiled>> dropped;
-    int64_t live, pending, compiles;
+    int64_t live, pending, compiles, from_disk;
     {
       Cache& cache = TheCache();
       std::lock_guard<std::mutex> lock(cache.mu);
       cache.ExpirePending(release_pending_, &dropped);
       pending = static_cast<int64_t>(cache.pending.size());
       compiles = cache.compiles;
+      from_disk = cache.from_disk;
     }
     dropped.clear();  // the last reference to a model may go here, outside the cache's lock
     {
@@ -601,11 +637,12 @@ class TfaccelOpenvinoCacheStatsOp : public OpKernel {
       live = cache.Live();
     }
     Tensor* out = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({3}), &out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({4}), &out));
     auto stats = out->vec<int64_t>();
     stats(0) = live;
     stats(1) = pending;
     stats(2) = compiles;
+    stats(3) = from_disk;
   }
 
  private:

@@ -36,6 +36,7 @@ import tensorflow as tf
 from tensorflow.core.framework import function_pb2
 
 from tfaccel import _tf_compat
+from tfaccel.native import model_cache
 
 __all__ = [
     "MAX_WEIGHT_BYTES",
@@ -269,6 +270,8 @@ class DirectCall:
                     "INFERENCE_PRECISION_HINT": "bf16" if self.plan.precision == "bf16" else "f32",
                     "PERFORMANCE_HINT": "LATENCY",
                 }
+                if (cache := model_cache.in_use()) is not None:  # the op compiles through it too
+                    config["CACHE_DIR"] = cache
                 try:
                     model = core.read_model(self.plan.xml, self.plan.weights)
                     compiled = core.compile_model(model, "CPU", config)
