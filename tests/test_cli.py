@@ -445,3 +445,25 @@ def test_demo_traces_an_example_and_reports_error_and_speed() -> None:
     assert error <= 1e-5
     assert "median latency over 3 interleaved runs: TensorFlow " in out and "speed-up" in out
     assert not [c for c in CHATTER if c in proc.stderr], proc.stderr
+
+
+def test_trace_quantizes_with_stacked_calibration_samples(src: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(19)
+    np.savez(tmp_path / "cal.npz", features=rng.random((10, 1, 8), dtype=np.float32))  # batch 1, as traced
+    dst = tmp_path / "int8"
+    proc = cli("trace", src, dst, "--calibration-inputs", tmp_path / "cal.npz", "--flags", "--quantize=int8")
+    assert proc.returncode == 0, proc.stderr
+    assert "note: --quantize=int8: tfaccel_sg_0 " in proc.stdout, proc.stdout  # int8 or fp32, and why
+    np.savez(tmp_path / "bad.npz", features=rng.random((3, 1, 8), dtype=np.float32), other=np.zeros(3))
+    bad = cli(
+        "trace",
+        src,
+        tmp_path / "x",
+        "--calibration-inputs",
+        tmp_path / "bad.npz",
+        "--flags",
+        "--quantize=int8",
+    )
+    assert_fails(bad, 1, "trace", "holds ['features', 'other']", "the signature takes ['features']")
+    missing = cli("trace", src, tmp_path / "y", "--flags", "--quantize=int8")
+    assert_fails(missing, 2, "trace", "needs calibration data")

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeAlias
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import attr_value_pb2, function_pb2, graph_pb2
 
@@ -26,6 +27,7 @@ __all__ = [
     "AttrLike",
     "Backend",
     "Call",
+    "QuantizeOutcome",
     "CompiledSubgraph",
     "SubgraphCompileError",
     "SubgraphDef",
@@ -129,6 +131,17 @@ class CompiledSubgraph:
         return self if cluster == self.cluster else replace(self, cluster=cluster)
 
 
+@dataclass(frozen=True)
+class QuantizeOutcome:
+    """What quantizing one compiled subgraph gave: the subgraph to run (quantized or as it was) and the
+    report's sentence saying which and why.
+    """
+
+    item: CompiledSubgraph
+    quantized: bool
+    sentence: str
+
+
 class SubgraphCompileError(Exception):
     """The backend's compiler rejected a subgraph; ``node`` names the culprit when the compiler said."""
 
@@ -171,6 +184,19 @@ class Backend(Protocol):
 
     def avoids(self, node: Node) -> str | None:
         """A reason to keep a supported node on TF under automatic placement (it runs slower here)."""
+        ...
+
+    def quantize(
+        self,
+        item: CompiledSubgraph,
+        calibration: Sequence[Sequence[np.ndarray]],
+        held_out: Sequence[Sequence[np.ndarray]],
+        tolerance: float,
+    ) -> QuantizeOutcome:
+        """``item`` in int8 (``--quantize=int8``), calibrated on ``calibration`` (each one call's inputs, in
+        the cluster's input order) and kept only if its error on ``held_out`` is at most ``tolerance``;
+        otherwise ``item`` unchanged, with the reason. A backend that does not quantize says so.
+        """
         ...
 
     def compile(self, subgraph: SubgraphDef, artifacts: bool = False) -> CompiledSubgraph:

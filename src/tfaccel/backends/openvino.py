@@ -20,17 +20,25 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 
 from tfaccel import native
 from tfaccel.backends import openvino_semantics as semantics
-from tfaccel.backends.base import Call, CompiledSubgraph, SubgraphCompileError, SubgraphDef, input_placeholder
+from tfaccel.backends.base import (
+    Call,
+    CompiledSubgraph,
+    QuantizeOutcome,
+    SubgraphCompileError,
+    SubgraphDef,
+    input_placeholder,
+)
 from tfaccel.compiler.ir import Graph, Node, TensorInfo, TensorRef
 
 __all__ = ["OV_DTYPES", "OpenVinoBackend", "PRECISIONS", "UNSUPPORTED_DTYPES", "conversion_rules"]
@@ -163,8 +171,8 @@ class OpenVinoBackend:
             ov.save_model(model, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
             xml = (Path(tmp) / "model.xml").read_bytes()
             weights = (Path(tmp) / "model.bin").read_bytes()
-        key = hashlib.sha256(xml + b"\0" + weights + self.precision.encode()).hexdigest()[:16]
-        names = (f"tfaccel_ov_{key}_xml", f"tfaccel_ov_{key}_bin")
+        key = _model_key(xml, weights, self.precision)
+        names = _resource_names(key)
         start = time.perf_counter()
         try:
             _compile_now(key, self.precision, xml, weights)
@@ -204,6 +212,66 @@ class OpenVinoBackend:
             resources=((names[0], xml), (names[1], weights)),  # the op's model_xml, model_weights inputs
         )
 
+    # -- quantize --------------------------------------------------------------------------------------
+    def quantize(
+        self,
+        item: CompiledSubgraph,
+        calibration: Sequence[Sequence[np.ndarray]],
+        held_out: Sequence[Sequence[np.ndarray]],
+        tolerance: float,
+    ) -> QuantizeOutcome:
+        """NNCF's post-training int8 of the subgraph's IR (:mod:`tfaccel.backends.openvino_quantize`)."""
+        from tfaccel.backends.openvino_quantize import quantize_ir
+
+        name = item.cluster.name
+        (_, xml), (_, weights) = item.resources
+        checked = f"{len(held_out)} held-out calibration input(s)"
+        try:
+            result = quantize_ir(xml, weights, self.precision, calibration, held_out, _stable_names)
+        except Exception as err:  # NNCF and OpenVINO raise their own classes and plain RuntimeErrors
+            why = f"NNCF could not quantize it ({_first_line(str(err))})"
+            return QuantizeOutcome(item, False, f"{name} stays fp32: {why}")
+        if result.int8_compute == 0:  # int8 element-wise ops only cost accuracy (and a conversion)
+            why = "NNCF found nothing in it worth quantizing (no convolution or matrix product)"
+            return QuantizeOutcome(item, False, f"{name} stays fp32: {why}")
+        if not result.error <= tolerance:
+            why = f"int8 error {result.error:.3g} is above --quantize-tolerance={tolerance:g} on {checked}"
+            return QuantizeOutcome(item, False, f"{name} stays fp32: {why}")
+        key = _model_key(result.xml, result.weights, self.precision)
+        try:
+            _compile_now(key, self.precision, result.xml, result.weights)
+        except tf.errors.OpError as err:
+            why = f"the op could not compile its int8 IR ({_first_line(err.message)})"
+            return QuantizeOutcome(item, False, f"{name} stays fp32: {why}")
+        names = _resource_names(key)
+        artifacts = dict(item.artifacts)
+        if artifacts:  # --workdir: the fp32 IR stays next to the int8 one
+            artifacts["openvino-int8.xml"] = result.xml.decode()
+            artifacts["openvino-int8.bin"] = result.weights
+            artifacts["quantize.json"] = json.dumps(
+                {
+                    "error": result.error,
+                    "tolerance": tolerance,
+                    "calibration_inputs": len(calibration),
+                    "held_out_inputs": len(held_out),
+                    "fake_quantize_nodes": result.fake_quantize,
+                    "int8_compute_ops": result.int8_compute,
+                    "model_key": key,
+                },
+                indent=1,
+            )
+        quantized = replace(
+            item,
+            call=replace(item.call, attrs={**item.call.attrs, "model_key": key}),
+            resources=((names[0], result.xml), (names[1], result.weights)),
+            artifacts=artifacts,
+        )
+        sentence = (
+            f"{name} runs int8: error {result.error:.3g} (--quantize-tolerance={tolerance:g}) on {checked}, "
+            f"{result.int8_compute} convolutions/matrix products in int8"
+        )
+        return QuantizeOutcome(quantized, True, sentence)
+
     def _call(self, subgraph: SubgraphDef, key: str) -> Call:
         """A call of tfaccel's op: it compiles (or finds in its cache) the model keyed ``key`` and runs it."""
         return Call(
@@ -220,6 +288,16 @@ class OpenVinoBackend:
             # placement times one call: with the latency setting, as the call runs for one caller
             measured_attrs={"streams": 1} if self.streams != 1 else {},
         )
+
+
+def _model_key(xml: bytes, weights: bytes, precision: str) -> str:
+    """The op's ``model_key`` label for an IR (a label only: the op matches models by content)."""
+    return hashlib.sha256(xml + b"\0" + weights + precision.encode()).hexdigest()[:16]
+
+
+def _resource_names(key: str) -> tuple[str, str]:
+    """The string variables (placeholders) that carry an IR's xml and weights into the op."""
+    return f"tfaccel_ov_{key}_xml", f"tfaccel_ov_{key}_bin"
 
 
 def _performance_config(streams: int) -> dict[str, str | int]:

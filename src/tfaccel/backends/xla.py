@@ -18,14 +18,23 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import function_pb2, graph_pb2, kernel_def_pb2, node_def_pb2
 
 from tfaccel import _tf_compat
 from tfaccel.backends import openvino_semantics as semantics
-from tfaccel.backends.base import Call, CompiledSubgraph, SubgraphCompileError, SubgraphDef, input_placeholder
+from tfaccel.backends.base import (
+    Call,
+    CompiledSubgraph,
+    QuantizeOutcome,
+    SubgraphCompileError,
+    SubgraphDef,
+    input_placeholder,
+)
 from tfaccel.backends.openvino_semantics import XLA_NAN_GUARDED_OPS
 from tfaccel.compiler.ir import Graph, Node
 
@@ -97,6 +106,18 @@ class XlaBackend:
     def support_for(self, graph: Graph, graph_def: graph_pb2.GraphDef) -> XlaBackend:
         """XLA's answer depends on the node alone."""
         return self
+
+    def quantize(
+        self,
+        item: CompiledSubgraph,
+        calibration: Sequence[Sequence[np.ndarray]],
+        held_out: Sequence[Sequence[np.ndarray]],
+        tolerance: float,
+    ) -> QuantizeOutcome:
+        """XLA on CPU has no int8 path worth taking: its subgraphs stay fp32, and the report says so."""
+        return QuantizeOutcome(
+            item, False, f"{item.cluster.name} (xla) stays fp32: only openvino subgraphs are quantized"
+        )
 
     # -- support ---------------------------------------------------------------------------------------
     def avoids(self, node: Node) -> str | None:

@@ -30,10 +30,12 @@ _TRACE_EXAMPLES = """examples:
   tfaccel trace bert_savedmodel bert_traced --batch-size 8 --flags "--dynamic-batch-size"
   tfaccel trace model model_traced --signature serving_default --inputs examples.npz \\
       --flags "--backend=xla --workdir=/tmp/tfaccel_work"
+  tfaccel trace resnet_savedmodel resnet_int8 --calibration-inputs samples.npz --flags "--quantize=int8"
 
 Example inputs come from the signature: an unknown first dimension becomes --batch-size (default 1);
 floats are uniform in [0, 1), integers zeros. For other unknown dimensions, string inputs or real data,
 give an .npz file whose array names are the signature's input names (numpy.savez(path, name=array)).
+--calibration-inputs stacks N samples per input name: numpy.savez(path, name=np.stack(samples)).
 --flags takes the flags of NEURON_CC_FLAGS / TFACCEL_CC_FLAGS and overrides them."""
 
 _ANALYZE_EXAMPLES = """examples:
@@ -141,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("dst", metavar="DST_DIR")
     trace.add_argument("--overwrite", action="store_true", help="replace DST_DIR if it exists")
     trace.add_argument("--json", action="store_true", help="print the placement report as JSON")
+    trace.add_argument(
+        "--calibration-inputs",
+        metavar="FILE.npz",
+        help="samples for --flags=--quantize=int8: per input name, the samples stacked on a new first axis",
+    )
 
     analyze = commands.add_parser(
         "analyze",

@@ -54,8 +54,9 @@ def trace(args: argparse.Namespace) -> int:
     options = _options(args)
     check_savedmodel_dir(src)
     sig, examples = _source(args, src)
+    calibration = _calibration(args.calibration_inputs, examples) if args.calibration_inputs else None
     with reporting(TerminalProgress(sys.stderr)):
-        traced = tfaccel.trace(sig.function, examples, **options)
+        traced = tfaccel.trace(sig.function, examples, calibration_inputs=calibration, **options)
     _save_replacing(traced, dst)
     expected = sig.function(**examples)
     got = traced(**examples)
@@ -78,6 +79,26 @@ def trace(args: argparse.Namespace) -> int:
         )
     print(f"wrote {args.dst}")
     return 0
+
+
+def _calibration(path: str, examples: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """``--calibration-inputs FILE.npz``: per input name, the samples stacked on a new first axis
+    (``numpy.savez(path, x=np.stack(samples))``), split into one input dict per sample.
+    """
+    arrays = read_npz(path)
+    if set(arrays) != set(examples):
+        raise SourceError(
+            f"--calibration-inputs {path!r} holds {sorted(arrays)}, the signature takes {sorted(examples)}; "
+            "store each input's samples stacked under its name: numpy.savez(path, name=np.stack(samples))"
+        )
+    counts = {name: (len(value) if value.ndim else 0) for name, value in arrays.items()}
+    if len(set(counts.values())) != 1:
+        raise SourceError(
+            f"--calibration-inputs {path!r}: the inputs hold different numbers of samples (first axis): "
+            f"{counts}; stack the same samples for every input"
+        )
+    total = next(iter(counts.values()))
+    return [{name: value[i] for name, value in arrays.items()} for i in range(total)]
 
 
 def _max_abs_diff(a: Any, b: Any) -> float:

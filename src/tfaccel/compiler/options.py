@@ -232,6 +232,23 @@ FLAGS: dict[str, _Flag] = {
             0,
             _streams,
         ),
+        _Flag(
+            "quantize",
+            "quantize",
+            str,
+            "none | int8 (post-training int8 of openvino subgraphs with NNCF; needs calibration inputs)",
+            "none",
+            _quantize,
+        ),
+        _Flag(
+            "quantize-tolerance",
+            "quantize_tolerance",
+            float,
+            "largest relative error (RMS) a quantized subgraph may show against fp32 on held-out "
+            "calibration inputs; above it the subgraph stays fp32",
+            0.05,
+            _tolerance,
+        ),
     )
 }
 _BY_ATTR = {spec.attr: spec for spec in FLAGS.values()}

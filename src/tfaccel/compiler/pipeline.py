@@ -1,7 +1,7 @@
 """``trace`` as a pipeline: named stages in order, each a function from one typed artefact to the next.
 
-    capture -> optimize -> place -> batch -> partition -> compile -> measure -> split -> assemble -> verify
-    -> package -> guard
+    capture -> optimize -> place -> batch -> partition -> compile -> measure -> split -> quantize -> assemble
+    -> verify -> package -> guard
 
 Why data and not a function body: the stages read top to bottom in :data:`STAGES`, each stage module can be
 tested alone, and the things every stage needs done around it are done here once: progress of the run, the
@@ -31,6 +31,7 @@ from tfaccel.compiler.package import Packaged, package_stage
 from tfaccel.compiler.partition import Cluster, contract, is_acyclic
 from tfaccel.compiler.place import place_stage
 from tfaccel.compiler.placement import Decision
+from tfaccel.compiler.quantize import quantize_stage
 from tfaccel.compiler.run import TraceRun
 from tfaccel.compiler.splice import assemble_stage, verify_stage
 from tfaccel.compiler.workdir import write_capture, write_workdir
@@ -171,6 +172,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("compile", compile_stage, Partitioned, Compiled, post=_compiled_ok),
     Stage("measure", measure_stage, Compiled, Compiled, pre=_compiled_ok, post=_compiled_ok),
     Stage("split", split_stage, Compiled, Compiled, post=_compiled_ok),
+    Stage("quantize", quantize_stage, Compiled, Compiled, post=_compiled_ok),
     Stage("assemble", assemble_stage, Compiled, Assembled, post=_assembled_ok),
     Stage("verify", verify_stage, Assembled, Assembled),
     Stage("package", package_stage, Assembled, Packaged, post=_packaged_ok),
@@ -216,6 +218,7 @@ def trace(
     func: Callable[..., Any],
     example_inputs: Any,
     subgraph_builder_function: Callable[[Any], bool] | None = None,
+    calibration_inputs: Iterable[Any] | None = None,
     **options: Any,
 ) -> TracedModel:
     """Trace ``func`` on ``example_inputs`` and return an inference-only Keras model that runs the
@@ -234,6 +237,11 @@ def trace(
     TF is clearly faster (:mod:`tfaccel.compiler.selection`), with the times kept in a timing cache;
     ``--placement=static`` places by the support rules alone.
 
+    ``quantize="int8"`` (``--quantize=int8``) quantizes the openvino subgraphs with NNCF, calibrated on
+    ``calibration_inputs`` (an iterable of inputs shaped like ``example_inputs``, at least two: the last
+    fifth is held out to check the answers); a subgraph whose error against fp32 is above
+    ``quantize_tolerance`` stays fp32, and the report says which and why.
+
     Example::
 
         import tfaccel as tfn
@@ -241,7 +249,9 @@ def trace(
         print(model_neuron.on_neuron_ratio)
         model_neuron.summary()
     """
-    run = TraceRun.start(func, example_inputs, resolve_options(options), subgraph_builder_function)
+    run = TraceRun.start(
+        func, example_inputs, resolve_options(options), subgraph_builder_function, calibration_inputs
+    )
     packaged: Packaged = run_stages(run)
     if run.options.verbose >= 1:
         packaged.model.summary()

@@ -33,6 +33,10 @@ __all__ = ["DecisionRow", "PlacementReport", "SubgraphSummary"]
 _REASONS = {r.name.lower(): r for r in Reason}
 
 
+#: how the sentences on what an option did begin (the summary calls them notes, not fallbacks)
+_OPTION_NOTES = ("--quantize=", "--performance-hint=")
+
+
 @dataclass(frozen=True)
 class DecisionRow:
     """One node's final placement: the decision that stood once compilation and measurement were done.
@@ -272,7 +276,9 @@ class PlacementReport:
             if len(ranked) > max_rows:
                 print_fn(f"    ... {len(ranked) - max_rows} more groups")
         for sentence in self.fallbacks:
-            print_fn(f"  fallback: {sentence}")
+            # what an option did is not a fallback (the sentence names the option it reports on)
+            label = "note" if sentence.startswith(_OPTION_NOTES) else "fallback"
+            print_fn(f"  {label}: {sentence}")
 
     def _render_measurements(self, print_fn: Callable[[str], Any]) -> None:
         """The profiled placement: each candidate's time per call on TF and each backend, and the choice."""

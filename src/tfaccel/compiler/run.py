@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from tfaccel.backends import candidate_backends
 from tfaccel.backends.base import Backend
+from tfaccel.compiler.calibration import calibration_examples
 from tfaccel.compiler.examples import Examples
 from tfaccel.compiler.ir import Node
 from tfaccel.compiler.options import TraceOptions
 from tfaccel.compiler.partition import Cluster
+from tfaccel.errors import OptionsError
 from tfaccel.runtime.batching import BatchPlan
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ class NoteKind(enum.Enum):
     CAPTURE = "capture"  # capture decided something (e.g. --fp32-cast had no effect)
     COMPILE = "compile fallback"  # a backend refused a subgraph: nodes went back to TF
     PIPELINE = "pipeline fallback"  # a subgraph could not be cut into pipeline stages
+    QUANTIZE = "int8 quantization"  # what --quantize=int8 did with each subgraph, and why
     GUARD = "whole-model check"  # the traced model against the original (the guard stage)
 
 
@@ -62,6 +65,8 @@ class TraceRun:
     #: the same adapted to IR nodes with clear errors, by the place stage (which checks it)
     callback: Callable[[Node], bool] | None = None
     batch_plan: BatchPlan = field(default_factory=BatchPlan)
+    #: ``calibration_inputs`` for ``--quantize=int8``, checked against the examples (compiler/quantize.py)
+    calibration: tuple[Examples, ...] = ()
     #: the examples the graph was traced on when not the user's (a micro-batch of them, for pipelining)
     traced_examples: Examples | None = None
     #: check each stage's pre- and postconditions (``TFACCEL_CHECK_STAGES=1``)
@@ -83,19 +88,30 @@ class TraceRun:
         example_inputs: Any,
         options: TraceOptions,
         subgraph_builder_function: Callable[[Any], bool] | None = None,
+        calibration_inputs: Any = None,
     ) -> TraceRun:
         """A run of ``func`` on ``example_inputs`` with the candidate backends ``options`` name (what
         :func:`tfaccel.backends.candidate_backends` left out is the first note).
         """
+        examples = Examples.of(example_inputs)
+        calibration = calibration_examples(
+            calibration_inputs, examples, options.quantize, options.dynamic_batch_size
+        )
+        if calibration and options.neuroncore_pipeline_cores > 1:
+            raise OptionsError(
+                "--quantize=int8 and --neuroncore-pipeline-cores > 1 cannot be combined yet (the pipelined "
+                "stages are traced on micro-batches); drop one of them"
+            )
         backends, left_out = candidate_backends(options.backend, options.fp32_cast, options.openvino_streams)
         check = os.environ.get(CHECK_STAGES_ENV, "") not in ("", "0")
         run = cls(
             func,
-            Examples.of(example_inputs),
+            examples,
             options,
             tuple(backends),
             user_callback=subgraph_builder_function,
             check_stages=check,
+            calibration=calibration,
         )
         for sentence in options.remarks:
             run.note(NoteKind.OPTIONS, sentence)
