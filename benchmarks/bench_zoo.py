@@ -54,16 +54,23 @@ TOOLS = [
     "ort",
     "ov_own",
     "ov_own_bf16",
+    "ov_own_int8",
     "tfaccel_xla",
     "tfaccel_xla_bf16",
     "tfaccel_ov",
     "tfaccel_ov_bf16",
     "tfaccel_static",
     "tfaccel",
+    "tfaccel_int8",
 ]
+#: calibration inputs for the int8 tools: the zoo's own example generator with other seeds (random weights
+#: make the accuracy meaningless here: benchmarks/bench_quantize.py measures it on a trained model)
+CALIBRATION_SAMPLES = 16
 #: the peers the default trace is compared with (issue 6): fp32, each a whole-model tool
 PEERS = ("xla_jit", "ort", "ov_own")
 BF16_TOOLS = {"ov_own_bf16", "tfaccel_xla_bf16", "tfaccel_ov_bf16"}
+#: int8 tools: no GEMM peak to compare with (the report's efficiency column leaves them out)
+INT8_TOOLS = {"ov_own_int8", "tfaccel_int8"}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -128,8 +135,12 @@ def _to_numpy(out: Any) -> list[np.ndarray]:
     return [np.asarray(t) for t in tf.nest.flatten(out)]
 
 
-def build_tool(tool: str, model: Any, x: Any) -> Callable[[], list[np.ndarray]]:
-    """A zero-argument callable running ``tool`` on ``x`` (conversion happens here)."""
+def build_tool(
+    tool: str, model: Any, x: Any, calibration: list[Any] | None = None
+) -> Callable[[], list[np.ndarray]]:
+    """A zero-argument callable running ``tool`` on ``x`` (conversion happens here); the int8 tools
+    calibrate on ``calibration`` (inputs like ``x``).
+    """
     import tensorflow as tf
 
     flat = _flat(x)
@@ -168,16 +179,28 @@ def build_tool(tool: str, model: Any, x: Any) -> Callable[[], list[np.ndarray]]:
             else ov.convert_model(tf.function(call, input_signature=_specs(x), autograph=False))
         )
         precision = "bf16" if tool.endswith("bf16") else "f32"
+        keys = list(x) if isinstance(x, dict) else None
+
+        def port_feeds(sample: Any, ports: Any) -> dict[Any, np.ndarray]:
+            sample_flat = _flat(sample)
+            feeds: dict[Any, np.ndarray] = {}
+            for i, port in enumerate(ports):
+                names = port.get_names()
+                match = [k for k in (keys or []) if k in names or f"{k}:0" in names]
+                feeds[i] = np.asarray(sample[match[0]] if match else sample_flat[i])
+            return feeds
+
+        if tool.endswith("int8"):  # NNCF on OpenVINO's own conversion: what an OpenVINO user would do
+            import nncf
+
+            ports = converted.inputs
+            dataset = nncf.Dataset(calibration or [x], lambda sample: port_feeds(sample, ports))
+            converted = nncf.quantize(converted, dataset, subset_size=len(calibration or [x]))
         compiled = ov.Core().compile_model(
             converted, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         )
         request = compiled.create_infer_request()
-        keys = list(x) if isinstance(x, dict) else None
-        feeds: dict[Any, np.ndarray] = {}
-        for i, port in enumerate(compiled.inputs):
-            names = port.get_names()
-            match = [k for k in (keys or []) if k in names or f"{k}:0" in names]
-            feeds[i] = np.asarray(x[match[0]] if match else flat[i])
+        feeds = port_feeds(x, compiled.inputs)
 
         def run() -> list[np.ndarray]:
             request.infer(feeds)
@@ -191,6 +214,10 @@ def build_tool(tool: str, model: Any, x: Any) -> Callable[[], list[np.ndarray]]:
             traced = tfaccel.trace(model, x)
         elif tool == "tfaccel_static":  # the default before measured placement (issue 6's): no timing
             traced = tfaccel.trace(model, x, placement="static")
+        elif tool == "tfaccel_int8":  # every openvino subgraph in int8 (tolerance 1: speed, not accuracy)
+            traced = tfaccel.trace(
+                model, x, quantize="int8", calibration_inputs=calibration or [x, x], quantize_tolerance=1.0
+            )
         else:
             backend = "xla" if tool.startswith("tfaccel_xla") else "openvino"
             cast = "matmult" if tool.endswith("bf16") else "none"
@@ -233,6 +260,7 @@ def bench_model(name: str, batches: list[int], runs: int, tools: list[str]) -> d
     for batch in batches:
         x = entry.example(batch, 0)
         expected = _to_numpy(_caller(model, x)(*_flat(x)))
+        calibration = [entry.example(batch, seed) for seed in range(1, 1 + CALIBRATION_SAMPLES)]
         runners: dict[str, Callable[[], Any]] = {}
         rows: dict[str, dict[str, Any]] = {}
         for tool in tools:
@@ -240,7 +268,7 @@ def bench_model(name: str, batches: list[int], runs: int, tools: list[str]) -> d
             try:
                 with PeakRss() as memory:
                     start = time.perf_counter()
-                    runner = build_tool(tool, model, x)
+                    runner = build_tool(tool, model, x, calibration)
                     got = runner()  # the first call compiles where compiling is lazy
                     row["convert_s"] = time.perf_counter() - start
                 row["rss_mib"] = memory.mib
@@ -375,7 +403,9 @@ def write_report(results: list[dict[str, Any]], peaks: dict[str, float], runs: i
                 ms = row.get("ms")
                 peak = peaks["bfloat16" if tool in BF16_TOOLS else "float32"]
                 fraction = (
-                    f"{100 * flops * int(batch) / (ms / 1e3) / (peak * 1e9):.0f}%" if flops and ms else ""
+                    f"{100 * flops * int(batch) / (ms / 1e3) / (peak * 1e9):.0f}%"
+                    if flops and ms and tool not in INT8_TOOLS
+                    else ""
                 )
                 ratio = f"{row['ratio']:.3f}" if row.get("ratio") is not None else ""
                 lines.append(
@@ -428,6 +458,13 @@ def _default_trace_verdict(results: list[dict[str, Any]], batch: str, tools: lis
             f"1.00x; {geomean(ours_both):.2f}x vs {geomean(theirs_both):.2f}x "
             f"over the {len(both)} models both ran"
         )
+    for mine, peer in (("tfaccel_ov_bf16", "ov_own_bf16"), ("tfaccel_int8", "ov_own_int8")):
+        if mine in ratios and peer in ratios:  # issue 19: each reduced precision next to OpenVINO's own
+            both = {m: (o, t) for m in ratios[peer] if (t := ratios[peer][m]) and (o := ratios[mine].get(m))}
+            lines.append(
+                f"- `{mine}` vs `{peer}`: {geomean([o for o, _ in both.values()]):.2f}x vs "
+                f"{geomean([t for _, t in both.values()]):.2f}x over the {len(both)} models both ran"
+            )
     lines.append("")
     return lines
 

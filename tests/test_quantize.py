@@ -64,6 +64,16 @@ def test_an_int8_subgraph_answers_within_the_tolerance_and_the_report_says_so(cn
     assert any(line.startswith("  note: --quantize=int8: tfaccel_sg_0 runs int8") for line in lines), lines
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_a_call_with_a_non_finite_input_gets_tensorflows_answer(cnn, quantized, bad):
+    """A quantizer has no NaN or infinity: such a call runs the fp32 subgraph (NaN guards and all)."""
+    x = X.copy()
+    x[0, 5, 5, 1] = bad
+    want = cnn(x).numpy()
+    assert not np.isfinite(want).all()  # TF's answer is not a number here: the int8 model alone gave numbers
+    assert_close(quantized(x), want)  # NaN where TF has NaN, inf where it has inf
+
+
 def test_a_reloaded_int8_model_answers_bit_for_bit_in_a_fresh_process(quantized, tmp_path):
     quantized.save(str(tmp_path / "m"))
     np.save(tmp_path / "x.npy", X)

@@ -189,13 +189,15 @@ class Backend(Protocol):
     def quantize(
         self,
         item: CompiledSubgraph,
+        subgraph: SubgraphDef,
         calibration: Sequence[Sequence[np.ndarray]],
         held_out: Sequence[Sequence[np.ndarray]],
         tolerance: float,
     ) -> QuantizeOutcome:
-        """``item`` in int8 (``--quantize=int8``), calibrated on ``calibration`` (each one call's inputs, in
-        the cluster's input order) and kept only if its error on ``held_out`` is at most ``tolerance``;
-        otherwise ``item`` unchanged, with the reason. A backend that does not quantize says so.
+        """``item`` (compiled from ``subgraph``) in int8 (``--quantize=int8``), calibrated on
+        ``calibration`` (each one call's inputs, in the cluster's input order) and kept only if its error on
+        ``held_out`` is at most ``tolerance``; otherwise ``item`` unchanged, with the reason. A backend that
+        does not quantize says so.
         """
         ...
 

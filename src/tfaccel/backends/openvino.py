@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import graph_pb2
+from tensorflow.core.framework import function_pb2, graph_pb2
 
 from tfaccel import native
 from tfaccel.backends import openvino_semantics as semantics
@@ -153,21 +153,9 @@ class OpenVinoBackend:
         import openvino as ov
 
         start = time.perf_counter()
-        graph_def = semantics.preserve_nan(_with_named_outputs(subgraph))
-        outputs = [f"{_OUTPUT_PREFIX}{k}:0" for k in range(len(subgraph.outputs))]
+        model = _convert(subgraph, nan_guards=True)
+        converted_s = time.perf_counter() - start
         with tempfile.TemporaryDirectory() as tmp:
-            # through a file: the frontend's reader of in-memory GraphDefs cannot follow loop/branch bodies
-            path = Path(tmp) / "subgraph.pb"
-            path.write_bytes(graph_def.SerializeToString())
-            try:
-                with _without_converter_telemetry():
-                    model = ov.convert_model(str(path), output=outputs)
-                model = _in_call_order(ov, model, subgraph.input_infos, outputs)
-                _stable_names(model, {node.name for node in graph_def.node})
-            except Exception as err:  # the frontend raises plain Exception and its own failure classes
-                message = _first_line(str(err))
-                raise SubgraphCompileError(subgraph.name, message, _culprit(str(err), subgraph)) from err
-            converted_s = time.perf_counter() - start
             ov.save_model(model, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
             xml = (Path(tmp) / "model.xml").read_bytes()
             weights = (Path(tmp) / "model.bin").read_bytes()
@@ -216,6 +204,7 @@ class OpenVinoBackend:
     def quantize(
         self,
         item: CompiledSubgraph,
+        subgraph: SubgraphDef,
         calibration: Sequence[Sequence[np.ndarray]],
         held_out: Sequence[Sequence[np.ndarray]],
         tolerance: float,
@@ -227,7 +216,8 @@ class OpenVinoBackend:
         (_, xml), (_, weights) = item.resources
         checked = f"{len(held_out)} held-out calibration input(s)"
         try:
-            result = quantize_ir(xml, weights, self.precision, calibration, held_out, _stable_names)
+            plain = _convert(subgraph, nan_guards=False)
+            result = quantize_ir(plain, xml, weights, self.precision, calibration, held_out, _stable_names)
         except Exception as err:  # NNCF and OpenVINO raise their own classes and plain RuntimeErrors
             why = f"NNCF could not quantize it ({_first_line(str(err))})"
             return QuantizeOutcome(item, False, f"{name} stays fp32: {why}")
@@ -244,6 +234,11 @@ class OpenVinoBackend:
             why = f"the op could not compile its int8 IR ({_first_line(err.message)})"
             return QuantizeOutcome(item, False, f"{name} stays fp32: {why}")
         names = _resource_names(key)
+        try:
+            call, functions = self._finite_or_fp32(subgraph, item, key)
+        except (tf.errors.OpError, ValueError, TypeError) as err:
+            why = f"its NaN/infinity fallback could not be built ({_first_line(str(err))})"
+            return QuantizeOutcome(item, False, f"{name} stays fp32: {why}")
         artifacts = dict(item.artifacts)
         if artifacts:  # --workdir: the fp32 IR stays next to the int8 one
             artifacts["openvino-int8.xml"] = result.xml.decode()
@@ -262,8 +257,9 @@ class OpenVinoBackend:
             )
         quantized = replace(
             item,
-            call=replace(item.call, attrs={**item.call.attrs, "model_key": key}),
-            resources=((names[0], result.xml), (names[1], result.weights)),
+            call=call,
+            functions=functions,
+            resources=((names[0], result.xml), (names[1], result.weights), *item.resources),
             artifacts=artifacts,
         )
         sentence = (
@@ -271,6 +267,82 @@ class OpenVinoBackend:
             f"{result.int8_compute} convolutions/matrix products in int8"
         )
         return QuantizeOutcome(quantized, True, sentence)
+
+    def _finite_or_fp32(
+        self, subgraph: SubgraphDef, fp32: CompiledSubgraph, int8_key: str
+    ) -> tuple[Call, tuple[function_pb2.FunctionDef, ...]]:
+        """A function call that runs the int8 IR when every float input is finite, else the fp32 IR.
+
+        Why: a quantizer has no NaN or infinity (FakeQuantize clamps them into its range), so the int8
+        model alone would answer a NaN with numbers, where TensorFlow (and the fp32 IR, whose NaN guards
+        keep TF's semantics) answers NaN. Reading the inputs once is cheap next to the model. The function
+        takes the int8 IR's two strings, the fp32 IR's two, then the cluster's inputs (the call reads its
+        resources first); its name and its branches' names come from its content, so the same model and
+        calibration give the same graph.
+        """
+        attrs = dict(fp32.call.attrs)
+        tout = [tf.as_dtype(info.dtype) for info in subgraph.output_infos]
+        strings = [tf.TensorSpec([], tf.string) for _ in range(4)]
+        specs = [*strings, *subgraph.input_specs()]
+        op = native.ops().tfaccel_openvino
+
+        def run(xml: tf.Tensor, weights: tf.Tensor, key: str, args: list[tf.Tensor]) -> list[tf.Tensor]:
+            return list(
+                op(
+                    model_xml=xml,
+                    model_weights=weights,
+                    args=args,
+                    Tout=tout,
+                    model_key=key,
+                    precision=attrs["precision"],
+                    input_names=attrs["input_names"],
+                    output_shapes=attrs["output_shapes"],
+                    streams=attrs["streams"],
+                )
+            )
+
+        def body(*values: tf.Tensor) -> list[tf.Tensor]:
+            xml8, bin8, xml32, bin32, *args = values
+            checks = [tf.reduce_all(tf.math.is_finite(a)) for a in args if a.dtype.is_floating]
+            if not checks:  # nothing can be NaN or infinite on the way in
+                return run(xml8, bin8, int8_key, args)
+            finite = tf.reduce_all(tf.stack(checks))
+            return list(
+                tf.cond(
+                    finite,
+                    lambda: run(xml8, bin8, int8_key, args),
+                    lambda: run(xml32, bin32, str(attrs["model_key"]), args),
+                )
+            )
+
+        concrete = tf.function(body, input_signature=specs, autograph=False).get_concrete_function()
+        traced_name = concrete.function_def.signature.name
+        graph_library = concrete.graph.as_graph_def().library.function
+        library = sorted(
+            (f for f in graph_library if f.signature.name != traced_name), key=lambda f: f.signature.name
+        )
+        main = function_pb2.FunctionDef()
+        main.CopyFrom(concrete.function_def)
+
+        def named(prefix: str) -> list[function_pb2.FunctionDef]:
+            renames = {traced_name: prefix}  # the traced names hold a process-wide counter
+            renames.update({f.signature.name: f"{prefix}_branch{k}" for k, f in enumerate(library)})
+            named = []
+            for function in (main, *library):
+                copy = function_pb2.FunctionDef()
+                copy.CopyFrom(function)
+                copy.signature.name = renames[function.signature.name]
+                for node in copy.node_def:
+                    for value in node.attr.values():
+                        if value.HasField("func") and value.func.name in renames:
+                            value.func.name = renames[value.func.name]
+                named.append(copy)
+            return named
+
+        # named by content: another fp32 IR, precision or stream setting is another function
+        content = b"".join(f.SerializeToString(deterministic=True) for f in named("tfaccel_ov_int8"))
+        fname = f"tfaccel_ov_int8_{hashlib.sha256(content).hexdigest()[:16]}"
+        return Call(function=fname), tuple(named(fname))
 
     def _call(self, subgraph: SubgraphDef, key: str) -> Call:
         """A call of tfaccel's op: it compiles (or finds in its cache) the model keyed ``key`` and runs it."""
@@ -307,6 +379,34 @@ def _performance_config(streams: int) -> dict[str, str | int]:
     if streams == 0:
         return {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "chosen by OpenVINO when loaded"}
     return {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams}
+
+
+def _convert(subgraph: SubgraphDef, nan_guards: bool) -> Any:
+    """The subgraph as an ``openvino.Model``, inputs and outputs in call order, names stable.
+
+    ``nan_guards``: with OpenVINO's NaN-losing ops guarded (:func:`openvino_semantics.preserve_nan`), as
+    every compiled subgraph is; without, only for int8, which keeps the guarded model for calls that are
+    not all finite (:mod:`tfaccel.backends.openvino_quantize`). Raises :class:`SubgraphCompileError`.
+    """
+    import openvino as ov
+
+    graph_def = _with_named_outputs(subgraph)
+    if nan_guards:
+        graph_def = semantics.preserve_nan(graph_def)
+    outputs = [f"{_OUTPUT_PREFIX}{k}:0" for k in range(len(subgraph.outputs))]
+    with tempfile.TemporaryDirectory() as tmp:
+        # through a file: the frontend's reader of in-memory GraphDefs cannot follow loop/branch bodies
+        path = Path(tmp) / "subgraph.pb"
+        path.write_bytes(graph_def.SerializeToString())
+        try:
+            with _without_converter_telemetry():
+                model = ov.convert_model(str(path), output=outputs)
+            model = _in_call_order(ov, model, subgraph.input_infos, outputs)
+            _stable_names(model, {node.name for node in graph_def.node})
+        except Exception as err:  # the frontend raises plain Exception and its own failure classes
+            message = _first_line(str(err))
+            raise SubgraphCompileError(subgraph.name, message, _culprit(str(err), subgraph)) from err
+    return model
 
 
 def _cpu_has_bf16() -> bool:

@@ -81,6 +81,7 @@ def quantization_error(reference: Sequence[np.ndarray], got: Sequence[np.ndarray
 
 
 def quantize_ir(
+    plain: Any,
     xml: bytes,
     weights: bytes,
     precision: str,
@@ -88,19 +89,24 @@ def quantize_ir(
     held_out: Sequence[Sample],
     stable_names: Callable[[Any, set[str]], None],
 ) -> QuantizedIR:
-    """Quantize the IR ``xml``/``weights`` with NNCF on ``calibration``; measure it on ``held_out``.
+    """Quantize ``plain`` (the subgraph without NaN guards) with NNCF on ``calibration``; measure it on
+    ``held_out`` against the compiled subgraph's own IR ``xml``/``weights`` (guarded fp32).
 
-    ``precision`` is the op's inference precision (``f32``/``bf16``), used for both compilations so the
-    error is int8's alone; ``stable_names(model, kept)`` renames counter-numbered nodes (the backend's
-    rule for deterministic IR). Raises what NNCF or OpenVINO raise (the caller keeps fp32 and says why).
+    The int8 model must only see finite inputs: a quantizer has no NaN or infinity (FakeQuantize clamps
+    them to its range), so it would answer a NaN input with numbers where TensorFlow answers NaN; the
+    backend's call runs the fp32 IR for any other input (``openvino.py``). (An OpenVINO ``If`` choosing
+    between the two inside one model was tried: the CPU plugin then ran the int8 body at fp32 speed.)
+    ``precision`` is
+    the op's inference precision (``f32``/``bf16``), used for both compilations so the error is int8's
+    alone; ``stable_names(model, kept)`` renames counter-numbered nodes (the backend's rule for
+    deterministic IR). Raises what NNCF or OpenVINO raise (the caller keeps fp32 and says why).
     """
     import nncf
     import openvino as ov
 
     core = ov.Core()
-    model = core.read_model(
-        xml.decode(), ov.Tensor(np.frombuffer(weights, np.uint8)) if weights else ov.Tensor()
-    )
+    blob = ov.Tensor(np.frombuffer(weights, np.uint8)) if weights else ov.Tensor()
+    guarded = core.read_model(xml.decode(), blob)
     quiet = io.StringIO()
     nncf_logger = logging.getLogger("nncf")
     level = nncf_logger.level
@@ -108,7 +114,7 @@ def quantize_ir(
     try:  # NNCF draws progress bars on stdout and logs at INFO: neither belongs in the user's output
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
             quantized = nncf.quantize(
-                model, nncf.Dataset([list(s) for s in calibration]), subset_size=len(calibration)
+                plain, nncf.Dataset([list(s) for s in calibration]), subset_size=len(calibration)
             )
     finally:
         nncf_logger.setLevel(level)
@@ -120,9 +126,13 @@ def quantize_ir(
         if op.get_type_name() in INT8_COMPUTE
         and any(value.get_node().get_type_name() == "FakeQuantize" for value in op.input_values())
     )
+    # NNCF names its nodes from OpenVINO's process-wide counter: named by position instead, the same model
+    # and calibration give the same bytes (and the op's cache finds a live compilation of them)
+    stable_names(quantized, {op.get_friendly_name() for op in plain.get_ordered_ops()})
+    model = quantized
     config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
-    reference = core.compile_model(model, "CPU", config)
-    candidate = core.compile_model(quantized, "CPU", config)
+    reference = core.compile_model(guarded, "CPU", config)
+    candidate = core.compile_model(model, "CPU", config)
     ref_out: list[list[np.ndarray]] = [[] for _ in reference.outputs]
     got_out: list[list[np.ndarray]] = [[] for _ in reference.outputs]
     for sample in held_out:
@@ -134,11 +144,8 @@ def quantize_ir(
         [np.concatenate([v.ravel() for v in vs]) for vs in ref_out],
         [np.concatenate([v.ravel() for v in vs]) for vs in got_out],
     )
-    # NNCF names its nodes from OpenVINO's process-wide counter: named by position instead, the same model
-    # and calibration give the same bytes (and the op's cache finds a live compilation of them)
-    stable_names(quantized, {op.get_friendly_name() for op in model.get_ordered_ops()})
     with tempfile.TemporaryDirectory() as tmp:
-        ov.save_model(quantized, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
+        ov.save_model(model, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
         int8_xml = (Path(tmp) / "model.xml").read_bytes()
         int8_weights = (Path(tmp) / "model.bin").read_bytes()
     return QuantizedIR(int8_xml, int8_weights, error, fake_quantize, int8_compute)

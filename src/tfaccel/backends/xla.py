@@ -110,6 +110,7 @@ class XlaBackend:
     def quantize(
         self,
         item: CompiledSubgraph,
+        subgraph: SubgraphDef,
         calibration: Sequence[Sequence[np.ndarray]],
         held_out: Sequence[Sequence[np.ndarray]],
         tolerance: float,

@@ -91,7 +91,8 @@ def call_node(
     It is named after the cluster; it reads the compiled resources (``<name>:0``), then the cluster's
     inputs in order, then the cluster's control inputs; its output ``k`` is ``cluster.outputs[k]``.
     ``input_infos``/``output_infos`` describe the cluster's inputs and outputs (their dtypes are ``Tin`` and
-    ``Tout``). A function call is a ``(Stateful)PartitionedCall`` whose ``f`` names the function.
+    ``Tout``; a function's ``Tin`` starts with a ``string`` per resource). A function call is a
+    ``(Stateful)PartitionedCall`` whose ``f`` names the function.
     """
     cluster, call = item.cluster, item.call
     node = node_def_pb2.NodeDef()
@@ -99,7 +100,10 @@ def call_node(
     node.input.extend(f"{name}:0" for name, _ in item.resources)
     node.input.extend(str(ref) for ref in cluster.inputs)
     node.input.extend(f"^{c}" for c in cluster.control_inputs)
-    node.attr["Tin"].CopyFrom(_attr_value([tf.as_dtype(i.dtype) for i in input_infos]))
+    tin = [tf.as_dtype(i.dtype) for i in input_infos]
+    if call.function is not None:  # a function's arguments are all in Tin, the resources (strings) first
+        tin = [tf.string] * len(item.resources) + tin
+    node.attr["Tin"].CopyFrom(_attr_value(tin))
     node.attr["Tout"].CopyFrom(_attr_value([tf.as_dtype(o.dtype) for o in output_infos]))
     if call.function is not None:
         node.op = "StatefulPartitionedCall" if call.stateful else "PartitionedCall"

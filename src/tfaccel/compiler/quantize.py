@@ -18,6 +18,7 @@ import numpy as np
 
 from tfaccel.compiler import progress
 from tfaccel.compiler.artefacts import Compiled
+from tfaccel.compiler.assemble import extract_subgraph
 from tfaccel.compiler.calibration import held_out_count
 from tfaccel.compiler.profiling import cluster_inputs
 from tfaccel.compiler.run import NoteKind, TraceRun
@@ -45,8 +46,9 @@ def quantize_stage(run: TraceRun, compiled: Compiled) -> Compiled:
         progress.emit(
             "quantizing", index, len(compiled.subgraphs), cluster.name, cluster.group, len(cluster.nodes)
         )
+        subgraph = extract_subgraph(cluster, captured.graph, captured.graph_def.library)
         outcome = backends[cluster.group].quantize(
-            item, inputs[:-held], inputs[-held:], run.options.quantize_tolerance
+            item, subgraph, inputs[:-held], inputs[-held:], run.options.quantize_tolerance
         )
         sentence = f"--quantize={run.options.quantize}: {outcome.sentence}"
         run.note(NoteKind.QUANTIZE, sentence, log=not outcome.quantized)
