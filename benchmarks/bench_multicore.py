@@ -1,10 +1,12 @@
-"""tfaccel.auto_multicore: throughput at 1, 2 and 4 concurrent callers, source model vs its N-stream copy.
+"""Throughput at 1, 2 and 4 concurrent callers: the latency hint, auto_multicore's N streams, and
+``--performance-hint=throughput`` (the streams OpenVINO picks), one mechanism (the op's ``streams``).
 
-Each model is traced with the openvino backend at batch 1, saved, copied by ``auto_multicore`` (N streams)
-and both are loaded with ``tfaccel.load`` in this process. One timed round is C threads each making
+Each model is traced with the openvino backend at batch 1, saved, copied by ``auto_multicore`` (N streams),
+traced again with ``performance_hint="throughput"`` and saved, and all three are loaded with
+``tfaccel.load`` in this process. One timed round is C threads each making
 ``--calls`` calls on its own input; rounds of every (model, C) are interleaved, ``--runs`` times, and the
-throughput is inferences per second of the median round. The ratio is the copy's over the source's.
-Expect the copy to be slower at C=1 (one call gets 1/N of the cores) and faster from C=N on.
+throughput is inferences per second of the median round. The ratios are over the source's (latency hint).
+Expect the stream variants to be slower at C=1 (one call gets 1/N of the cores) and faster from C=N on.
 
     python benchmarks/bench_multicore.py                      # mobilenetv2 and resnet50, N=2, 10 runs
     python benchmarks/bench_multicore.py --models mobilenetv2 --runs 20 --num-cores 2
@@ -52,7 +54,12 @@ def bench(name: str, cores: int, runs: int, calls: int, root: str) -> None:
     source, copy = os.path.join(root, f"{name}-source"), os.path.join(root, f"{name}-x{cores}")
     traced.save(source)
     tfaccel.auto_multicore(source, copy, num_cores=cores)
-    loaded = {"source": tfaccel.load(source), f"x{cores}": tfaccel.load(copy)}
+    hinted = os.path.join(root, f"{name}-throughput")
+    throughput = tfaccel.trace(
+        model, x, backend="openvino", placement="static", performance_hint="throughput"
+    )
+    throughput.save(hinted)
+    loaded = {"source": tfaccel.load(source), f"x{cores}": tfaccel.load(copy), "hint": tfaccel.load(hinted)}
     inputs = [example_input(name, 1, seed=i) for i in range(max(CONCURRENCY))]
     original = tf.function(lambda t: model(t, training=False))
     for label, m in loaded.items():  # both answer like the original before anything is timed
@@ -73,8 +80,12 @@ def bench(name: str, cores: int, runs: int, calls: int, root: str) -> None:
             pool.shutdown()
     for c in CONCURRENCY:
         per_s = {label: c * calls / (times[f"{label}@{c}"].median_ms / 1000.0) for label in loaded}
-        src, multi = per_s["source"], per_s[f"x{cores}"]
-        print(f"{name:<12} {c:>4} {src:>12.1f} {multi:>12.1f} {multi / src:>6.2f}x", flush=True)
+        src, multi, hint = per_s["source"], per_s[f"x{cores}"], per_s["hint"]
+        print(
+            f"{name:<12} {c:>4} {src:>12.1f} {multi:>12.1f} {multi / src:>6.2f}x {hint:>14.1f} "
+            f"{hint / src:>6.2f}x",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -92,7 +103,10 @@ def main() -> None:
         f"auto_multicore(num_cores={args.num_cores}); {args.runs} interleaved rounds of {args.calls} "
         f"calls per thread; inferences/s of the median round; load average {load:.2f} at start"
     )
-    print(f"{'model':<12} {'C':>4} {'source /s':>12} {f'x{args.num_cores} /s':>12} {'ratio':>7}")
+    print(
+        f"{'model':<12} {'C':>4} {'source /s':>12} {f'x{args.num_cores} /s':>12} {'ratio':>7} "
+        f"{'throughput /s':>14} {'ratio':>7}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-multicore-") as root:
         for name in args.models:
             bench(name, args.num_cores, args.runs, args.calls, root)

@@ -143,9 +143,13 @@ def small(runs: int) -> None:
 
     from tfaccel.tools.zoo import ZOO
 
-    print("\n## small models: TF, the traced graph (the op), an eager (direct) call, OpenVINO's API; ms")
-    head = f"{'model':<13} {'TF':>7} {'graph fn':>9} {'eager':>7} {'OV API':>7} {'eager vs TF':>12}"
-    print(f"{head} {'direct':>7}")
+    print(
+        "\n## small models: TF, the traced graph (the op), an eager (direct) call, OpenVINO's API on the "
+        "same compiled model, ONNX Runtime (tf2onnx, spinning off); ms per call, batch 1. overhead = eager "
+        "- OV API (issue 19's target: at most 0.05 ms)"
+    )
+    head = f"{'model':<13} {'TF':>7} {'graph fn':>9} {'eager':>7} {'OV API':>7} {'ORT':>7}"
+    print(f"{head} {'eager vs TF':>12} {'overhead':>9} {'direct':>7}")
     inputs = keras.Input([3])
     dense3 = keras.Model(inputs, keras.layers.Dense(3)(inputs))
     _small_row("dense3", dense3, tf.random.stateless_uniform([1, 3], seed=[1, 2]), runs)
@@ -178,12 +182,20 @@ def _small_row(name: str, model: object, x: object, runs: int) -> None:
             return request.get_output_tensor(0).data
 
         variants["ov"] = ov_call
+    try:  # the same harness as the zoo's ONNX Runtime column (benchmarks/bench_zoo.py)
+        from bench_zoo import build_tool
+
+        variants["ort"] = build_tool("ort", model, x)
+    except Exception as err:  # a peer that cannot convert the model is reported, not fatal
+        print(f"# {name}: ONNX Runtime could not run it: {str(err).splitlines()[-1][:200]}")
     times = interleaved(variants, runs=runs)
     ms = {k: t.median_ms for k, t in times.items()}
     ov = f"{ms['ov']:>7.3f}" if "ov" in ms else f"{'-':>7}"
+    ort = f"{ms['ort']:>7.3f}" if "ort" in ms else f"{'-':>7}"
+    over = f"{ms['eager'] - ms['ov']:>7.3f}ms" if "ov" in ms else f"{'-':>9}"
     print(
-        f"{name:<13} {ms['tf']:>7.3f} {ms['fn']:>9.3f} {ms['eager']:>7.3f} {ov} "
-        f"{ms['tf'] / ms['eager']:>11.2f}x {'yes' if executable.direct else 'no':>7}",
+        f"{name:<13} {ms['tf']:>7.3f} {ms['fn']:>9.3f} {ms['eager']:>7.3f} {ov} {ort} "
+        f"{ms['tf'] / ms['eager']:>11.2f}x {over} {'yes' if executable.direct else 'no':>7}",
         flush=True,
     )
 

@@ -451,9 +451,13 @@ def test_trace_quantizes_with_stacked_calibration_samples(src: Path, tmp_path: P
     rng = np.random.default_rng(19)
     np.savez(tmp_path / "cal.npz", features=rng.random((10, 1, 8), dtype=np.float32))  # batch 1, as traced
     dst = tmp_path / "int8"
-    proc = cli("trace", src, dst, "--calibration-inputs", tmp_path / "cal.npz", "--flags", "--quantize=int8")
+    flags = "--quantize=int8 --quantize-tolerance=1"  # random weights: accuracy is not the point here
+    proc = cli("trace", src, dst, "--calibration-inputs", tmp_path / "cal.npz", "--flags", flags)
     assert proc.returncode == 0, proc.stderr
-    assert "note: --quantize=int8: tfaccel_sg_0 " in proc.stdout, proc.stdout  # int8 or fp32, and why
+    assert "note: --quantize=int8: tfaccel_sg_0 runs int8" in proc.stdout, proc.stdout
+    loaded = tf.saved_model.load(str(dst)).signatures["serving_default"]
+    x = rng.random((1, 8), dtype=np.float32)
+    assert loaded(features=tf.constant(x))["logits"].shape == (1, 3)
     np.savez(tmp_path / "bad.npz", features=rng.random((3, 1, 8), dtype=np.float32), other=np.zeros(3))
     bad = cli(
         "trace",

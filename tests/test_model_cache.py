@@ -110,8 +110,9 @@ def test_a_folder_others_can_write_is_not_used(traced_dir, tmp_path):
     os.chmod(cache, 0o777)
     code = (
         "import os, tfaccel\n"
-        f"print(os.environ[{model_cache.ENV!r}])\n"
-        f"os.environ[{model_cache.ENV!r}] = {str(cache)!r}  # after the check: the op checks again\n" + LOAD
+        f"print(os.environ[{model_cache.RESOLVED_ENV!r}])\n"
+        f"os.environ[{model_cache.RESOLVED_ENV!r}] = {str(cache)!r}  # past the check: the op checks again\n"
+        + LOAD
     )
     env = {**os.environ, "PYTHONPATH": SRC, model_cache.ENV: str(cache), "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
@@ -127,13 +128,28 @@ def test_a_folder_others_can_write_is_not_used(traced_dir, tmp_path):
     assert list(cache.iterdir()) == []
 
 
-def test_trim_removes_the_least_recently_written_blobs_first(tmp_path):
-    for age, name in enumerate(["new", "middle", "old"]):
-        path = tmp_path / f"{name}.blob"
+def test_trim_removes_the_least_recently_written_blobs_first_and_nothing_else(tmp_path):
+    for age, name in enumerate(["new.blob", "middle.blob", "old.blob", "older-notes.txt"]):
+        path = tmp_path / name
         path.write_bytes(b"x" * 100)
         os.utime(path, (1_000_000 - age * 1000, 1_000_000 - age * 1000))
-    (tmp_path / "folder").mkdir()  # not a blob: never touched
+    (tmp_path / "folder.blob").mkdir()  # not a file: never touched
     removed = model_cache.trim(tmp_path, max_bytes=150)
     assert [p.name for p in removed] == ["old.blob", "middle.blob"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "new.blob"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.blob", "new.blob", "older-notes.txt"]
     assert model_cache.trim(tmp_path, max_bytes=150) == []
+
+
+def test_a_blob_others_could_write_is_removed_before_use(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    (cache / "shared.blob").write_bytes(b"planted")
+    os.chmod(cache / "shared.blob", 0o664)
+    (cache / "ours.blob").write_bytes(b"fine")
+    os.chmod(cache / "ours.blob", 0o640)
+    monkeypatch.setenv(model_cache.ENV, str(cache))
+    monkeypatch.setenv(model_cache.RESOLVED_ENV, os.environ.get(model_cache.RESOLVED_ENV, "off"))  # restored
+    assert model_cache.configure(tmp_path) == cache.resolve()
+    assert sorted(p.name for p in cache.iterdir()) == ["ours.blob"]
+    assert os.environ[model_cache.RESOLVED_ENV] == str(cache.resolve())
+    assert os.environ[model_cache.ENV] == str(cache)  # the user's variable is left as it was

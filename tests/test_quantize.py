@@ -130,6 +130,24 @@ def test_elementwise_subgraphs_and_xla_subgraphs_stay_fp32_with_a_reason():
     assert_close(on_xla(x), f(x))
 
 
+def test_dict_inputs_calibrate_in_any_key_order_and_a_missing_key_is_named():
+    w = tf.constant(np.random.default_rng(5).standard_normal((8, 4)), tf.float32)
+
+    def f(a, b):  # a dict of example inputs is passed as f(**inputs)
+        return tf.matmul(a + 2.0 * b, w)
+
+    rng = np.random.default_rng(6)
+    example = {"a": rng.random((2, 8), dtype=np.float32), "b": rng.random((2, 8), dtype=np.float32)}
+    reordered = [
+        {"b": rng.random((2, 8), dtype=np.float32), "a": rng.random((2, 8), dtype=np.float32)}
+        for _ in range(6)
+    ]
+    traced = tfaccel.trace(f, example, calibration_inputs=reordered, quantize="int8", backend="openvino")
+    assert quantization_error([f(**example).numpy()], [traced(**example).numpy()]) <= TOLERANCE
+    with pytest.raises(tfaccel.OptionsError, match=r"calibration_inputs\[1\].*'b'"):
+        tfaccel.trace(f, example, calibration_inputs=[example, {"a": example["a"]}], quantize="int8")
+
+
 def test_dynamic_batch_calibration_takes_any_batch(cnn):
     calibration = [*_samples(3, batch=2), *_samples(3, seed=1, batch=5)]
     traced = tfaccel.trace(
@@ -156,7 +174,7 @@ def test_dynamic_batch_calibration_takes_any_batch(cnn):
         ),
         (
             {"quantize": "int8", "calibration_inputs": [X, [X]]},
-            r"calibration_inputs\[1\] is .*example_inputs .*structure of example_inputs",
+            r"calibration_inputs\[1\] has shape \[1, 1, 24, 24, 3\], the example input \[1, 24, 24, 3\]",
         ),
         (
             {"quantize": "int4", "calibration_inputs": _samples(3)},
@@ -185,6 +203,9 @@ def test_bad_calibration_or_options_are_clear_errors(cnn, keywords, message):
         ([np.zeros(2)], [np.array([0.0, 0.5])], 0.5),  # all-zero reference: absolute RMS
         ([np.array([1.0, np.nan])], [np.array([1.0, np.nan])], 0.0),  # NaN where fp32 has NaN
         ([np.array([1.0, 2.0])], [np.array([1.0, np.inf])], 1.0),  # inf where fp32 is finite: the worst
+        ([np.array([1.0, np.nan])], [np.array([1.0, 3.0])], 1.0),  # a NaN lost (clamped): the worst
+        ([np.array([1.0, -np.inf])], [np.array([1.0, -1e4])], 1.0),  # an infinity lost: the worst
+        ([np.array([2.0, np.inf])], [np.array([2.0, np.inf])], 0.0),  # the same infinity: no error
         ([np.array([1, 2, 3, 4])], [np.array([1, 2, 3, 5])], 0.25),  # integers: fraction that differ
         ([np.ones(3), np.ones(2)], [np.ones(3), np.array([1.0, 1.5])], 0.5 / np.sqrt(2)),  # the worst output
         ([np.ones(3)], [np.ones(4)], 1.0),  # another shape: the worst

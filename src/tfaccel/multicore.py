@@ -271,7 +271,7 @@ def _write_metadata(
     elif cores == 1:
         note = (
             f"auto_multicore(num_cores=1): {len(ov)} openvino subgraph(s) run with one OpenVINO execution "
-            "stream (the latency hint, as traced)"
+            "stream (the latency hint)"
         )
     else:
         note = (
@@ -284,7 +284,8 @@ def _write_metadata(
             f"; {len(others)} subgraph(s) unchanged: {', '.join(others)} (XLA has no execution streams: "
             "concurrent calls share TensorFlow's thread pools as before)"
         )
-    notes = tuple(s for s in report.fallbacks if not s.startswith(_NOTE_PREFIX))
+    # this sentence replaces an earlier rewrite's and the trace's own (--performance-hint): both said streams
+    notes = tuple(s for s in report.fallbacks if not s.startswith((_NOTE_PREFIX, "--performance-hint=")))
     record = {k: v for k, v in meta.items() if k not in ("format", "sha256")}
     # the saved report as it was but for the sentence (a field this tfaccel does not know is kept too)
     record["report"] = {**meta["report"], "fallbacks": [*notes, note]}

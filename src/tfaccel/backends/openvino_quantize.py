@@ -55,7 +55,8 @@ def quantization_error(reference: Sequence[np.ndarray], got: Sequence[np.ndarray
 
     Relative RMS (``||got - ref|| / ||ref||`` over every element of every held-out call) is scale-free, so
     one tolerance fits logits and embeddings alike; an all-zero reference falls back to the absolute RMS.
-    A NaN or inf where fp32 has a finite value counts as an error of 1 (the worst).
+    A NaN or infinity on one side only (int8 clamps them into its range) counts as an error of 1 (the
+    worst); matching ones count as no error.
     """
     worst = 0.0
     for ref, out in zip(reference, got, strict=True):
@@ -70,9 +71,9 @@ def quantization_error(reference: Sequence[np.ndarray], got: Sequence[np.ndarray
             continue
         ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
         same_special = (np.isnan(ref64) & np.isnan(out64)) | (np.isinf(ref64) & (ref64 == out64))
-        finite = np.isfinite(ref64) & ~same_special
-        if np.any(finite & ~np.isfinite(out64)):
-            return 1.0
+        finite = np.isfinite(ref64)
+        if np.any(~finite & ~same_special) or np.any(finite & ~np.isfinite(out64)):
+            return 1.0  # a NaN or infinity lost, or one where fp32 has a number
         diff = np.where(finite, out64 - ref64, 0.0)
         scale = float(np.sqrt(np.sum(np.where(finite, ref64, 0.0) ** 2)))
         rms = float(np.sqrt(np.sum(diff**2)))

@@ -98,7 +98,7 @@ def _calibration(path: str, examples: dict[str, np.ndarray]) -> list[dict[str, n
             f"{counts}; stack the same samples for every input"
         )
     total = next(iter(counts.values()))
-    return [{name: value[i] for name, value in arrays.items()} for i in range(total)]
+    return [{name: arrays[name][i] for name in examples} for i in range(total)]  # the examples' key order
 
 
 def _max_abs_diff(a: Any, b: Any) -> float:

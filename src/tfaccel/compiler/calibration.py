@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from tfaccel.compiler.examples import Examples
-from tfaccel.errors import OptionsError
+from tfaccel.errors import InputTypeError, InputValueError, OptionsError
 
 __all__ = ["MIN_CALIBRATION_INPUTS", "calibration_examples", "held_out_count"]
 
@@ -61,15 +61,12 @@ def calibration_examples(
     samples = []
     for index, sample in enumerate(calibration_inputs):
         where = f"calibration_inputs[{index}]"
-        try:
-            given = Examples.of(sample)
-        except Exception as err:  # the capture errors say what is wrong with the structure
-            raise OptionsError(f"{where}: {err}") from err
-        if given.tree != examples.tree:
-            raise OptionsError(
-                f"{where} is {given.tree.describe()}, example_inputs {examples.tree.describe()}: each "
-                "calibration input must have the structure of example_inputs"
-            )
+        leaves: list[Any] = []
+        try:  # built like example_inputs (dict keys in any order), else an error naming the place
+            examples.tree.collect(sample, where, leaves)
+        except (InputTypeError, InputValueError) as err:
+            raise OptionsError(f"{err}; each calibration input must be built like example_inputs") from err
+        given = Examples(examples.tree, tuple(leaves), examples.container)
         for path, want, got in zip(examples.paths, examples.leaves, given.leaves, strict=True):
             leaf = path.replace("example_inputs", where, 1)
             want_shape, got_shape = np.shape(want), np.shape(got)

@@ -58,7 +58,9 @@ def _keys(run: TraceRun, packaged: Packaged) -> dict[str, TimingKey]:
         (s.backend, sorted(names.get(n, n) for n in s.nodes)) for s in packaged.report.subgraphs
     )
     traced = hashlib.sha256(original.encode())
-    traced.update(json.dumps([placement, run.options.flag_text(), str(run.batch_plan)]).encode())
+    # what quantizing did depends on the calibration data, not only on the flags: its outcome is part of it
+    quantized = [note for note in run.notes if note.startswith("--quantize=")]
+    traced.update(json.dumps([placement, run.options.flag_text(), str(run.batch_plan), quantized]).encode())
     machine, library = machine_key(), versions()
     return {
         "original": TimingKey(original, "original", "fp32", machine, library),
@@ -84,9 +86,11 @@ def guard_stage(run: TraceRun, packaged: Packaged) -> Packaged:
     if report.placement != "profile" or run.callback is not None or run.options.openvino_streams != 1:
         return packaged  # (the throughput setting makes one call slower by design: the report says so)
     start = time.perf_counter()
-    # a model called directly (runtime/direct.py) is not what the measure stage timed: time it whole
+    # a model called directly (runtime/direct.py), or one with int8 subgraphs, is not what the measure
+    # stage timed (fp32, through the op): time it whole
     direct = packaged.executable.direct is not None
-    check = (None if direct else _from_the_measurement(report)) or _timed_check(run, packaged)
+    quantized = any(n.startswith("--quantize=") and " runs int8" in n for n in run.notes)
+    check = (None if direct or quantized else _from_the_measurement(report)) or _timed_check(run, packaged)
     spent = time.perf_counter() - start
     if check is not None and check.slower:
         sentence = f"whole-model check: {check.sentence()}"

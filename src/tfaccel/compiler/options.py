@@ -370,9 +370,13 @@ def resolve_options(keywords: Mapping[str, Any], environ: Mapping[str, str] | No
         merged[key], sources[key] = _convert(raw, spec, f"trace({key}=...)"), "keyword"
     hint = merged.get("performance_hint", "latency")
     if merged.get("num_streams", 0) > 1 and hint == "latency" and "performance_hint" in sources:
+
+        def where(attr: str) -> str:
+            return f"trace({attr}=...)" if sources[attr] == "keyword" else sources[attr]
+
         raise OptionsError(
-            f"{sources['num_streams']}: --num-streams={merged['num_streams']} runs several calls at once, "
-            f"which is the throughput hint, but {sources['performance_hint']} asks for "
+            f"{where('num_streams')}: --num-streams={merged['num_streams']} runs several calls at once, "
+            f"which is the throughput hint, but {where('performance_hint')} asks for "
             "--performance-hint=latency; drop one of them"
         )
     names = {f.name for f in fields(TraceOptions)} - {"sources"}

@@ -33,6 +33,7 @@ from tfaccel.compiler.timing import sample, warm
 __all__ = [
     "MIN_SAMPLES",
     "cluster_inputs",
+    "cluster_inputs_of",
     "compiled_runner",
     "sample_until_settled",
     "tf_runner",
@@ -51,17 +52,30 @@ def cluster_inputs(
     captured: CapturedFunction, examples: Examples, clusters: Sequence[Cluster]
 ) -> dict[TensorRef, tf.Tensor]:
     """The value of every cluster input when the captured graph runs on ``examples`` (one TF run)."""
-    feeds = [*examples.tensors(captured.layout), *feed_values(captured.weights)]
+    return cluster_inputs_of(captured, [examples], clusters)[0]
+
+
+def cluster_inputs_of(
+    captured: CapturedFunction, many: Sequence[Examples], clusters: Sequence[Cluster]
+) -> list[dict[TensorRef, tf.Tensor]]:
+    """:func:`cluster_inputs` for each of ``many`` examples, with the graph imported once."""
     graph = captured.graph
-    by_input = {TensorRef(name, 0): value for name, value in zip(graph.inputs, feeds, strict=True)}
-    wanted = sorted({ref for c in clusters for ref in c.inputs if ref not in by_input}, key=str)
-    values = dict(by_input)
+    weights = feed_values(captured.weights)
+    inputs = [TensorRef(name, 0) for name in graph.inputs]
+    wanted = sorted({ref for c in clusters for ref in c.inputs if ref not in set(inputs)}, key=str)
+    function = None
     if wanted:
         function = _tf_compat.function_from_graph_def(
             captured.graph_def, [f"{name}:0" for name in graph.inputs], [str(ref) for ref in wanted]
         )
-        values.update(zip(wanted, function(*feeds), strict=True))
-    return values
+    results = []
+    for examples in many:
+        feeds = [*examples.tensors(captured.layout), *weights]
+        values = dict(zip(inputs, feeds, strict=True))
+        if function is not None:
+            values.update(zip(wanted, function(*feeds), strict=True))
+        results.append(values)
+    return results
 
 
 def tf_runner(subgraph: SubgraphDef, values: Sequence[tf.Tensor]) -> Callable[[], Any]:

@@ -20,7 +20,7 @@ from tfaccel.compiler import progress
 from tfaccel.compiler.artefacts import Compiled
 from tfaccel.compiler.assemble import extract_subgraph
 from tfaccel.compiler.calibration import held_out_count
-from tfaccel.compiler.profiling import cluster_inputs
+from tfaccel.compiler.profiling import cluster_inputs_of
 from tfaccel.compiler.run import NoteKind, TraceRun
 
 __all__ = ["quantize_stage"]
@@ -34,7 +34,7 @@ def quantize_stage(run: TraceRun, compiled: Compiled) -> Compiled:
         return compiled
     captured = compiled.placed.captured
     clusters = [item.cluster for item in compiled.subgraphs]
-    per_sample = [cluster_inputs(captured, sample, clusters) for sample in run.calibration]
+    per_sample = cluster_inputs_of(captured, run.calibration, clusters)
     held = held_out_count(len(per_sample))
     backends = run.backend_by_name
     subgraphs = []

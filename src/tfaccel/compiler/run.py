@@ -165,6 +165,6 @@ def streams_sentence(streams: int) -> str:
     return (
         f"--performance-hint=throughput: openvino subgraphs run with OpenVINO's throughput hint and {count}, "
         "so concurrent calls (threads, the model server's batching) run in parallel and one call alone is "
-        "slower; placement timed one call with the latency setting and the whole-model check is not run; xla "
-        "subgraphs have no streams"
+        "slower; measured placement times one call with the latency setting and the whole-model check is not "
+        "run; xla subgraphs have no streams"
     )

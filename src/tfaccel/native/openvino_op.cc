@@ -30,10 +30,11 @@
 //  - check dtypes and shapes of inputs and outputs against the model and the op's attributes, and fail
 //    with InvalidArgument naming the input or output, never crash;
 //  - keep compiled blobs on disk (OpenVINO's model cache, keyed by OpenVINO itself on the model, the
-//    device, the compile configuration and its own version) in the folder $TFACCEL_MODEL_CACHE names, so a
-//    second process loading the same model imports instead of compiling. `import tfaccel` sets that
-//    variable to a folder it created or checked (tfaccel.native.model_cache); the folder is checked again
-//    here before each use (ours, not a link, not writable by group or others), else no cache is used.
+//    device, the compile configuration and its own version) in the folder $_TFACCEL_MODEL_CACHE_RESOLVED
+//    names, so a second process loading the same model imports instead of compiling. `import tfaccel`
+//    sets that variable to the folder it created or checked for $TFACCEL_MODEL_CACHE
+//    (tfaccel.native.model_cache); the folder is checked again here before each use (ours, not a link, not
+//    writable by group or others), else no cache is used.
 
 #include <algorithm>
 #include <chrono>
@@ -314,10 +315,10 @@ ov::AnyMap CompileConfig(const std::string& precision, int64_t streams) {
   return config;
 }
 
-// The model cache folder $TFACCEL_MODEL_CACHE names, or "" (no cache) when it is unset, "off", or not a
-// folder that only this user can change: a blob planted there would be run as this user's model.
+// The model cache folder tfaccel.native.model_cache checked, or "" (no cache) when it is unset, "off", or
+// not a folder that only this user can change: a blob planted there would be run as this user's model.
 std::string ModelCacheDir() {
-  const char* value = std::getenv("TFACCEL_MODEL_CACHE");
+  const char* value = std::getenv("_TFACCEL_MODEL_CACHE_RESOLVED");
   if (value == nullptr || *value == '\0' || std::string_view(value) == "off") return "";
   struct stat info;
   if (lstat(value, &info) != 0 || !S_ISDIR(info.st_mode) || info.st_uid != geteuid() ||

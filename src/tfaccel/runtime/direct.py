@@ -131,7 +131,9 @@ def find_direct(
         return None, f"ops run on TF next to the compiled subgraph ({', '.join(others)})"
     (op,) = ops
     if op.attr["streams"].i != 1:
-        return None, f"the subgraph runs {op.attr['streams'].i} streams (auto_multicore)"
+        streams = op.attr["streams"].i
+        count = "the streams OpenVINO picks" if streams == 0 else f"{streams} streams"
+        return None, f"the subgraph runs {count} (--performance-hint/--num-streams, auto_multicore)"
     feeds = [_source(ref, nodes) for ref in op.input]
     if len(feeds) < 2 or any(f is None for f in feeds):
         return None, "the op has a control input or an input from outside the graph"
