@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -55,11 +56,4 @@ def quantize_stage(run: TraceRun, compiled: Compiled) -> Compiled:
         if outcome.quantized:
             logger.info("%s", sentence)
         subgraphs.append(outcome.item)
-    return Compiled(
-        compiled.placed,
-        compiled.decisions,
-        tuple(subgraphs),
-        compiled.placement,
-        compiled.measurements,
-        compiled.profile_seconds,
-    )
+    return replace(compiled, subgraphs=tuple(subgraphs))
