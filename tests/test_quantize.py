@@ -88,6 +88,25 @@ print([n for n in m.placement_report.fallbacks if n.startswith("--quantize=int8"
     assert "tfaccel_sg_0 runs int8" in out
 
 
+def test_relaxed_nan_semantics_run_the_int8_op_alone_and_directly(cnn):
+    """``--nan-semantics=relaxed``: no finiteness check around the int8 op, so an eager call of a
+    one-subgraph model goes straight to OpenVINO (the NaN then comes out as int8's number)."""
+    traced = tfaccel.trace(
+        cnn, X, calibration_inputs=_samples(10), quantize="int8", backend="openvino", nan_semantics="relaxed"
+    )
+    (note,) = [n for n in traced.placement_report.fallbacks if n.startswith("--quantize=int8")]
+    assert "tfaccel_sg_0 runs int8" in note, note
+    direct = traced.tfaccel_executable.direct
+    assert direct is not None
+    before = direct.calls
+    for x in _samples(3, seed=8):
+        assert 0 < quantization_error([cnn(x).numpy()], [traced(x).numpy()]) <= TOLERANCE
+    assert direct.calls == before + 3
+    x = X.copy()
+    x[0, 5, 5, 1] = np.nan
+    assert np.isfinite(traced(x).numpy()).all()  # the quantizer clamps the NaN (the user's choice)
+
+
 def test_a_subgraph_above_the_tolerance_stays_fp32_and_the_report_says_why(cnn):
     traced = tfaccel.trace(
         cnn, X, calibration_inputs=_samples(10), quantize="int8", quantize_tolerance=1e-6, backend="openvino"

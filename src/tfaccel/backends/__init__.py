@@ -14,25 +14,28 @@ from typing import TYPE_CHECKING
 from tfaccel.errors import OptionsError
 
 if TYPE_CHECKING:  # the registry itself imports no backend (nor TensorFlow): each is made on first use
-    from tfaccel.backends.base import Backend
+    from tfaccel.backends.base import Backend, BackendSettings
 
 __all__ = ["AUTO_ORDER", "available_backends", "candidate_backends", "get_backend", "resolve_auto"]
 
 
-def _make_xla(fp32_cast: str, streams: int) -> Backend:
+def _make_xla(settings: BackendSettings | None) -> Backend:
     from tfaccel.backends.xla import XlaBackend
 
-    return XlaBackend()
+    return XlaBackend(settings)
 
 
-def _make_openvino(fp32_cast: str, streams: int) -> Backend:
+def _make_openvino(settings: BackendSettings | None) -> Backend:
     from tfaccel.backends.openvino import OpenVinoBackend
 
-    return OpenVinoBackend(fp32_cast, streams)
+    return OpenVinoBackend(settings)
 
 
-#: name -> factory(fp32_cast, streams); ``streams`` is :attr:`TraceOptions.openvino_streams` (XLA has none)
-_FACTORIES: dict[str, Callable[[str, int], Backend]] = {"openvino": _make_openvino, "xla": _make_xla}
+#: name -> factory(settings); None means the defaults (:class:`~tfaccel.backends.base.BackendSettings`)
+_FACTORIES: dict[str, Callable[[BackendSettings | None], Backend]] = {
+    "openvino": _make_openvino,
+    "xla": _make_xla,
+}
 
 #: ``--backend=auto`` (the default): the first of these that is available
 AUTO_ORDER = ("openvino", "xla")
@@ -52,18 +55,16 @@ def resolve_auto() -> tuple[str, str | None]:
     return "xla", f"the openvino backend is unavailable ({library.error}); using xla"
 
 
-def get_backend(name: str, fp32_cast: str = "none", streams: int = 1) -> Backend:
+def get_backend(name: str, settings: BackendSettings | None = None) -> Backend:
     """The backend called ``name``; an unknown name is an :class:`OptionsError` listing the known ones."""
     if name not in _FACTORIES:
         raise OptionsError(
             f"unknown backend {name!r}; available backends: auto, {', '.join(available_backends())}"
         )
-    return _FACTORIES[name](fp32_cast, streams)
+    return _FACTORIES[name](settings)
 
 
-def candidate_backends(
-    name: str, fp32_cast: str = "none", streams: int = 1
-) -> tuple[list[Backend], list[str]]:
+def candidate_backends(name: str, settings: BackendSettings | None = None) -> tuple[list[Backend], list[str]]:
     """The backends one trace may use, in order of preference, and sentences on what was left out.
 
     ``auto`` means every available backend (openvino first, then xla): static placement gives each node
@@ -72,8 +73,9 @@ def candidate_backends(
     casts inside its compiler while xla needs the captured graph rewritten, and one capture cannot serve
     both.
     """
+    fp32_cast = "none" if settings is None else settings.fp32_cast
     if name != "auto":
-        backend = get_backend(name, fp32_cast, streams)
+        backend = get_backend(name, settings)
         return [backend], list(backend.notes)
     names = list(AUTO_ORDER)
     notes: list[str] = []
@@ -87,5 +89,5 @@ def candidate_backends(
             f"compiler, {', '.join(names[1:])} would need a differently captured graph)"
         )
         names = names[:1]
-    backends = [get_backend(n, fp32_cast, streams) for n in names]
+    backends = [get_backend(n, settings) for n in names]
     return backends, [*notes, *(note for b in backends for note in b.notes)]

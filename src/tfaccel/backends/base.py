@@ -26,6 +26,7 @@ from tfaccel.compiler.partition import Cluster
 __all__ = [
     "AttrLike",
     "Backend",
+    "BackendSettings",
     "Call",
     "QuantizeOutcome",
     "CompiledSubgraph",
@@ -129,6 +130,21 @@ class CompiledSubgraph:
     def for_cluster(self, cluster: Cluster) -> CompiledSubgraph:
         """The same compilation in place of ``cluster`` (identical contents under another name)."""
         return self if cluster == self.cluster else replace(self, cluster=cluster)
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """What a trace's options ask of every backend it makes (derived from ``TraceOptions`` in one place,
+    :func:`tfaccel.compiler.run.start_run`); a backend ignores what has no meaning for it.
+    """
+
+    #: ``--fp32-cast``: ``none``, ``matmult`` or ``all``
+    fp32_cast: str = "none"
+    #: the openvino op's ``streams`` (``TraceOptions.openvino_streams``): 1 latency, N or 0 throughput
+    streams: int = 1
+    #: ``--nan-semantics=tensorflow``: the backend's NaN-losing ops are guarded so NaN and infinity give
+    #: TF's answers (:mod:`tfaccel.backends.openvino_semantics`); False for ``relaxed``
+    nan_guards: bool = True
 
 
 @dataclass(frozen=True)

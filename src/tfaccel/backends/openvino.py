@@ -32,6 +32,7 @@ from tensorflow.core.framework import function_pb2, graph_pb2
 from tfaccel import native
 from tfaccel.backends import openvino_semantics as semantics
 from tfaccel.backends.base import (
+    BackendSettings,
     Call,
     CompiledSubgraph,
     QuantizeOutcome,
@@ -96,7 +97,7 @@ class OpenVinoBackend:
     dynamic_shapes = True
     internal_dtypes: frozenset[str] = frozenset()
 
-    def __init__(self, fp32_cast: str = "none", streams: int = 1) -> None:
+    def __init__(self, settings: BackendSettings | None = None) -> None:
         library = native.load()
         if not library.available:
             from tfaccel.errors import OptionsError
@@ -105,9 +106,13 @@ class OpenVinoBackend:
                 f"--backend=openvino is unavailable: {library.error}. Use --backend=xla, or fix the cause "
                 "and import tfaccel again (python -m tfaccel.native rebuilds the op library)"
             )
+        settings = settings or BackendSettings()
+        fp32_cast = settings.fp32_cast
         self.precision = PRECISIONS[fp32_cast]
         #: the op's ``streams`` (:attr:`TraceOptions.openvino_streams`): 1 latency, N or 0 throughput
-        self.streams = streams
+        self.streams = settings.streams
+        #: False under ``--nan-semantics=relaxed``: subgraphs compiled without NaN guards
+        self.nan_guards = settings.nan_guards
         self._support = _GraphSupport({})
         self.notes: tuple[str, ...] = ()
         if self.precision == "bf16" and not _cpu_has_bf16():
@@ -153,7 +158,7 @@ class OpenVinoBackend:
         import openvino as ov
 
         start = time.perf_counter()
-        model = _convert(subgraph, nan_guards=True)
+        model = _convert(subgraph, nan_guards=self.nan_guards)
         converted_s = time.perf_counter() - start
         with tempfile.TemporaryDirectory() as tmp:
             ov.save_model(model, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
@@ -234,11 +239,16 @@ class OpenVinoBackend:
             why = f"the op could not compile its int8 IR ({_first_line(err.message)})"
             return QuantizeOutcome(item, False, f"{name} stays fp32: {why}")
         names = _resource_names(key)
-        try:
-            call, functions = self._finite_or_fp32(subgraph, item, key)
-        except (tf.errors.OpError, ValueError, TypeError) as err:
-            why = f"its NaN/infinity fallback could not be built ({_first_line(str(err))})"
-            return QuantizeOutcome(item, False, f"{name} stays fp32: {why}")
+        resources: tuple[tuple[str, bytes], ...] = ((names[0], result.xml), (names[1], result.weights))
+        if self.nan_guards:
+            try:
+                call, functions = self._finite_or_fp32(subgraph, item, key)
+            except (tf.errors.OpError, ValueError, TypeError) as err:
+                why = f"its NaN/infinity fallback could not be built ({_first_line(str(err))})"
+                return QuantizeOutcome(item, False, f"{name} stays fp32: {why}")
+            resources = (*resources, *item.resources)
+        else:  # --nan-semantics=relaxed: the int8 op alone (a NaN comes out as a number, as the user chose)
+            call, functions = self._call(subgraph, key), ()
         artifacts = dict(item.artifacts)
         if artifacts:  # --workdir: the fp32 IR stays next to the int8 one
             artifacts["openvino-int8.xml"] = result.xml.decode()
@@ -259,7 +269,7 @@ class OpenVinoBackend:
             item,
             call=call,
             functions=functions,
-            resources=((names[0], result.xml), (names[1], result.weights), *item.resources),
+            resources=resources,
             artifacts=artifacts,
         )
         sentence = (

@@ -28,6 +28,7 @@ from tensorflow.core.framework import function_pb2, graph_pb2, kernel_def_pb2, n
 from tfaccel import _tf_compat
 from tfaccel.backends import openvino_semantics as semantics
 from tfaccel.backends.base import (
+    BackendSettings,
     Call,
     CompiledSubgraph,
     QuantizeOutcome,
@@ -100,8 +101,10 @@ class XlaBackend:
     internal_dtypes: frozenset[str] = frozenset({"variant"})
     notes: tuple[str, ...] = ()
 
-    def __init__(self) -> None:
+    def __init__(self, settings: BackendSettings | None = None) -> None:
         self._table = _kernel_table()
+        #: False under ``--nan-semantics=relaxed``: XLA's own (NaN-ignoring) min/max, unguarded
+        self.nan_guards = (settings or BackendSettings()).nan_guards
 
     def support_for(self, graph: Graph, graph_def: graph_pb2.GraphDef) -> XlaBackend:
         """XLA's answer depends on the node alone."""
@@ -143,8 +146,11 @@ class XlaBackend:
     def compile(self, subgraph: SubgraphDef, artifacts: bool = False) -> CompiledSubgraph:
         start = time.perf_counter()
         specs = subgraph.input_specs()
-        # XLA:CPU's min/max ignore NaN where TF keeps it (a wrong answer, not a rounding): guard them
-        graph_def = semantics.preserve_nan(_without_input_placeholders(subgraph), XLA_NAN_GUARDED_OPS)
+        # XLA:CPU's min/max ignore NaN where TF keeps it (a wrong answer, not a rounding): guard them,
+        # unless the user asked for the backend's own NaN handling (--nan-semantics=relaxed)
+        graph_def = _without_input_placeholders(subgraph)
+        if self.nan_guards:
+            graph_def = semantics.preserve_nan(graph_def, XLA_NAN_GUARDED_OPS)
         outputs = list(subgraph.outputs)
         input_map_keys = [f"{input_placeholder(i)}:0" for i in range(len(specs))]
 

@@ -278,6 +278,8 @@ def _keys(run: TraceRun, captured: CapturedFunction, cluster: Cluster) -> dict[s
     machine = machine_key()
     cast = run.options.fp32_cast
     precision = "fp32" if cast == "none" else f"fp32-cast={cast}"
+    if run.options.nan_semantics != "tensorflow":  # unguarded subgraphs are other (faster) programs
+        precision += f" nan-semantics={run.options.nan_semantics}"
     keys = {"tf": TimingKey(digest, "tf", "fp32", machine, versions())}
     for backend in run.backends:
         keys[backend.name] = TimingKey(digest, backend.name, precision, machine, versions())

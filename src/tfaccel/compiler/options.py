@@ -22,6 +22,7 @@ __all__ = [
     "FLAGS",
     "MAX_STREAMS",
     "PERFORMANCE_HINTS",
+    "NAN_SEMANTICS",
     "PLACEMENT_MODES",
     "QUANTIZE_MODES",
     "TraceOptions",
@@ -56,6 +57,9 @@ class TraceOptions:
     quantize: str = "none"
     #: the largest error a quantized subgraph may show against fp32 on held-out calibration inputs
     quantize_tolerance: float = 0.05
+    #: ``tensorflow``: NaN and infinity give TF's answers (backends' NaN-losing ops guarded); ``relaxed``:
+    #: the backends' own NaN handling, unguarded and faster (see backends.openvino_semantics)
+    nan_semantics: str = "tensorflow"
     #: where each non-default value came from, e.g. ``{"workdir": "NEURON_CC_FLAGS"}``
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     #: what parsing accepted but wants the user to know (the report shows them)
@@ -155,6 +159,14 @@ def _quantize(value: str) -> str | None:
     return None if value in QUANTIZE_MODES else f"must be one of {', '.join(QUANTIZE_MODES)}"
 
 
+#: ``--nan-semantics`` values: ``tensorflow`` (the default, exact) or ``relaxed`` (the backends' own)
+NAN_SEMANTICS = ("tensorflow", "relaxed")
+
+
+def _nan_semantics(value: str) -> str | None:
+    return None if value in NAN_SEMANTICS else f"must be one of {', '.join(NAN_SEMANTICS)}"
+
+
 def _tolerance(value: float) -> str | None:
     return None if 0.0 < value <= 1.0 else "must be more than 0 and at most 1"
 
@@ -248,6 +260,15 @@ FLAGS: dict[str, _Flag] = {
             "calibration inputs; above it the subgraph stays fp32",
             0.05,
             _tolerance,
+        ),
+        _Flag(
+            "nan-semantics",
+            "nan_semantics",
+            str,
+            "tensorflow (NaN and infinity inputs give TensorFlow's answers) | relaxed (the backends' own NaN "
+            "handling: faster, but e.g. OpenVINO's ReLU turns a NaN into 0; for inputs that are never NaN)",
+            "tensorflow",
+            _nan_semantics,
         ),
     )
 }

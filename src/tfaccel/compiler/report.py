@@ -34,7 +34,7 @@ _REASONS = {r.name.lower(): r for r in Reason}
 
 
 #: how the sentences on what an option did begin (the summary calls them notes, not fallbacks)
-_OPTION_NOTES = ("--quantize=", "--performance-hint=")
+_OPTION_NOTES = ("--quantize=", "--performance-hint=", "--nan-semantics=")
 
 
 @dataclass(frozen=True)

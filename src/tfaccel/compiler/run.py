@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tfaccel.backends import candidate_backends
-from tfaccel.backends.base import Backend
+from tfaccel.backends.base import Backend, BackendSettings
 from tfaccel.compiler.calibration import calibration_examples
 from tfaccel.compiler.examples import Examples
 from tfaccel.compiler.ir import Node
@@ -102,7 +102,12 @@ class TraceRun:
                 "--quantize=int8 and --neuroncore-pipeline-cores > 1 cannot be combined yet (the pipelined "
                 "stages are traced on micro-batches); drop one of them"
             )
-        backends, left_out = candidate_backends(options.backend, options.fp32_cast, options.openvino_streams)
+        settings = BackendSettings(
+            fp32_cast=options.fp32_cast,
+            streams=options.openvino_streams,
+            nan_guards=options.nan_semantics == "tensorflow",
+        )
+        backends, left_out = candidate_backends(options.backend, settings)
         check = os.environ.get(CHECK_STAGES_ENV, "") not in ("", "0")
         run = cls(
             func,
@@ -117,6 +122,8 @@ class TraceRun:
             run.note(NoteKind.OPTIONS, sentence)
         if options.openvino_streams != 1:
             run.note(NoteKind.OPTIONS, streams_sentence(options.openvino_streams), log=False)
+        if not settings.nan_guards:
+            run.note(NoteKind.OPTIONS, RELAXED_NAN_SENTENCE, log=False)
         for sentence in left_out:
             run.note(NoteKind.BACKEND, sentence)
         return run
@@ -153,6 +160,14 @@ class TraceRun:
         """The notes, grouped by kind in :class:`NoteKind` order (the report's fallbacks)."""
         order = list(NoteKind)
         return [s for _, s in sorted(self._notes, key=lambda item: order.index(item[0]))]
+
+
+#: what the report says of ``--nan-semantics=relaxed`` (a choice the user made, so a note, not a fallback)
+RELAXED_NAN_SENTENCE = (
+    "--nan-semantics=relaxed: compiled subgraphs use their backend's own NaN handling (no NaN guards): an "
+    "input or intermediate NaN may come out as a number (OpenVINO's ReLU, max and softmax turn NaN into "
+    "numbers; XLA's min/max ignore NaN); numbers are otherwise the same"
+)
 
 
 def streams_sentence(streams: int) -> str:
