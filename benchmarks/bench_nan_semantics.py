@@ -2,9 +2,9 @@
 
 Why: OpenVINO's Relu/Clamp/Maximum/Minimum/ReduceMax/Exp/Softmax turn NaN into numbers; tfaccel rewrites
 them before conversion (``tfaccel.backends.openvino_semantics.preserve_nan``: ``op(x) + 0 / (x * x + 1)``
-for the elementwise ones). This prints, per zoo model, plain TF, the traced model with the rewrite
-switched off ("before", the old numerics), the default traced model ("after") and OpenVINO's own
-conversion of the model (``openvino.convert_model`` + compile, fp32, latency hint: the peer whose numerics
+for the elementwise ones). This prints, per zoo model, plain TF, the traced model without the
+rewrite (``--nan-semantics=relaxed``: "before", the old numerics), the default traced model ("after") and
+OpenVINO's own conversion of the model (``openvino.convert_model`` + compile, fp32, latency hint: the peer whose numerics
 "before" reproduces), timed interleaved in one process (medians), and whether a NaN pixel's NaN reaches
 the output in TF, before, after and in OpenVINO's own (TF's own MaxPool skips NaN, so ResNet50's logits
 stay finite in TF too; MobileNetV2 has no MaxPool). The gap between "after" and OpenVINO's own is what
@@ -26,19 +26,14 @@ import numpy as np
 import tensorflow as tf
 
 import tfaccel
-from tfaccel.backends import openvino_semantics
 from tfaccel.compiler.timing import interleaved
 from tfaccel.tools.zoo import ZOO
 
 
 def _trace(model: object, x: tf.Tensor, rewrite: bool) -> object:
-    keep = openvino_semantics.preserve_nan
-    if not rewrite:
-        openvino_semantics.preserve_nan = lambda graph_def: graph_def  # the numerics before the fix
-    try:
-        return tfaccel.trace(model, x, backend="openvino", placement="static")
-    finally:
-        openvino_semantics.preserve_nan = keep
+    """The traced model with TF's NaN semantics (``rewrite``) or ``--nan-semantics=relaxed``."""
+    semantics = "tensorflow" if rewrite else "relaxed"
+    return tfaccel.trace(model, x, backend="openvino", placement="static", nan_semantics=semantics)
 
 
 def _ov_own(model: object) -> object:

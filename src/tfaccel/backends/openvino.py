@@ -401,8 +401,8 @@ def _convert(subgraph: SubgraphDef, nan_guards: bool) -> Any:
     import openvino as ov
 
     graph_def = _with_named_outputs(subgraph)
-    if nan_guards:
-        graph_def = semantics.preserve_nan(graph_def)
+    # without the guards, the comparisons' mirror is still kept: it is free
+    graph_def = semantics.preserve_nan(graph_def) if nan_guards else semantics.mirror_comparisons(graph_def)
     outputs = [f"{_OUTPUT_PREFIX}{k}:0" for k in range(len(subgraph.outputs))]
     with tempfile.TemporaryDirectory() as tmp:
         # through a file: the frontend's reader of in-memory GraphDefs cannot follow loop/branch bodies

@@ -38,6 +38,7 @@ __all__ = [
     "NAN_GUARDED_OPS",
     "XLA_NAN_GUARDED_OPS",
     "int64_classes",
+    "mirror_comparisons",
     "preserve_nan",
     "semantic_verdict",
 ]
@@ -316,6 +317,17 @@ def preserve_nan(graph_def: graph_pb2.GraphDef, ops: Iterable[str] | None = None
         if renames:
             for key, value in list(function.ret.items()):
                 function.ret[key] = renames.get(value, value)
+    return out
+
+
+def mirror_comparisons(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:
+    """A copy of ``graph_def`` with OpenVINO's NaN-unsafe float comparisons mirrored (and nothing else
+    guarded): what ``--nan-semantics=relaxed`` and the int8 quantizer convert. The mirror costs nothing, so
+    it is kept even where the NaN guards are not.
+    """
+    out = graph_pb2.GraphDef()
+    out.CopyFrom(graph_def)
+    _mirror_comparisons(out)
     return out
 
 
