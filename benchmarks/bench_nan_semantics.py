@@ -3,13 +3,12 @@
 Why: OpenVINO's Relu/Clamp/Maximum/Minimum/ReduceMax/Exp/Softmax turn NaN into numbers; tfaccel rewrites
 them before conversion (``tfaccel.backends.openvino_semantics.preserve_nan``: ``op(x) + 0 / (x * x + 1)``
 for the elementwise ones). This prints, per zoo model, plain TF, the traced model without the
-rewrite (``--nan-semantics=relaxed``: "before", the old numerics), the default traced model ("after") and
-OpenVINO's own conversion of the model (``openvino.convert_model`` + compile, fp32, latency hint: the peer
-whose numerics
-"before" reproduces), timed interleaved in one process (medians), and whether a NaN pixel's NaN reaches
-the output in TF, before, after and in OpenVINO's own (TF's own MaxPool skips NaN, so ResNet50's logits
-stay finite in TF too; MobileNetV2 has no MaxPool). The gap between "after" and OpenVINO's own is what
-keeping TF's answers on NaN inputs costs against the peer.
+rewrite (``--nan-semantics=relaxed``: "before", the old numerics), the default traced model ("after")
+and OpenVINO's own conversion of the model (``openvino.convert_model`` + compile, fp32, latency hint:
+the peer whose numerics "before" reproduces), timed interleaved in one process (medians), and whether a
+NaN pixel's NaN reaches the output in TF, before, after and in OpenVINO's own (TF's own MaxPool skips
+NaN, so ResNet50's logits stay finite in TF too; MobileNetV2 has no MaxPool). The gap between "after"
+and OpenVINO's own is what keeping TF's answers on NaN inputs costs against the peer.
 
     python benchmarks/bench_nan_semantics.py              # resnet50 and mobilenetv2, 30 interleaved runs
     python benchmarks/bench_nan_semantics.py --runs 50 --models resnet50
