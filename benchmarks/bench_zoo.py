@@ -61,16 +61,27 @@ TOOLS = [
     "tfaccel_ov_bf16",
     "tfaccel_static",
     "tfaccel",
+    "tfaccel_relaxed",
+    "tfaccel_relaxed_bf16",
     "tfaccel_int8",
+    "tfaccel_relaxed_int8",
 ]
 #: calibration inputs for the int8 tools: the zoo's own example generator with other seeds (random weights
 #: make the accuracy meaningless here: benchmarks/bench_quantize.py measures it on a trained model)
 CALIBRATION_SAMPLES = 16
 #: the peers the default trace is compared with (issue 6): fp32, each a whole-model tool
 PEERS = ("xla_jit", "ort", "ov_own")
-BF16_TOOLS = {"ov_own_bf16", "tfaccel_xla_bf16", "tfaccel_ov_bf16"}
+BF16_TOOLS = {"ov_own_bf16", "tfaccel_xla_bf16", "tfaccel_ov_bf16", "tfaccel_relaxed_bf16"}
 #: int8 tools: no GEMM peak to compare with (the report's efficiency column leaves them out)
-INT8_TOOLS = {"ov_own_int8", "tfaccel_int8"}
+INT8_TOOLS = {"ov_own_int8", "tfaccel_int8", "tfaccel_relaxed_int8"}
+#: each tfaccel mode next to the OpenVINO peer with the same precision (and, for relaxed, its NaN handling)
+PAIRS = (
+    ("tfaccel_relaxed", "ov_own"),
+    ("tfaccel_ov_bf16", "ov_own_bf16"),
+    ("tfaccel_relaxed_bf16", "ov_own_bf16"),
+    ("tfaccel_int8", "ov_own_int8"),
+    ("tfaccel_relaxed_int8", "ov_own_int8"),
+)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -214,9 +225,19 @@ def build_tool(
             traced = tfaccel.trace(model, x)
         elif tool == "tfaccel_static":  # the default before measured placement (issue 6's): no timing
             traced = tfaccel.trace(model, x, placement="static")
-        elif tool == "tfaccel_int8":  # every openvino subgraph in int8 (tolerance 1: speed, not accuracy)
+        elif tool == "tfaccel_relaxed":  # default options but OpenVINO's own NaN handling
+            traced = tfaccel.trace(model, x, nan_semantics="relaxed")
+        elif tool == "tfaccel_relaxed_bf16":
+            traced = tfaccel.trace(model, x, backend="openvino", fp32_cast="matmult", nan_semantics="relaxed")
+        elif tool.endswith("int8"):  # every openvino subgraph in int8 (tolerance 1: speed, not accuracy)
+            semantics = "relaxed" if tool == "tfaccel_relaxed_int8" else "tensorflow"
             traced = tfaccel.trace(
-                model, x, quantize="int8", calibration_inputs=calibration or [x, x], quantize_tolerance=1.0
+                model,
+                x,
+                quantize="int8",
+                calibration_inputs=calibration or [x, x],
+                quantize_tolerance=1.0,
+                nan_semantics=semantics,
             )
         else:
             backend = "xla" if tool.startswith("tfaccel_xla") else "openvino"
@@ -458,7 +479,7 @@ def _default_trace_verdict(results: list[dict[str, Any]], batch: str, tools: lis
             f"1.00x; {geomean(ours_both):.2f}x vs {geomean(theirs_both):.2f}x "
             f"over the {len(both)} models both ran"
         )
-    for mine, peer in (("tfaccel_ov_bf16", "ov_own_bf16"), ("tfaccel_int8", "ov_own_int8")):
+    for mine, peer in PAIRS:
         if mine in ratios and peer in ratios:  # issue 19: each reduced precision next to OpenVINO's own
             both = {m: (o, t) for m in ratios[peer] if (t := ratios[peer][m]) and (o := ratios[mine].get(m))}
             lines.append(
