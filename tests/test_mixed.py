@@ -214,3 +214,15 @@ def test_analyze_model_of_a_graph_without_compute_does_not_divide_by_zero():
 def test_analyze_model_reports_bad_input_like_trace():
     with pytest.raises(tfaccel.CaptureTypeError):
         tfaccel.analyze_model(mixed, "not a tensor")
+
+
+def test_analyze_model_ignores_quantize_from_the_environment_and_says_so(monkeypatch):
+    """Code that sets ``NEURON_CC_FLAGS=--quantize=int8`` for its traces can still analyze a model: placement
+    does not depend on quantizing, so no calibration data is asked for."""
+    monkeypatch.setenv("NEURON_CC_FLAGS", "--quantize=int8")
+    results = tfaccel.analyze_model(mixed, tf.ones([2, 8]), print_fn=None)
+    assert results["supported_count"] > 0
+    (note,) = [n for n in results["notes"] if "--quantize" in n]
+    assert note.startswith("--quantize=int8 (NEURON_CC_FLAGS) is ignored: analyze_model places"), note
+    with pytest.raises(tfaccel.OptionsError, match="calibration"):  # trace still needs the data
+        tfaccel.trace(mixed, tf.ones([2, 8]))

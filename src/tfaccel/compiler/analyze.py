@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from tfaccel.compiler.artefacts import Placed
 from tfaccel.compiler.options import resolve_options
 from tfaccel.compiler.pipeline import run_stages, stages_through
-from tfaccel.compiler.run import TraceRun
+from tfaccel.compiler.run import NoteKind, TraceRun
 
 __all__ = ["analyze_model", "render"]
 
@@ -42,7 +43,17 @@ def analyze_model(
         results = tfn.analyze_model(model, tf.random.uniform([1, 3]))
         print(results["percent_supported"], results["unsupported_operators"])
     """
-    run = TraceRun.start(func, example_inputs, resolve_options(options))
+    resolved = resolve_options(options)
+    ignored = None
+    if resolved.quantize != "none":  # placement does not depend on it; it would only ask for calibration
+        ignored = (
+            f"--quantize={resolved.quantize} ({resolved.sources.get('quantize', 'keyword')}) is ignored: "
+            "analyze_model places the ops and quantizes nothing"
+        )
+        resolved = replace(resolved, quantize="none")
+    run = TraceRun.start(func, example_inputs, resolved)
+    if ignored is not None:
+        run.note(NoteKind.OPTIONS, ignored, log=False)
     placed: Placed = run_stages(run, stages_through("batch"))  # as trace runs them
     graph, decisions, backends = placed.captured.graph, placed.decisions, run.backends
     counted = [node for node in graph if node.counted]
