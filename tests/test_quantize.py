@@ -9,10 +9,12 @@ top-1 agreement on a trained model are measured by ``benchmarks/bench_quantize.p
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 import tfaccel
 from conftest import SRC, assert_close, run_python
@@ -132,6 +134,46 @@ def test_the_same_model_and_calibration_give_the_same_int8_bytes(cnn, tmp_path):
         record = json.loads((folder / "quantize.json").read_text())
         assert record["calibration_inputs"] == 5 and record["held_out_inputs"] == 1
     assert irs[0] == irs[1]
+
+
+def test_two_processes_save_the_same_int8_graph(tmp_path):
+    """Determinism across processes: the int8 call's function names come from its content, not from TF's
+    process-wide counters, so two fresh processes tracing the same model and calibration save the same
+    graph (same function names, same nodes)."""
+    code = """
+import sys, numpy as np, tensorflow as tf, tfaccel
+from tensorflow.core.protobuf import saved_model_pb2
+sys.path.insert(0, {tests!r})
+from test_quantize import X, _cnn, _samples
+folder = sys.argv[1] if len(sys.argv) > 1 else "m"
+tf.constant(1.0) + 1  # the processes differ in what ran before the trace
+traced = tfaccel.trace(_cnn(), X, calibration_inputs=_samples(6), quantize="int8", backend="openvino",
+                       placement="static", timing_cache="off")
+traced.save("{name}")
+proto = saved_model_pb2.SavedModel.FromString(open("{name}/saved_model.pb", "rb").read())
+names = sorted(f.signature.name for f in proto.meta_graphs[0].graph_def.library.function
+               if f.signature.name.startswith("tfaccel_ov_int8"))
+print(names)
+"""
+    outputs = []
+    for name in ("a", "b"):
+        script = code.format(tests=str(Path(__file__).parent), name=name)
+        if name == "b":  # another history in the second process: TF's counters are elsewhere
+            script = script.replace("tf.constant(1.0) + 1", "[tf.function(lambda: 1.0)() for _ in range(3)]")
+        outputs.append(run_python(script, cwd=tmp_path, env={"PYTHONPATH": SRC}))
+    assert outputs[0] == outputs[1] and "tfaccel_ov_int8_" in outputs[0], outputs
+    graphs = []
+    for name in ("a", "b"):
+        proto = saved_model_pb2.SavedModel.FromString((tmp_path / name / "saved_model.pb").read_bytes())
+        library = proto.meta_graphs[0].graph_def.library.function
+        graphs.append(
+            sorted(
+                f.SerializeToString(deterministic=True)
+                for f in library
+                if "tfaccel_ov_int8" in f.signature.name
+            )
+        )
+    assert graphs[0] == graphs[1]
 
 
 def test_elementwise_subgraphs_and_xla_subgraphs_stay_fp32_with_a_reason():
