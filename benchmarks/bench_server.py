@@ -6,6 +6,7 @@ server-side batching, at client concurrency 1, 4 and 16, next to calling the sam
     python benchmarks/bench_server.py --scale-out         # Ray Data and Spark rows/s vs predict loops
     python benchmarks/bench_server.py --http-servers      # the HTTP layer: standard library vs uvicorn
     python benchmarks/bench_server.py --startup           # seconds from process start to ready
+    python benchmarks/bench_server.py --throughput-hint   # + batching with --performance-hint=throughput
 
 The model is traced with the openvino backend and --dynamic-batch-size (so batching can merge requests),
 saved as version 1 and served by two tfaccel-model-server processes (batching off and on). Clients are
@@ -487,6 +488,11 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=32, help="rows per model call (--scale-out)")
     parser.add_argument("--http-servers", action="store_true", help="only the HTTP layers, no model")
     parser.add_argument("--startup", action="store_true", help="only start-to-ready times (--runs each)")
+    parser.add_argument(
+        "--throughput-hint",
+        action="store_true",
+        help="also a batching server of the model traced with --performance-hint=throughput (issue 19)",
+    )
     args = parser.parse_args()
     if args.startup:
         rows = startup(args.model, min(args.runs, 5))
@@ -525,6 +531,21 @@ def main() -> int:
     )
     plain, grpc_a, rest_a = _server(work / "repo", None, work / "server.log")
     batched, grpc_b, rest_b = _server(work / "repo", work / "batching.config", work / "server_batching.log")
+    servers = [plain, batched]
+    extra: dict[str, Any] = {}
+    if args.throughput_hint:  # the same model, its openvino subgraphs with OpenVINO's throughput hint
+        hinted = tfaccel.trace(
+            serve, {"input": x}, backend="openvino", dynamic_batch_size=True, performance_hint="throughput"
+        )
+        hinted.save(str(work / "repo_throughput" / "1"))
+        proc, grpc_t, rest_t = _server(
+            work / "repo_throughput", work / "batching.config", work / "server_throughput.log"
+        )
+        servers.append(proc)
+        extra = {
+            "gRPC, batching, throughput hint": _grpc_caller(grpc_t, x),
+            "REST, batching, throughput hint": _rest_caller(rest_t, x),
+        }
     local = tf.saved_model.load(str(work / "repo" / "1")).signatures["serving_default"]
     tensor = tf.constant(x)
 
@@ -538,18 +559,19 @@ def main() -> int:
         "REST, keep-alive": _rest_keepalive_caller(rest_a, x),
         "gRPC, batching": _grpc_caller(grpc_b, x),
         "REST, batching": _rest_caller(rest_b, x),
+        **extra,
     }
     try:
         rows = _load_rows(variants, args.concurrency, args.duration, base="in-process")
     finally:
-        for proc in (plain, batched):
+        for proc in servers:
             proc.terminate()
             proc.wait(timeout=30)
     print(f"\n{args.model}, batch 1 per request, {args.duration:g} s per variant and concurrency")
-    print(f"{'variant':<16} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs in-process':>14}")
+    print(f"{'variant':<32} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs in-process':>14}")
     for row in rows:
         print(
-            f"{row['variant']:<16} {row['concurrency']:>7} {row['calls_per_s']:>8.1f} {row['p50_ms']:>8.2f} "
+            f"{row['variant']:<32} {row['concurrency']:>7} {row['calls_per_s']:>8.1f} {row['p50_ms']:>8.2f} "
             f"{row['p99_ms']:>8.2f} {row['vs_in_process']:>13.2f}x"
         )
     if args.out:
