@@ -145,7 +145,6 @@ import sys, numpy as np, tensorflow as tf, tfaccel
 from tensorflow.core.protobuf import saved_model_pb2
 sys.path.insert(0, {tests!r})
 from test_quantize import X, _cnn, _samples
-folder = sys.argv[1] if len(sys.argv) > 1 else "m"
 tf.constant(1.0) + 1  # the processes differ in what ran before the trace
 traced = tfaccel.trace(_cnn(), X, calibration_inputs=_samples(6), quantize="int8", backend="openvino",
                        placement="static", timing_cache="off")

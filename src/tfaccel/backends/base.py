@@ -135,7 +135,7 @@ class CompiledSubgraph:
 @dataclass(frozen=True)
 class BackendSettings:
     """What a trace's options ask of every backend it makes (derived from ``TraceOptions`` in one place,
-    :func:`tfaccel.compiler.run.start_run`); a backend ignores what has no meaning for it.
+    :meth:`tfaccel.compiler.run.TraceRun.start`); a backend ignores what has no meaning for it.
     """
 
     #: ``--fp32-cast``: ``none``, ``matmult`` or ``all``

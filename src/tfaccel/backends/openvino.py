@@ -395,8 +395,10 @@ def _convert(subgraph: SubgraphDef, nan_guards: bool) -> Any:
     """The subgraph as an ``openvino.Model``, inputs and outputs in call order, names stable.
 
     ``nan_guards``: with OpenVINO's NaN-losing ops guarded (:func:`openvino_semantics.preserve_nan`), as
-    every compiled subgraph is; without, only for int8, which keeps the guarded model for calls that are
-    not all finite (:mod:`tfaccel.backends.openvino_quantize`). Raises :class:`SubgraphCompileError`.
+    every compiled subgraph is by default; without (only the free comparison mirror), for
+    ``--nan-semantics=relaxed`` and for int8, which under TF's semantics keeps the guarded model for calls
+    that are not all finite (:mod:`tfaccel.backends.openvino_quantize`). Raises
+    :class:`SubgraphCompileError`.
     """
     import openvino as ov
 

@@ -19,7 +19,8 @@ conformance harness, tests/test_op_conformance.py, runs every claimed op x dtype
 - **8-bit integers**: int8/uint8 arithmetic saturates where TF wraps around.
 
 :func:`semantic_verdict` is the per-node rule the backend's support query applies on top of the frontend's
-own verdict; :func:`preserve_nan` runs on every subgraph before conversion.
+own verdict; :func:`preserve_nan` runs on every subgraph before conversion (under
+``--nan-semantics=relaxed`` only :func:`mirror_comparisons`, which costs nothing).
 """
 
 from __future__ import annotations

@@ -265,8 +265,9 @@ FLAGS: dict[str, _Flag] = {
             "nan-semantics",
             "nan_semantics",
             str,
-            "tensorflow (NaN and infinity inputs give TensorFlow's answers) | relaxed (the backends' own NaN "
-            "handling: faster, but e.g. OpenVINO's ReLU turns a NaN into 0; for inputs that are never NaN)",
+            "tensorflow (NaN and infinity give TensorFlow's answers) | relaxed (the backends' own handling, "
+            "unguarded: faster, but e.g. OpenVINO's ReLU turns a NaN into 0 and a softmax row holding +inf "
+            "is not NaN; for models whose inputs and intermediate values are always finite)",
             "tensorflow",
             _nan_semantics,
         ),

@@ -164,9 +164,11 @@ class TraceRun:
 
 #: what the report says of ``--nan-semantics=relaxed`` (a choice the user made, so a note, not a fallback)
 RELAXED_NAN_SENTENCE = (
-    "--nan-semantics=relaxed: compiled subgraphs use their backend's own NaN handling (no NaN guards): an "
-    "input or intermediate NaN may come out as a number (OpenVINO's ReLU, max and softmax turn NaN into "
-    "numbers; XLA's min/max ignore NaN); numbers are otherwise the same"
+    "--nan-semantics=relaxed: compiled subgraphs use their backend's own NaN handling (no NaN guards): a "
+    "NaN, in the inputs or arising inside (0/0, inf - inf), may come out as a number (OpenVINO's ReLU, "
+    "max and exp turn NaN into numbers; XLA's min/max ignore NaN), and so may an infinity TF turns into "
+    "NaN or a bound (a softmax row holding +inf, a max-pool window of only -inf); finite values give the "
+    "same answers as without it"
 )
 
 
