@@ -155,9 +155,9 @@ CASES = [
         (TF, Reason.DTYPE, STRING_OUT),
     ),
     case(
-        "shape beats kernel",
+        "kernel beats shape",
         {"op": "Foo", "shape": UNKNOWN},
-        (TF, Reason.UNKNOWN_SHAPE, SHAPE),
+        (TF, Reason.UNSUPPORTED, "table has no kernel for Foo"),
         unsupported=NO_KERNEL,
     ),
     case(
@@ -220,10 +220,10 @@ def test_rule_chain_decides(graph_kw, backend_kw, answer, expected):
         (
             False,
             False,
-            ("structural", "UnplaceableDtypes", "UnknownShapes", "BackendKernels", "known_slower"),
+            ("structural", "UnplaceableDtypes", "BackendKernels", "UnknownShapes", "known_slower"),
         ),
         (False, True, ("structural", "UnplaceableDtypes", "BackendKernels", "known_slower")),
-        (True, False, ("structural", "UserCallback", "UnplaceableDtypes", "UnknownShapes", "BackendKernels")),
+        (True, False, ("structural", "UserCallback", "UnplaceableDtypes", "BackendKernels", "UnknownShapes")),
         (True, True, ("structural", "UserCallback", "UnplaceableDtypes", "BackendKernels")),
     ],
 )

@@ -300,9 +300,11 @@ def chain_for(backend: SupportQuery, callback: Callback | None = None) -> Suppor
     if callback is not None:
         rules.append(UserCallback(callback))
     rules.append(UnplaceableDtypes(UNPLACEABLE_DTYPES - backend.internal_dtypes, chosen))
+    # the backend's own refusal first: an op it has no kernel for is "unsupported" whatever its shape (a
+    # shape reason would send the user to fix shapes that would not help)
+    rules.append(BackendKernels(chosen))
     if not backend.dynamic_shapes:
         rules.append(UnknownShapes(chosen))
-    rules.append(BackendKernels(chosen))
     if not chosen:
         rules.append(known_slower)
     return SupportChain(tuple(rules), Accept(chosen))
