@@ -26,6 +26,7 @@ TF_FREE = (
     "tfaccel.compiler.core_stages",
     "tfaccel.compiler.report",
     "tfaccel.compiler.json_fields",
+    "tfaccel.compiler.hints",
     "tfaccel.errors",
 )
 FORBIDDEN = ("tensorflow", "keras", "tf_keras", "openvino")

@@ -132,3 +132,39 @@ def test_a_failing_trace_still_leaves_the_captured_graphs(tmp_path):
         )
     assert (tmp_path / "art" / "optimized.pb").exists() and (tmp_path / "art" / "options.json").exists()
     assert not (tmp_path / "art" / "partitioned.pb").exists()
+
+
+def test_a_rejected_subgraph_leaves_its_graph_inputs_full_error_and_a_suggested_fix(tmp_path):
+    """Issue 20: a subgraph the compiler refused gets its own folder (graph, inputs, the compiler's whole
+    output), and the report's sentence says where it is and what to change."""
+    w = tf.constant(np.random.default_rng(3).standard_normal((4, 4)), tf.float32)
+
+    def g(x, axis):
+        r = tf.reverse(x, axis, name="rev")  # XLA needs `axis` as a compile-time constant
+        return tf.nn.relu(tf.matmul(r, w, name="mm") + 1.0, name="act")
+
+    x, axis = tf.random.uniform([4, 4]), tf.constant([0])
+    model = tfaccel.trace(g, (x, axis), workdir=str(tmp_path), backend="xla")
+    (sentence,) = [f for f in model.placement_report.fallbacks if "xla failed" in f]
+    assert "suggested fix: XLA needs this value while it compiles" in sentence, sentence
+    (folder,) = sorted((tmp_path / "failed").iterdir())
+    assert folder.name.startswith("01-tfaccel_sg_") and folder.name.endswith("-xla")
+    assert f"{tmp_path}/failed/{folder.name}/error.log" in sentence
+    log = (folder / "error.log").read_text()
+    assert "suggested fix:" in log and "must be a compile-time constant" in log
+    assert len(log.splitlines()) > 4  # the whole output, not its first line
+    io = json.loads((folder / "io.json").read_text())
+    assert "rev" in io["nodes"] and io["backend"] == "xla"
+    inputs = np.load(folder / "golden_inputs.npz")
+    assert sorted(inputs.files) == sorted(io["inputs"])
+    assert (folder / "graph.pb").is_file() and (folder / "graph.pbtxt").is_file()
+    assert_close(model(x, axis), g(x, axis))
+
+
+def test_without_workdir_the_sentence_says_how_to_keep_the_error():
+    def g(x, axis):
+        return tf.reverse(x, axis) * 2.0
+
+    model = tfaccel.trace(g, (tf.ones([2, 2]), tf.constant([0])), backend="xla")
+    (sentence,) = [f for f in model.placement_report.fallbacks if "xla failed" in f]
+    assert "--workdir keeps the subgraph and the compiler's full output" in sentence

@@ -159,13 +159,18 @@ class QuantizeOutcome:
 
 
 class SubgraphCompileError(Exception):
-    """The backend's compiler rejected a subgraph; ``node`` names the culprit when the compiler said."""
+    """The backend's compiler rejected a subgraph; ``node`` names the culprit when the compiler said.
 
-    def __init__(self, cluster: str, message: str, node: str | None = None) -> None:
+    ``message`` is one line for the report; ``log`` is everything the compiler said (often the cause is
+    lines below the first), kept in the ``--workdir`` folder of the failed subgraph.
+    """
+
+    def __init__(self, cluster: str, message: str, node: str | None = None, log: str = "") -> None:
         super().__init__(f"{cluster}: {message}")
         self.cluster = cluster
         self.message = message
         self.node = node
+        self.log = log or message
 
 
 class Backend(Protocol):

@@ -170,7 +170,7 @@ class OpenVinoBackend:
         try:
             _compile_now(key, self.precision, xml, weights)
         except tf.errors.OpError as err:
-            raise SubgraphCompileError(subgraph.name, _first_line(err.message), None) from err
+            raise SubgraphCompileError(subgraph.name, _first_line(err.message), None, err.message) from err
         compiled_s = time.perf_counter() - start
         kept: dict[str, str | bytes] = {}
         if artifacts:
@@ -417,7 +417,9 @@ def _convert(subgraph: SubgraphDef, nan_guards: bool) -> Any:
             _stable_names(model, {node.name for node in graph_def.node})
         except Exception as err:  # the frontend raises plain Exception and its own failure classes
             message = _first_line(str(err))
-            raise SubgraphCompileError(subgraph.name, message, _culprit(str(err), subgraph)) from err
+            raise SubgraphCompileError(
+                subgraph.name, message, _culprit(str(err), subgraph), str(err)
+            ) from err
     return model
 
 

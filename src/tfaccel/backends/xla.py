@@ -170,7 +170,9 @@ class XlaBackend:
             hlo = function.experimental_get_compiler_ir(*specs)(stage="hlo")
         except (tf.errors.OpError, ValueError) as err:  # what the TF->XLA bridge raises for a rejected graph
             message = f"{type(err).__name__}: {str(err).strip()}"
-            raise SubgraphCompileError(subgraph.name, _first_line(message), _culprit(message)) from err
+            raise SubgraphCompileError(
+                subgraph.name, _first_line(message), _culprit(message), message
+            ) from err
         lowered_s = time.perf_counter() - start
         digest = hashlib.sha256(graph_def.SerializeToString(deterministic=True)).hexdigest()[:12]
         fname = f"tfaccel_xla_{digest}"  # by content: a renumbered cluster can reuse it

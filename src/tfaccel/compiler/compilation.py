@@ -18,10 +18,11 @@ from tfaccel.compiler import progress
 from tfaccel.compiler.artefacts import Compiled, Partitioned, Placed
 from tfaccel.compiler.assemble import extract_subgraph
 from tfaccel.compiler.core_stages import split_balanced
+from tfaccel.compiler.hints import compile_hint
 from tfaccel.compiler.opclasses import COMPUTE_HEAVY_OPS
 from tfaccel.compiler.partition import Cluster, partition
 from tfaccel.compiler.placement import Decision, Reason, boundary_violations
-from tfaccel.compiler.run import NoteKind, TraceRun
+from tfaccel.compiler.run import CompileFailure, NoteKind, TraceRun
 from tfaccel.errors import CompileError
 
 __all__ = ["compile_cluster", "compile_stage", "partition_stage", "split_stage"]
@@ -97,7 +98,7 @@ def compile_stage(run: TraceRun, partitioned: Partitioned) -> Compiled:
                     )
                 what = f"node {err.node!r}" if err.node in cluster.nodes else f"all {len(blamed)} nodes"
                 last = f"{cluster.name}: {backend} failed ({err.message}); {what} moved to TF"
-                run.note(NoteKind.COMPILE, last)
+                run.note(NoteKind.COMPILE, last + _failure_detail(run, cluster, err))
         if not failed:
             return Compiled(placed, decisions, tuple(compiled))
         partitioned = partition_stage(run, placed, decisions)
@@ -105,6 +106,21 @@ def compile_stage(run: TraceRun, partitioned: Partitioned) -> Compiled:
         f"compilation kept failing after {len(graph) + 1} fallback rounds (a tfaccel bug: please report "
         f"it with the --workdir artifacts); last: {last or None}"
     )
+
+
+def _failure_detail(run: TraceRun, cluster: Cluster, err: SubgraphCompileError) -> str:
+    """Records the failure on the run (for ``--workdir``) and returns what the report adds to its sentence:
+    the suggested fix when the compiler's output shows a known cause, and where the full output is.
+    """
+    hint = compile_hint(err.log)
+    folder = f"failed/{len(run.compile_failures) + 1:02d}-{cluster.name}-{cluster.group}"
+    run.compile_failures.append(CompileFailure(cluster, err.message, err.log, hint, folder))
+    where = (
+        f"; the compiler's full output: {run.workdir}/{folder}/error.log"
+        if run.workdir
+        else "; --workdir keeps the subgraph and the compiler's full output"
+    )
+    return (f"; suggested fix: {hint}" if hint else "") + where
 
 
 def split_stage(run: TraceRun, compiled: Compiled) -> Compiled:

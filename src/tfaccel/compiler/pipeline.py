@@ -156,7 +156,13 @@ def _dump_packaged(run: TraceRun, packaged: Packaged) -> None:
         flat = [e[: plan.chunk] for e in flat]
     compiled = list(assembled.compiled.subgraphs)
     write_workdir(
-        run.workdir, assembled.compiled.captured, assembled.graph_def, compiled, packaged.report, flat
+        run.workdir,
+        assembled.compiled.captured,
+        assembled.graph_def,
+        compiled,
+        packaged.report,
+        flat,
+        run.compile_failures,
     )
 
 

@@ -73,6 +73,8 @@ class TraceRun:
     check_stages: bool = False
     #: compilations by cluster contents and backend (see :mod:`tfaccel.compiler.compilation`)
     compile_cache: dict[Cluster, CompiledSubgraph] = field(default_factory=dict)
+    #: subgraphs a backend's compiler rejected, in order (``--workdir`` keeps each one's graph and log)
+    compile_failures: list[CompileFailure] = field(default_factory=list)
     #: the measured times kept across traces (opened by the measure stage; ``--timing-cache``)
     timings: TimingCache | None = None
     #: what made the measure stage distrust its timings (other processes' load), if anything did
@@ -160,6 +162,20 @@ class TraceRun:
         """The notes, grouped by kind in :class:`NoteKind` order (the report's fallbacks)."""
         order = list(NoteKind)
         return [s for _, s in sorted(self._notes, key=lambda item: order.index(item[0]))]
+
+
+@dataclass(frozen=True)
+class CompileFailure:
+    """One subgraph a backend's compiler rejected: which, where it went, and everything the compiler said."""
+
+    cluster: Cluster
+    message: str
+    log: str
+    #: the suggested fix (:func:`tfaccel.compiler.hints.compile_hint`), if the log shows a known cause
+    hint: str | None
+    #: its folder under ``--workdir``, ``failed/<n>-<cluster>-<backend>`` (numbered: a re-partitioned
+    #: graph may reuse a cluster's name)
+    folder: str
 
 
 #: what the report says of ``--nan-semantics=relaxed`` (a choice the user made, so a note, not a fallback)

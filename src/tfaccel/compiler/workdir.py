@@ -14,6 +14,10 @@ Layout (all written at the end of a successful trace; nothing is written without
     DIR/subgraphs/<name>/golden_inputs.npz, golden_outputs.npz   computed on the TF runtime
     DIR/subgraphs/<name>/<backend artifacts>        e.g. hlo.txt, stablehlo.mlir, compile_options.json,
                                                     compile.log
+    DIR/failed/<n>-<name>-<backend>/                a subgraph the compiler rejected (its nodes then ran
+                                                    on TF): graph.pb|.pbtxt, io.json, golden_inputs.npz,
+                                                    error.log (the compiler's full output, the suggested
+                                                    fix when one is known)
 
 To reproduce one subgraph: import ``graph.pb``, feed ``golden_inputs.npz`` (keys ``tfaccel_in_<i>``) and
 compare the tensors named in ``io.json`` with ``golden_outputs.npz`` (keys ``output_<k>``).
@@ -39,6 +43,7 @@ from tfaccel.compiler.capture import CapturedFunction, feed_values
 from tfaccel.compiler.ir import Graph
 from tfaccel.compiler.options import TraceOptions
 from tfaccel.compiler.report import PlacementReport
+from tfaccel.compiler.run import CompileFailure
 
 __all__ = ["write_capture", "write_workdir"]
 
@@ -50,7 +55,8 @@ def write_capture(path: str, captured: CapturedFunction, options: TraceOptions) 
     still leaves the graphs and options behind for a bug report.
     """
     os.makedirs(path, exist_ok=True)
-    for stale in ("subgraphs", "partitioned.pb", "partitioned.pbtxt", "placement.json", "placement.html"):
+    stale_names = ("subgraphs", "failed", "partitioned.pb", "partitioned.pbtxt", "placement.json")
+    for stale in (*stale_names, "placement.html"):
         target = os.path.join(path, stale)
         if os.path.isdir(target):
             shutil.rmtree(target)
@@ -68,6 +74,7 @@ def write_workdir(
     compiled: Sequence[CompiledSubgraph],
     report: PlacementReport,
     examples: Sequence[tf.Tensor],
+    failures: Sequence[CompileFailure] = (),
 ) -> None:
     """Everything else, once the trace has succeeded (see :func:`write_capture` for the first part)."""
     _graph(os.path.join(path, "partitioned"), partitioned)
@@ -79,6 +86,8 @@ def write_workdir(
     boundary: list[str] = []
     for item in compiled:
         boundary.extend(str(ref) for ref in (*item.cluster.inputs, *item.cluster.outputs))
+    for failure in failures:
+        boundary.extend(str(ref) for ref in failure.cluster.inputs)
     fetches = list(dict.fromkeys([*(str(r) for r in graph.outputs), *boundary]))
     runner = _tf_compat.function_from_graph_def(captured.graph_def, [f"{n}:0" for n in graph.inputs], fetches)
     values = dict(
@@ -122,6 +131,39 @@ def write_workdir(
             else:
                 with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
                     handle.write(content)
+    _write_failures(path, captured, failures, values)
+
+
+def _write_failures(
+    path: str, captured: CapturedFunction, failures: Sequence[CompileFailure], values: dict[str, Any]
+) -> None:
+    """One folder per rejected subgraph: enough to hand the compiler the same input again offline."""
+    graph = captured.graph
+    for failure in failures:
+        cluster = failure.cluster
+        folder = os.path.join(path, failure.folder)
+        os.makedirs(folder, exist_ok=True)
+        sub = extract_subgraph(cluster, graph, captured.graph_def.library)
+        _graph(os.path.join(folder, "graph"), sub.graph_def)
+        _json(
+            os.path.join(folder, "io.json"),
+            {
+                "inputs": {input_placeholder(i): str(r) for i, r in enumerate(cluster.inputs)},
+                "outputs": {f"output_{k}": str(r) for k, r in enumerate(cluster.outputs)},
+                "nodes": list(cluster.nodes),
+                "backend": cluster.group,
+            },
+        )
+        np.savez(
+            os.path.join(folder, "golden_inputs.npz"),
+            **{input_placeholder(i): values[str(r)] for i, r in enumerate(cluster.inputs)},
+        )
+        with open(os.path.join(folder, "error.log"), "w", encoding="utf-8") as handle:
+            handle.write(f"{cluster.name} on {cluster.group}: {failure.message}\n")
+            if failure.hint:
+                handle.write(f"suggested fix: {failure.hint}\n")
+            handle.write("\nthe compiler's full output:\n")
+            handle.write(failure.log.rstrip("\n") + "\n")
 
 
 def _json(path: str, data: Any) -> None:
