@@ -11,7 +11,7 @@ from tfaccel.compiler.hints import compile_hint
 @pytest.mark.parametrize(
     ("log", "fix"),
     [
-        ("Check failed\n...\nOpenVINO doesn't support Parameter operation with dynamic rank", "tf.ensure_shape"),
+        ("Check failed\n...\ndoesn't support Parameter operation with dynamic rank", "tf.ensure_shape"),
         ("InvalidArgumentError: Input 1 to node `rev` must be a compile-time constant.", "static shapes"),
         ("OpConversionFailure: No conversion rule found for operations: Foo", "supported-ops.md"),
     ],
