@@ -429,6 +429,32 @@ def test_the_readme_demo_command_keeps_tensorflows_chatter_out() -> None:
     assert not [c for c in CHATTER if c in proc.stderr], proc.stderr
 
 
+def test_python_dash_m_tfaccel_keeps_tensorflows_chatter_out_unless_verbose(src: Path) -> None:
+    """`python -m tfaccel` imports the package before the command parses its arguments: the package defers
+    the op library for it (as for the `tfaccel` command), so TensorFlow's start-up lines stay held."""
+    quiet = subprocess.run(
+        [sys.executable, "-m", "tfaccel", "analyze", str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(),
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert "tfaccel analyze_model" in quiet.stdout, quiet.stdout
+    assert not [c for c in CHATTER if c in quiet.stderr], quiet.stderr
+    env = _env()
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    loud = subprocess.run(
+        [sys.executable, "-m", "tfaccel", "analyze", str(src), "--verbose"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert loud.returncode == 0, loud.stderr
+    assert [c for c in CHATTER if c in loud.stderr], loud.stderr  # --verbose hides nothing
+
+
 @pytest.mark.slow
 def test_demo_traces_an_example_and_reports_error_and_speed() -> None:
     proc = subprocess.run(

@@ -49,12 +49,19 @@ def _register_op_library() -> None:
     native.load()
 
 
+#: ``python -m <these>`` register the op library themselves, TensorFlow's start-up chatter held back unless
+#: ``--verbose`` (Python imports the package before their ``main`` could hold it): the demo and the CLI
+_SELF_REGISTERING_MAINS = ("tfaccel.demo", "tfaccel")
+
+
 def _running_the_demo() -> bool:
-    """``python -m tfaccel.demo`` or ``tfaccel-demo``: the demo registers the op library itself, TensorFlow's
-    start-up chatter held back (the package is imported before the demo's ``main`` could hold it).
+    """``python -m tfaccel.demo``, ``tfaccel-demo`` or ``python -m tfaccel ...``: the entry point registers
+    the op library itself, as the ``tfaccel`` command does (:mod:`tfaccel.cli.startup`).
     """
     argv = list(getattr(sys, "orig_argv", []))
-    if "-m" in argv and argv[argv.index("-m") + 1 : argv.index("-m") + 2] == ["tfaccel.demo"]:
+    if "-m" in argv and argv[argv.index("-m") + 1 : argv.index("-m") + 2] in [
+        [m] for m in _SELF_REGISTERING_MAINS
+    ]:
         return True
     return bool(sys.argv) and os.path.basename(sys.argv[0]) == "tfaccel-demo"
 
