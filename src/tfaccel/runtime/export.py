@@ -27,6 +27,7 @@ from tfaccel.runtime.batching import BatchMode, BatchPlan
 from tfaccel.runtime.direct import DirectCall, find_direct_restored
 from tfaccel.runtime.metadata import METADATA_FILE, fspath, read_metadata
 from tfaccel.runtime.model import Executable, TracedModel, make_model
+from tfaccel.runtime.versions import made_with, parse_made_with, version_warnings
 
 __all__ = ["load", "verify_files"]
 
@@ -47,6 +48,13 @@ def load(path: str | os.PathLike[str]) -> TracedModel:
     meta = read_metadata(path)
     layout, output_names, report, plan = parse_metadata(path, meta)
     verify_files(path, meta)
+    try:
+        recorded = parse_made_with(meta.get("made_with"), os.path.join(path, METADATA_FILE))
+    except ValueError as err:
+        raise ExportError(f"{err}; it was edited or damaged: save the traced model again") from err
+    uses_openvino = any(s.backend == "openvino" for s in report.subgraphs)
+    for sentence in version_warnings(recorded, made_with(), uses_openvino):
+        logger.warning("%s: %s", path, sentence)
     try:
         restored = tf.saved_model.load(path)
     except Exception as err:

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tfaccel.errors import ExportError
 from tfaccel.native.trust import sha256_file
 from tfaccel.runtime.metadata import FORMAT, METADATA_FILE, fspath
+from tfaccel.runtime.versions import made_with
 
 if TYPE_CHECKING:  # only read here: the model module imports this one
     from tfaccel.runtime.model import Executable
@@ -159,6 +160,7 @@ def write_metadata(path: str, executable: Executable) -> None:
         "report": executable.report.to_json(),
         "dynamic_batch": executable.batch_plan.dynamic_batch,
         "batch_plan": executable.batch_plan.to_json(),
+        "made_with": made_with(),
     }
     write_metadata_record(path, meta)
 
