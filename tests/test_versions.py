@@ -83,6 +83,6 @@ def test_another_tensorflow_minor_warns_and_a_damaged_record_fails(saved, tmp_pa
     assert record.levelno == logging.WARNING and str(copy) in record.getMessage()
     _edit(copy, "2.19.1")
     with pytest.raises(
-        tfaccel.ExportError, match="made_with must map package names.*save the traced model again"
+        tfaccel.ExportError, match=r"made_with must map package names.*save the traced model again"
     ):
         tfaccel.load(str(copy))
