@@ -161,12 +161,14 @@ def test_trace_openvino_then_report_and_bench(src: Path, tmp_path: Path) -> None
     assert set(rows) == {"model", "baseline"}
     for row in rows.values():
         assert row["calls"] > 0 and row["errors"] == 0 and row["concurrency"] == 2 and row["batch"] == 1
-        assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        assert 0 < row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"]
+        assert row["min_ms"] <= row["mean_ms"] <= row["max_ms"] and row["first_call_ms"] > 0
     assert set(result["speedup"]) == {"throughput", "p50", "p99"}
     assert result["speedup_by_concurrency"] == {"2": result["speedup"]}
     table = cli("bench", dst, "--duration", "0.5", "--concurrency", "1,2")
     assert table.returncode == 0, table.stderr
-    assert "p50 ms" in table.stdout and "p99 ms" in table.stdout
+    assert all(column in table.stdout for column in ("mean ms", "min ms", "p50 ms", "p99 ms", "max ms"))
+    assert "first call of " in table.stdout and "(after loading; compiling included)" in table.stdout
     levels = [line.split()[1] for line in table.stdout.splitlines() if "traced_ov " in line]
     assert levels == ["1", "2"], table.stdout
 

@@ -154,13 +154,17 @@ def bench(args: argparse.Namespace) -> int:
         models["baseline"] = _caller(base, examples)
         label["baseline"] = args.baseline
     batch = _batch_of(examples)
+    first = {key: loadtest.first_call_ms(fn) for key, fn in models.items()}  # before any warm-up
     levels: tuple[int, ...] = args.concurrency
     rows: list[dict[str, Any]] = []
     ratios: dict[str, dict[str, float]] = {}
     failures: list[tuple[str, loadtest.LoadResult]] = []
     for level in levels:
         results = loadtest.run(models, batch, level, args.duration, warmup=args.warmup)
-        by_key = {key: {**result.summary(), "path": label[key]} for key, result in results.items()}
+        by_key = {
+            key: {**result.summary(), "path": label[key], "first_call_ms": first[key]}
+            for key, result in results.items()
+        }
         rows.extend(by_key.values())
         failures.extend((key, r) for key, r in results.items() if r.errors)
         if "baseline" in by_key and by_key["model"]["calls"] and by_key["baseline"]["calls"]:
@@ -181,8 +185,8 @@ def bench(args: argparse.Namespace) -> int:
             f"{args.duration:g} s per model and concurrency"
         )
         print(
-            f"  {'model':<40} {'threads':>7} {'calls':>7} {'infer/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
-            f"{'p99 ms':>8}"
+            f"  {'model':<40} {'threads':>7} {'calls':>7} {'infer/s':>9} {'mean ms':>8} {'min ms':>8} "
+            f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}"
         )
         for row in rows:
             name = row["path"] if len(row["path"]) <= 40 else "..." + row["path"][-37:]
@@ -191,8 +195,11 @@ def bench(args: argparse.Namespace) -> int:
                 continue
             print(
                 f"  {name:<40} {row['concurrency']:>7} {row['calls']:>7} {row['inferences_per_s']:>9.1f} "
-                f"{row['p50_ms']:>8.2f} {row['p90_ms']:>8.2f} {row['p99_ms']:>8.2f}"
+                f"{row['mean_ms']:>8.2f} {row['min_ms']:>8.2f} {row['p50_ms']:>8.2f} {row['p90_ms']:>8.2f} "
+                f"{row['p99_ms']:>8.2f} {row['max_ms']:>8.2f}"
             )
+        for key, ms in first.items():
+            print(f"  first call of {label[key]} (after loading; compiling included): {ms:.2f} ms")
         for threads, ratio in ratios.items():
             print(
                 f"  speed-up vs baseline at concurrency {threads}: throughput {ratio['throughput']:.2f}x, "

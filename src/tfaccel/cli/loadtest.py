@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LoadResult", "percentile", "run"]
+__all__ = ["LoadResult", "first_call_ms", "percentile", "run"]
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -54,10 +54,22 @@ class LoadResult:
             "seconds": round(self.seconds, 3),
             "calls_per_s": self.calls / self.seconds if self.seconds else 0.0,
             "inferences_per_s": self.calls * self.batch / self.seconds if self.seconds else 0.0,
+            "mean_ms": sum(ordered) / len(ordered) if ordered else None,
+            "min_ms": ordered[0] if ordered else None,
             "p50_ms": percentile(ordered, 50) if ordered else None,
             "p90_ms": percentile(ordered, 90) if ordered else None,
             "p99_ms": percentile(ordered, 99) if ordered else None,
+            "max_ms": ordered[-1] if ordered else None,
         }
+
+
+def first_call_ms(fn: Callable[[], Any]) -> float:
+    """The first call's latency (ms): what a user waits for after loading, compilation on first use
+    included (OpenVINO's ``benchmark_app`` prints it as the first inference). Raises what the call raises.
+    """
+    begin = time.perf_counter()
+    fn()
+    return (time.perf_counter() - begin) * 1000.0
 
 
 def _slice(fn: Callable[[], Any], result: LoadResult, seconds: float) -> None:
