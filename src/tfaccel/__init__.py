@@ -15,6 +15,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from tfaccel import _logging
 from tfaccel.errors import (
     CaptureError,
     CaptureTypeError,
@@ -65,6 +66,8 @@ def _running_the_demo() -> bool:
         return True
     return bool(sys.argv) and os.path.basename(sys.argv[0]) == "tfaccel-demo"
 
+
+_logging.install()  # before anything can warn: a warning names its level and logger
 
 if os.environ.get(_DEFER_OP_LIBRARY) != "1" and not _running_the_demo():
     _register_op_library()
