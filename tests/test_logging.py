@@ -4,6 +4,7 @@ logging's configuration is per process, and pytest configures its own."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ def _stderr(code: str) -> str:
         capture_output=True,
         text=True,
         timeout=300,
-        env={"PYTHONPATH": SRC, "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+        env={**os.environ, "PYTHONPATH": SRC, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stderr
