@@ -72,3 +72,25 @@ def test_terminal_line_only_on_a_terminal() -> None:
     quiet.update(Event("compiling", 1, 1, "tfaccel_sg_0", "xla", 1))
     quiet.close()
     assert pipe.getvalue() == ""
+
+
+def test_the_tqdm_sink_shows_each_phase_with_the_current_subgraph() -> None:
+    from tfaccel.compiler.progress import TqdmProgress
+
+    out = io.StringIO()
+    sink = TqdmProgress(file=out)
+    for index in (1, 2, 3):
+        sink.update(Event("compiling", index, 3, f"tfaccel_sg_{index - 1}", "openvino", 10 * index))
+    sink.update(Event("measuring", 1, 2, "tfaccel_sg_0", "openvino+xla", 10))
+    sink.close()
+    text = out.getvalue()
+    assert "compiling" in text and "tfaccel_sg_2 on openvino (30 nodes)" in text and "2/3" in text, text
+    assert "measuring" in text and "tfaccel_sg_0 on openvino+xla (10 nodes)" in text, text
+
+
+def test_outside_a_notebook_trace_installs_no_sink_of_its_own() -> None:
+    from tfaccel.compiler import progress
+
+    assert not progress.in_notebook()  # pytest is no Jupyter kernel
+    with progress.automatic() as sink:
+        assert sink is None  # contextlib.nullcontext: a script stays silent

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from tfaccel.compiler import progress
 from tfaccel.compiler.artefacts import Assembled, Compiled, Partitioned, Placed
 from tfaccel.compiler.capture import CapturedFunction, FrozenFunction
 from tfaccel.compiler.compilation import compile_stage, partition_stage, split_stage
@@ -261,7 +262,8 @@ def trace(
     run = TraceRun.start(
         func, example_inputs, resolve_options(options), subgraph_builder_function, calibration_inputs
     )
-    packaged: Packaged = run_stages(run)
+    with progress.automatic():  # a tqdm bar in a notebook, if the caller installed no progress sink
+        packaged: Packaged = run_stages(run)
     if run.options.verbose >= 1:
         packaged.model.summary()
     return packaged.model

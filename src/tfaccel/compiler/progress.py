@@ -9,6 +9,10 @@ its steps to whatever sink the caller installed with :func:`reporting`, and the 
 
     with reporting(TerminalProgress()):
         traced = tfaccel.trace(model, x)
+
+In a Jupyter notebook, where a terminal line cannot be rewritten, ``trace`` installs a
+:class:`TqdmProgress` by itself (:func:`automatic`) when ``tqdm`` is installed (``pip install tqdm``, or the
+``notebook`` extra) and the caller installed no sink.
 """
 
 from __future__ import annotations
@@ -20,9 +24,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
-__all__ = ["Event", "ProgressSink", "TerminalProgress", "clear", "emit", "reporting"]
+__all__ = [
+    "Event",
+    "ProgressSink",
+    "TerminalProgress",
+    "TqdmProgress",
+    "automatic",
+    "clear",
+    "emit",
+    "in_notebook",
+    "reporting",
+]
 
 
 @dataclass(frozen=True)
@@ -111,3 +125,58 @@ class TerminalProgress:
 
     def close(self) -> None:
         self.clear()
+
+
+class TqdmProgress:
+    """A tqdm bar per phase (``compiling``, ``measuring``, ``quantizing``): subgraphs done of the total, the
+    current one's name, backend and size after it. ``tqdm.auto`` draws a widget in a notebook and text
+    elsewhere; ``file`` (default stderr) is for the text form.
+    """
+
+    def __init__(self, file: TextIO | None = None) -> None:
+        from tqdm.auto import tqdm  # an optional dependency: automatic() checks it is there
+
+        self._tqdm = tqdm
+        self._file = file
+        self._bar: Any = None
+        self._phase = ""
+
+    def update(self, event: Event) -> None:
+        if self._bar is None or event.phase != self._phase or self._bar.total != event.total:
+            self.close()
+            self._bar = self._tqdm(
+                total=event.total, desc=event.phase, unit="subgraph", file=self._file, leave=False
+            )
+            self._phase = event.phase
+        self._bar.n = event.index - 1  # the event announces a subgraph starting: the ones before are done
+        self._bar.set_postfix_str(f"{event.subgraph} on {event.backend} ({event.nodes} nodes)")
+
+    def clear(self) -> None:
+        if self._bar is not None:
+            self._bar.clear()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.n = self._bar.total
+            self._bar.close()
+            self._bar = None
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (IPython's ZMQ shell), without importing IPython when it is not loaded."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def automatic() -> contextlib.AbstractContextManager[object]:
+    """What ``trace`` reports to when its caller installed nothing: a :class:`TqdmProgress` in a notebook
+    with tqdm installed, else nothing (a script or a test stays silent, as the library never prints).
+    """
+    if _sink.get() is not None or not in_notebook():
+        return contextlib.nullcontext()
+    try:
+        sink = TqdmProgress()
+    except ImportError:
+        return contextlib.nullcontext()
+    return reporting(sink)
