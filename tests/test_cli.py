@@ -499,3 +499,37 @@ def test_trace_quantizes_with_stacked_calibration_samples(src: Path, tmp_path: P
     assert_fails(bad, 1, "trace", "holds ['features', 'other']", "the signature takes ['features']")
     missing = cli("trace", src, tmp_path / "y", "--flags", "--quantize=int8")
     assert_fails(missing, 2, "trace", "needs calibration data")
+
+
+def test_show_and_run_work_on_openvino_models_like_saved_model_cli(src: Path, tmp_path: Path) -> None:
+    """saved_model_cli fails on a model holding tfaccel's op (it never registers it): `tfaccel show` and
+    `tfaccel run` are its two verbs for every model, traced or not."""
+    dst = tmp_path / "traced"
+    assert cli("trace", src, dst, "--flags", "--backend=openvino").returncode == 0
+    shown = cli("show", dst)
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        "signature_def['serving_default']:" in shown.stdout and "features: float32 [None, 8]" in shown.stdout
+    )
+    assert "traced by tfaccel: " in shown.stdout and "(openvino); made with " in shown.stdout, shown.stdout
+    data = json.loads(cli("show", dst, "--json").stdout)
+    assert data["signatures"]["serving_default"]["inputs"]["features"] == {
+        "dtype": "float32",
+        "shape": [None, 8],
+    }
+    assert data["tfaccel"]["backend"] == "openvino" and data["tfaccel"]["subgraphs"] == 1
+    plain = cli("show", src)
+    assert plain.returncode == 0 and "not traced by tfaccel" in plain.stdout
+    assert "signature_def['pair']:" in plain.stdout
+
+    x = np.random.default_rng(5).random((3, 8), dtype=np.float32)
+    np.savez(tmp_path / "x.npz", features=x)
+    ran = cli("run", dst, "--inputs", tmp_path / "x.npz", "--output", tmp_path / "y.npz")
+    assert ran.returncode == 0, ran.stderr
+    assert "logits: float32 [3, 3]" in ran.stdout, ran.stdout
+    got = np.load(tmp_path / "y.npz")
+    want = _reference(src, x)
+    assert_close(got["logits"], want["logits"])
+    np.testing.assert_array_equal(got["best"], want["best"])
+    np.savez(tmp_path / "bad.npz", nope=x)
+    assert_fails(cli("run", dst, "--inputs", tmp_path / "bad.npz"), 1, "run", "nope")

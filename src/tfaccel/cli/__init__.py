@@ -46,6 +46,20 @@ _REPORT_EXAMPLES = """examples:
   tfaccel report resnet_traced
   tfaccel report resnet_traced --json > placement.json"""
 
+_SHOW_EXAMPLES = """examples:
+  tfaccel show resnet_traced                  every signature's inputs and outputs, and the placement
+  tfaccel show resnet_traced --json
+
+saved_model_cli's show, for models with openvino subgraphs too (it registers tfaccel's op first)."""
+
+_RUN_EXAMPLES = """examples:
+  tfaccel run resnet_traced --inputs images.npz
+  tfaccel run bert_traced --signature serving_default --inputs batch.npz --output answers.npz
+
+saved_model_cli's run: the .npz holds one array per input name (numpy.savez(path, name=array)); without
+--inputs, inputs are made from the signature as for trace (--batch-size). Each output is printed (its
+name, dtype, shape and values); --output saves them all to an .npz."""
+
 _BENCH_EXAMPLES = """examples:
   tfaccel bench resnet_traced
   tfaccel bench resnet_traced --baseline resnet_savedmodel --concurrency 4 --duration 20
@@ -171,6 +185,31 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("dir", metavar="DIR")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    show = commands.add_parser(
+        "show",
+        parents=[common],
+        help="a SavedModel's signatures (inputs, outputs) and, if traced, its placement summary",
+        description="Show a SavedModel's signatures, like saved_model_cli show, for traced models too.",
+        epilog=_SHOW_EXAMPLES,
+        formatter_class=fmt,
+    )
+    show.add_argument("dir", metavar="DIR")
+    show.add_argument(
+        "--tag", action="append", dest="tags", metavar="TAG", help="MetaGraph tag to load (repeatable)"
+    )
+    show.add_argument("--json", action="store_true", help="print the signatures as JSON")
+
+    run = commands.add_parser(
+        "run",
+        parents=[common, source],
+        help="run a SavedModel's signature on inputs from an .npz and print the outputs",
+        description="Run a SavedModel's signature, like saved_model_cli run, for traced models too.",
+        epilog=_RUN_EXAMPLES,
+        formatter_class=fmt,
+    )
+    run.add_argument("dir", metavar="DIR")
+    run.add_argument("--output", metavar="FILE.npz", help="also save the outputs, by name, to this file")
+
     bench = commands.add_parser(
         "bench",
         parents=[common],
@@ -238,9 +277,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_FAILURE
         from tfaccel.cli import commands
 
-        handler = {"trace": commands.trace, "analyze": commands.analyze, "bench": commands.bench}[
-            args.command
-        ]
+        handlers = {
+            "trace": commands.trace,
+            "analyze": commands.analyze,
+            "bench": commands.bench,
+            "show": commands.show,
+            "run": commands.run,
+        }
+        handler = handlers[args.command]
     try:
         return handler(args)
     except OptionsError as err:

@@ -211,6 +211,97 @@ def bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def show(args: argparse.Namespace) -> int:
+    """Every signature's inputs and outputs (saved_model_cli show --all), and the placement of a traced
+    model (its ratio, subgraphs and the versions that made it) from its saved report.
+    """
+    import tensorflow as tf
+
+    check_savedmodel_dir(args.dir)
+    try:
+        loaded = tf.saved_model.load(args.dir, tags=args.tags)
+    except Exception as err:  # TF's errors, protobuf's: the model cannot be read
+        raise SourceError(f"{args.dir!r} could not be loaded as a SavedModel: {_first_line(err)}") from err
+    signatures: dict[str, Any] = {}
+    for key in sorted(getattr(loaded, "signatures", {}) or {}):
+        function = loaded.signatures[key]
+        _, kwargs = function.structured_input_signature
+        signatures[key] = {
+            "inputs": {name: _spec_json(spec) for name, spec in sorted(kwargs.items())},
+            "outputs": {name: _spec_json(spec) for name, spec in sorted(function.structured_outputs.items())},
+        }
+    traced = _traced_summary(args.dir)
+    if args.json:
+        print(json.dumps({"signatures": signatures, "tfaccel": traced}, indent=1, sort_keys=True))
+        return 0
+    print(f"SavedModel {args.dir}: {len(signatures)} signature(s)")
+    for key, sig in signatures.items():
+        print(f"signature_def[{key!r}]:")
+        for side in ("inputs", "outputs"):
+            print(f"  {side}:")
+            for name, spec in sig[side].items():
+                print(f"    {name}: {spec['dtype']} {spec['shape']}")
+    if traced is None:
+        print("not traced by tfaccel (no assets.extra/tfaccel.json)")
+    else:
+        print(
+            f"traced by tfaccel: {traced['accelerated_ops']}/{traced['total_ops']} ops on the accelerator "
+            f"in {traced['subgraphs']} subgraph(s) ({traced['backend']}); made with {traced['made_with']}"
+        )
+        print(f"  (tfaccel report {args.dir} prints the whole placement)")
+    return 0
+
+
+def _spec_json(spec: Any) -> dict[str, Any]:
+    shape = None if spec.shape.rank is None else [d for d in spec.shape.as_list()]
+    return {"dtype": spec.dtype.name, "shape": shape}
+
+
+def _traced_summary(path: str) -> dict[str, Any] | None:
+    """What the saved report says of a traced model, or None for a SavedModel tfaccel did not write."""
+    from tfaccel.runtime.metadata import METADATA_FILE, read_metadata
+
+    if not os.path.isfile(os.path.join(path, METADATA_FILE)):
+        return None
+    meta = read_metadata(path)
+    report = tfaccel.load_report(path)
+    made = meta.get("made_with")
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(made.items())) if isinstance(made, dict) else "unknown"
+    return {
+        "backend": report.backend,
+        "accelerated_ops": report.accelerated_ops,
+        "total_ops": report.total_ops,
+        "subgraphs": len(report.subgraphs),
+        "made_with": versions,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Call a signature on inputs from an .npz (or made from the signature) and print each output."""
+    import tensorflow as tf
+
+    sig = open_signature(args.dir, args.signature, args.tags)
+    arrays = read_npz(args.inputs) if args.inputs else None
+    inputs = example_inputs(sig, batch_size=args.batch_size, arrays=arrays)
+    outputs = {
+        name: value.numpy()
+        for name, value in sig.function(**{k: tf.constant(v) for k, v in inputs.items()}).items()
+    }
+    for name in sorted(outputs):
+        value = outputs[name]
+        print(f"{name}: {value.dtype} {list(value.shape)}")
+        print(np.array2string(value, threshold=50, edgeitems=3, max_line_width=110))
+    if args.output:
+        np.savez(args.output, **outputs)
+        print(f"saved {len(outputs)} output(s) to {args.output}")
+    return 0
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
 def _check_same_inputs(base: Signature, sig: Signature, examples: dict[str, np.ndarray], path: str) -> None:
     """The baseline must take exactly the inputs the model is called with (names, dtypes, shapes)."""
     problems = []
