@@ -27,6 +27,7 @@ TF_FREE = (
     "tfaccel.compiler.report",
     "tfaccel.compiler.json_fields",
     "tfaccel.compiler.hints",
+    "tfaccel.compiler.report_html",
     "tfaccel.errors",
 )
 FORBIDDEN = ("tensorflow", "keras", "tf_keras", "openvino")

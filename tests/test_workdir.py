@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import tfaccel
 from conftest import assert_close
+from tfaccel.compiler.report_html import subgraph_colour
 
 W = tf.constant(np.random.default_rng(0).standard_normal((4, 4)), tf.float32)
 
@@ -72,8 +73,11 @@ def test_placement_report_lists_every_node_with_its_reason(workdir):
     assert rows["from_text"]["placement"] == "runtime" and rows["from_text"]["reason"] == "dtype"
     assert json.loads((path / "options.json").read_text())["workdir"] == str(path)
     page = (path / "placement.html").read_text()
-    assert page.count("<rect") == sum(1 for r in report["nodes"] if r["op"] != "Const")
-    assert "tfaccel_sg_1" in page and "#e0e0e0" in page  # a colour per subgraph, grey for TF
+    for index, name in enumerate(["tfaccel_sg_0", "tfaccel_sg_1"]):  # labelled, each in its own colour
+        assert f'<span class="label" style="background:{subgraph_colour(index)}">{name}</span>' in page
+    assert subgraph_colour(0) != subgraph_colour(1)
+    assert "Kept on TensorFlow" in page and "from_text" in page  # the reason is on the page, no hovering
+    assert rows["from_text"]["detail"] in page
 
 
 def test_one_subgraph_is_reproduced_from_its_saved_graphdef(workdir):

@@ -44,7 +44,8 @@ _ANALYZE_EXAMPLES = """examples:
 
 _REPORT_EXAMPLES = """examples:
   tfaccel report resnet_traced
-  tfaccel report resnet_traced --json > placement.json"""
+  tfaccel report resnet_traced --json > placement.json
+  tfaccel report resnet_traced --html placement.html"""
 
 _SHOW_EXAMPLES = """examples:
   tfaccel show resnet_traced                  every signature's inputs and outputs, and the placement
@@ -184,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("dir", metavar="DIR")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
+    report.add_argument(
+        "--html", metavar="OUT.html", help="write the report as an HTML page (subgraphs, reasons, fallbacks)"
+    )
 
     show = commands.add_parser(
         "show",

@@ -17,6 +17,11 @@ __all__ = ["report"]
 
 def report(args: argparse.Namespace) -> int:
     placement = tfaccel.load_report(args.dir)  # the public API; a JSON read
+    if args.html:
+        with open(args.html, "w", encoding="utf-8") as handle:
+            handle.write(placement.to_html(title=f"tfaccel placement: {args.dir}"))
+        print(f"wrote {args.html}")
+        return 0
     if args.json:
         print(json.dumps(placement.to_json(), indent=1, sort_keys=True))
     else:

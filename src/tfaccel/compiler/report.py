@@ -27,7 +27,7 @@ from tfaccel.compiler.json_fields import (
 from tfaccel.compiler.placement import Decision, Placement, Reason, reasons_summary
 from tfaccel.compiler.selection import TF_ABS_MARGIN_MS, TF_REL_MARGIN, Measurement, WholeModelCheck
 
-__all__ = ["DecisionRow", "PlacementReport", "SubgraphSummary"]
+__all__ = ["DecisionRow", "PlacementReport", "SubgraphSummary", "sentence_kind"]
 
 #: a row's ``"reason"`` as saved (the :class:`Reason` member's name in lower case) to the member
 _REASONS = {r.name.lower(): r for r in Reason}
@@ -35,6 +35,11 @@ _REASONS = {r.name.lower(): r for r in Reason}
 
 #: how the sentences on what an option did begin (the summary calls them notes, not fallbacks)
 _OPTION_NOTES = ("--quantize=", "--performance-hint=", "--nan-semantics=")
+
+
+def sentence_kind(sentence: str) -> str:
+    """``note`` for what an option did (the sentence names the option), ``fallback`` for the rest."""
+    return "note" if sentence.startswith(_OPTION_NOTES) else "fallback"
 
 
 @dataclass(frozen=True)
@@ -231,6 +236,12 @@ class PlacementReport:
             text(fields.get("batch", ""), "report.batch"),
         )
 
+    def to_html(self, title: str = "tfaccel placement") -> str:
+        """The report as one self-contained HTML page (:mod:`tfaccel.compiler.report_html`)."""
+        from tfaccel.compiler.report_html import render_html
+
+        return render_html(self, title=title)
+
     def why_low(self) -> str:
         """The main reasons ops stayed on the runtime, for the low-ratio warning."""
         runtime = {
@@ -277,7 +288,7 @@ class PlacementReport:
                 print_fn(f"    ... {len(ranked) - max_rows} more groups")
         for sentence in self.fallbacks:
             # what an option did is not a fallback (the sentence names the option it reports on)
-            label = "note" if sentence.startswith(_OPTION_NOTES) else "fallback"
+            label = sentence_kind(sentence)
             print_fn(f"  {label}: {sentence}")
 
     def _render_measurements(self, print_fn: Callable[[str], Any]) -> None:

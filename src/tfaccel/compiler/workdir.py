@@ -7,7 +7,7 @@ Layout (all written at the end of a successful trace; nothing is written without
     DIR/optimized.pb|.pbtxt              after grappler: what placement saw
     DIR/partitioned.pb|.pbtxt            the runnable graph: one call op per compiled subgraph
     DIR/placement.json                   every node: where it went and why
-    DIR/placement.html                   the optimized graph drawn, subgraphs coloured
+    DIR/placement.html                   the placement report as a page (compiler/report_html.py)
     DIR/golden_inputs.npz, golden_outputs.npz       the example inputs and the original's outputs
     DIR/subgraphs/<name>/graph.pb|.pbtxt            the subgraph alone (inputs: Placeholders tfaccel_in_<i>)
     DIR/subgraphs/<name>/io.json                    its input/output tensor names in the original graph
@@ -25,7 +25,6 @@ compare the tensors named in ``io.json`` with ``golden_outputs.npz`` (keys ``out
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import shutil
@@ -40,14 +39,12 @@ from tfaccel import _tf_compat
 from tfaccel.backends.base import CompiledSubgraph, input_placeholder
 from tfaccel.compiler.assemble import extract_subgraph
 from tfaccel.compiler.capture import CapturedFunction, feed_values
-from tfaccel.compiler.ir import Graph
 from tfaccel.compiler.options import TraceOptions
 from tfaccel.compiler.report import PlacementReport
+from tfaccel.compiler.report_html import FailureDetail, render_html
 from tfaccel.compiler.run import CompileFailure
 
 __all__ = ["write_capture", "write_workdir"]
-
-_PALETTE = ["#8dd3c7", "#fdb462", "#bebada", "#fb8072", "#80b1d3", "#b3de69", "#fccde5", "#bc80bd", "#ccebc5"]
 
 
 def write_capture(path: str, captured: CapturedFunction, options: TraceOptions) -> None:
@@ -80,7 +77,8 @@ def write_workdir(
     _graph(os.path.join(path, "partitioned"), partitioned)
     _json(os.path.join(path, "placement.json"), report.to_json())
     with open(os.path.join(path, "placement.html"), "w", encoding="utf-8") as handle:
-        handle.write(_html(captured.graph, report))
+        details = [FailureDetail(f.cluster.name, f.cluster.group, f.log, f.hint) for f in failures]
+        handle.write(render_html(report, details))
 
     graph = captured.graph
     boundary: list[str] = []
@@ -176,52 +174,3 @@ def _graph(stem: str, graph_def: Any) -> None:
         handle.write(graph_def.SerializeToString(deterministic=True))
     with open(stem + ".pbtxt", "w", encoding="utf-8") as handle:
         handle.write(text_format.MessageToString(graph_def))
-
-
-def _html(graph: Graph, report: PlacementReport) -> str:
-    """An SVG of the optimized graph: one row per topological level, a colour per subgraph."""
-    rows = {r.node: r for r in report.decisions}
-    shown = [n for n in graph.topological_order() if graph[n].op != "Const"]
-    level: dict[str, int] = {}
-    for name in shown:
-        preds = [p for p in graph.predecessors(name) if p in level]
-        level[name] = 1 + max((level[p] for p in preds), default=-1)
-    columns: dict[int, int] = {}
-    pos: dict[str, tuple[int, int]] = {}
-    for name in shown:
-        col = columns.get(level[name], 0)
-        columns[level[name]] = col + 1
-        pos[name] = (20 + col * 190, 20 + level[name] * 46)
-    colour = {s.name: _PALETTE[i % len(_PALETTE)] for i, s in enumerate(report.subgraphs)}
-    width = 40 + 190 * max(columns.values(), default=1)
-    height = 60 + 46 * (max(level.values(), default=0) + 1)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="10">']
-    for name in shown:
-        x, y = pos[name]
-        for pred in graph.predecessors(name):
-            if pred in pos:
-                px, py = pos[pred]
-                parts.append(f'<line x1="{px + 80}" y1="{py + 28}" x2="{x + 80}" y2="{y}" stroke="#999"/>')
-    for name in shown:
-        x, y = pos[name]
-        row = rows.get(name)
-        fill = colour.get(row.subgraph or "", "#e0e0e0") if row else "#e0e0e0"
-        said = f"{row.placement.value} - {row.detail}" if row else "no decision recorded"
-        tip = html.escape(f"{name} ({graph[name].op}): {said}")
-        label = html.escape(graph[name].op)
-        parts.append(
-            f'<g><title>{tip}</title><rect x="{x}" y="{y}" width="160" height="28" rx="4" fill="{fill}" '
-            f'stroke="#555"/><text x="{x + 6}" y="{y + 18}">{label}</text></g>'
-        )
-    parts.append("</svg>")
-    legend = "".join(
-        f'<li><span style="background:{colour[s.name]}">&nbsp;&nbsp;&nbsp;</span> {html.escape(s.name)} '
-        f"({s.backend}, {s.op_count} ops)</li>"
-        for s in report.subgraphs
-    )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>tfaccel placement</title></head><body>"
-        f"<h1>tfaccel placement</h1><p>{report.accelerated_ops}/{report.total_ops} ops on {report.backend} "
-        f"(on_neuron_ratio {report.ratio:.3f}). Grey: TensorFlow runtime. Hover a node for its reason.</p>"
-        f"<ul>{legend}</ul>{''.join(parts)}</body></html>"
-    )
