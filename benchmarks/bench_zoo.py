@@ -18,7 +18,8 @@ warm-up, medians:
 plus, per tool, convert/trace time, peak RSS growth while converting, max relative error against the
 original, and the fraction of this machine's measured peak GEMM rate achieved (model FLOPs from
 TensorFlow's profiler; fp32 peak for fp32 tools, bf16 peak for bf16 ones). A tool that fails on a model is
-reported with its error. Writes ``docs/benchmarks.md`` and ``docs/benchmarks.png``.
+reported with its error. Writes ``OUT/benchmarks.md``, ``.json`` and ``.png`` (default ``docs/zoo``; the
+report ``docs/benchmarks.md`` is assembled from these and the other benchmarks, so a run never overwrites it).
 
     python benchmarks/bench_zoo.py                         # the whole zoo, 20 timed runs (~40 min)
     python benchmarks/bench_zoo.py --models gpt recommender --runs 10
@@ -534,7 +535,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(ZOO), choices=list(ZOO))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--out", default=str(ROOT / "docs"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "zoo"))
     parser.add_argument(
         "--tools", nargs="+", default=TOOLS[1:], choices=TOOLS[1:], help="tools next to tf (default: all)"
     )

@@ -28,6 +28,7 @@ TF_FREE = (
     "tfaccel.compiler.json_fields",
     "tfaccel.compiler.hints",
     "tfaccel.compiler.report_html",
+    "tfaccel.compiler.notes",
     "tfaccel.errors",
 )
 FORBIDDEN = ("tensorflow", "keras", "tf_keras", "openvino")

@@ -55,21 +55,24 @@ def _register_op_library() -> None:
 _SELF_REGISTERING_MAINS = ("tfaccel.demo", "tfaccel")
 
 
-def _running_the_demo() -> bool:
+def _entry_point_registers() -> bool:
     """``python -m tfaccel.demo``, ``tfaccel-demo`` or ``python -m tfaccel ...``: the entry point registers
     the op library itself, as the ``tfaccel`` command does (:mod:`tfaccel.cli.startup`).
+
+    While Python locates the module of ``-m`` (importing its package, this file), ``sys.argv[0]`` is
+    ``"-m"``; the module's name is the argument after the interpreter's ``-m``. A script's own ``-m``
+    argument (``python app.py -m tfaccel``) is not that.
     """
-    argv = list(getattr(sys, "orig_argv", []))
-    if "-m" in argv and argv[argv.index("-m") + 1 : argv.index("-m") + 2] in [
-        [m] for m in _SELF_REGISTERING_MAINS
-    ]:
-        return True
+    if sys.argv[:1] == ["-m"]:
+        argv = list(getattr(sys, "orig_argv", []))
+        module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
+        return module in _SELF_REGISTERING_MAINS
     return bool(sys.argv) and os.path.basename(sys.argv[0]) == "tfaccel-demo"
 
 
 _logging.install()  # before anything can warn: a warning names its level and logger
 
-if os.environ.get(_DEFER_OP_LIBRARY) != "1" and not _running_the_demo():
+if os.environ.get(_DEFER_OP_LIBRARY) != "1" and not _entry_point_registers():
     _register_op_library()
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from tfaccel.compiler.progress import TerminalProgress, reporting
 from tfaccel.compiler.sources import Signature, check_savedmodel_dir, example_inputs, open_signature, read_npz
 from tfaccel.errors import SourceError
 
-__all__ = ["analyze", "bench", "trace"]
+__all__ = ["analyze", "bench", "run", "show", "trace"]
 
 
 def _source(args: argparse.Namespace, path: str) -> tuple[Signature, dict[str, np.ndarray]]:
@@ -154,7 +154,12 @@ def bench(args: argparse.Namespace) -> int:
         models["baseline"] = _caller(base, examples)
         label["baseline"] = args.baseline
     batch = _batch_of(examples)
-    first = {key: loadtest.first_call_ms(fn) for key, fn in models.items()}  # before any warm-up
+    first: dict[str, float] = {}
+    for key, fn in models.items():  # before any warm-up: what a user waits for after loading
+        try:
+            first[key] = loadtest.first_call_ms(fn)
+        except Exception as err:  # the model fails on its inputs: said like a failed load-test call
+            raise SourceError(f"the first call of {label[key]} failed: {type(err).__name__}: {err}") from err
     levels: tuple[int, ...] = args.concurrency
     rows: list[dict[str, Any]] = []
     ratios: dict[str, dict[str, float]] = {}
@@ -246,10 +251,15 @@ def show(args: argparse.Namespace) -> int:
     else:
         print(
             f"traced by tfaccel: {traced['accelerated_ops']}/{traced['total_ops']} ops on the accelerator "
-            f"in {traced['subgraphs']} subgraph(s) ({traced['backend']}); made with {traced['made_with']}"
+            f"in {traced['subgraphs']} subgraph(s) ({traced['backend']}); made with {_versions(traced)}"
         )
         print(f"  (tfaccel report {args.dir} prints the whole placement)")
     return 0
+
+
+def _versions(traced: dict[str, Any]) -> str:
+    made = traced["made_with"]
+    return ", ".join(f"{k} {v}" for k, v in made.items()) if made else "versions not recorded"
 
 
 def _spec_json(spec: Any) -> dict[str, Any]:
@@ -266,13 +276,12 @@ def _traced_summary(path: str) -> dict[str, Any] | None:
     meta = read_metadata(path)
     report = tfaccel.load_report(path)
     made = meta.get("made_with")
-    versions = ", ".join(f"{k} {v}" for k, v in sorted(made.items())) if isinstance(made, dict) else "unknown"
     return {
         "backend": report.backend,
         "accelerated_ops": report.accelerated_ops,
         "total_ops": report.total_ops,
         "subgraphs": len(report.subgraphs),
-        "made_with": versions,
+        "made_with": dict(sorted(made.items())) if isinstance(made, dict) else None,
     }
 
 
@@ -292,9 +301,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name}: {value.dtype} {list(value.shape)}")
         print(np.array2string(value, threshold=50, edgeitems=3, max_line_width=110))
     if args.output:
-        np.savez(args.output, **outputs)
+        _write_npz(args.output, outputs)
         print(f"saved {len(outputs)} output(s) to {args.output}")
     return 0
+
+
+def _write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """``numpy.savez`` by name, for any names (an output called ``file`` would clash with its keyword)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
 
 
 def _first_line(err: BaseException) -> str:

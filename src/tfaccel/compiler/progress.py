@@ -163,10 +163,12 @@ class TqdmProgress:
 
 
 def in_notebook() -> bool:
-    """True inside a Jupyter kernel (IPython's ZMQ shell), without importing IPython when it is not loaded."""
+    """True inside a Jupyter kernel (IPython's ZMQ shell, or a subclass such as Colab's), without importing
+    IPython when it is not loaded.
+    """
     ipython = sys.modules.get("IPython")
     shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
-    return type(shell).__name__ == "ZMQInteractiveShell"
+    return any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)
 
 
 def automatic() -> contextlib.AbstractContextManager[object]:

@@ -24,22 +24,14 @@ from tfaccel.compiler.json_fields import (
     required,
     text,
 )
+from tfaccel.compiler.notes import sentence_kind
 from tfaccel.compiler.placement import Decision, Placement, Reason, reasons_summary
 from tfaccel.compiler.selection import TF_ABS_MARGIN_MS, TF_REL_MARGIN, Measurement, WholeModelCheck
 
-__all__ = ["DecisionRow", "PlacementReport", "SubgraphSummary", "sentence_kind"]
+__all__ = ["DecisionRow", "PlacementReport", "SubgraphSummary"]
 
 #: a row's ``"reason"`` as saved (the :class:`Reason` member's name in lower case) to the member
 _REASONS = {r.name.lower(): r for r in Reason}
-
-
-#: how the sentences on what an option did begin (the summary calls them notes, not fallbacks)
-_OPTION_NOTES = ("--quantize=", "--performance-hint=", "--nan-semantics=")
-
-
-def sentence_kind(sentence: str) -> str:
-    """``note`` for what an option did (the sentence names the option), ``fallback`` for the rest."""
-    return "note" if sentence.startswith(_OPTION_NOTES) else "fallback"
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,13 @@ import html
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tfaccel.compiler.hints import compile_hint
-from tfaccel.compiler.report import PlacementReport, sentence_kind
+from tfaccel.compiler.notes import sentence_kind
+
+if TYPE_CHECKING:  # the report offers to_html(): a runtime import would be a cycle
+    from tfaccel.compiler.report import PlacementReport
 
 __all__ = ["FailureDetail", "render_html", "subgraph_colour"]
 

@@ -149,13 +149,17 @@ class TraceRun:
         if log:
             logger.warning("%s: %s", kind.value, sentence)
 
-    def mark(self) -> int:
-        """A point to :meth:`rollback` to (the notes made so far)."""
-        return len(self._notes)
+    def mark(self) -> tuple[int, int]:
+        """A point to :meth:`rollback` to (the notes and compile failures recorded so far)."""
+        return len(self._notes), len(self.compile_failures)
 
-    def rollback(self, mark: int) -> None:
-        """Forget the notes made since ``mark`` (a step whose outcome was discarded)."""
-        del self._notes[mark:]
+    def rollback(self, mark: tuple[int, int]) -> None:
+        """Forget the notes and compile failures recorded since ``mark`` (a step whose outcome was
+        discarded: its failures are not the model's, so no workdir folder either).
+        """
+        notes, failures = mark
+        del self._notes[notes:]
+        del self.compile_failures[failures:]
 
     @property
     def notes(self) -> list[str]:

@@ -22,13 +22,27 @@ _RELEASE_PARTS = {"tensorflow": 2, "openvino": 2}
 
 
 def made_with() -> dict[str, str]:
-    """The versions of this process's tfaccel, TensorFlow, OpenVINO and Python (``none``: not installed)."""
-    found = {"python": platform.python_version()}
-    for package in ("tfaccel", "tensorflow", "openvino"):
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            found[package] = "none"
+    """The versions of this process's tfaccel, TensorFlow, OpenVINO and Python (``none``: not there).
+
+    TensorFlow's and OpenVINO's come from the modules themselves (``tf.__version__``,
+    ``openvino.get_version()``), not from package metadata: ``tensorflow-cpu``, nightlies and conda builds
+    install them under other distribution names.
+    """
+    import tensorflow as tf
+
+    found = {"python": platform.python_version(), "tensorflow": tf.__version__}
+    try:
+        found["tfaccel"] = importlib.metadata.version("tfaccel")
+    except importlib.metadata.PackageNotFoundError:
+        from tfaccel import __version__
+
+        found["tfaccel"] = __version__
+    try:
+        import openvino
+
+        found["openvino"] = openvino.get_version().split("-")[0]
+    except ImportError:
+        found["openvino"] = "none"
     return found
 
 
@@ -60,7 +74,10 @@ def version_warnings(
         if package == "openvino" and not uses_openvino:
             continue
         saved, now = recorded.get(package), here.get(package)
-        if saved is None or now is None or _release(saved, parts) == _release(now, parts):
+        if saved in (None, "none") or now in (None, "none"):
+            continue  # not recorded, or not installed on one side (a model that needs it says so itself)
+        assert saved is not None and now is not None
+        if _release(saved, parts) == _release(now, parts):
             continue
         warnings.append(
             f"this model was saved with {package} {saved} and is loaded with {package} {now}: another "
