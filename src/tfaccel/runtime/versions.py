@@ -33,10 +33,8 @@ def made_with() -> dict[str, str]:
     found = {"python": platform.python_version(), "tensorflow": tf.__version__}
     try:
         found["tfaccel"] = importlib.metadata.version("tfaccel")
-    except importlib.metadata.PackageNotFoundError:
-        from tfaccel import __version__
-
-        found["tfaccel"] = __version__
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree without installing
+        found["tfaccel"] = "none"
     try:
         import openvino
 
