@@ -25,14 +25,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--placement", default="profile", help="profile (measure, keep the fastest) or static (rules only)"
     )
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up and trace logs")
     args = parser.parse_args(argv)
 
     from tfaccel.cli.startup import load_tensorflow, stderr_held
 
     # TensorFlow's start-up and trace-time chatter (C++ logs on descriptor 2) stays out of the report;
     # tfaccel's own warnings still reach stderr, and so does a traceback (the descriptor is back by then)
-    if not load_tensorflow(parser.prog, verbose=False):
+    if not load_tensorflow(parser.prog, verbose=args.verbose):
         return 1
+    if args.verbose:
+        return _run(args)
     with stderr_held():
         return _run(args)
 
