@@ -40,6 +40,7 @@ from tfaccel.backends.base import CompiledSubgraph, input_placeholder
 from tfaccel.compiler.assemble import extract_subgraph
 from tfaccel.compiler.capture import CapturedFunction, feed_values
 from tfaccel.compiler.options import TraceOptions
+from tfaccel.compiler.partition import Cluster
 from tfaccel.compiler.report import PlacementReport
 from tfaccel.compiler.report_html import FailureDetail, render_html
 from tfaccel.compiler.run import CompileFailure
@@ -102,22 +103,7 @@ def write_workdir(
     for item in compiled:
         cluster = item.cluster
         folder = os.path.join(path, "subgraphs", cluster.name)
-        os.makedirs(folder, exist_ok=True)
-        sub = extract_subgraph(cluster, graph, captured.graph_def.library)
-        _graph(os.path.join(folder, "graph"), sub.graph_def)
-        _json(
-            os.path.join(folder, "io.json"),
-            {
-                "inputs": {input_placeholder(i): str(r) for i, r in enumerate(cluster.inputs)},
-                "outputs": {f"output_{k}": str(r) for k, r in enumerate(cluster.outputs)},
-                "nodes": list(cluster.nodes),
-                "backend": cluster.group,
-            },
-        )
-        np.savez(
-            os.path.join(folder, "golden_inputs.npz"),
-            **{input_placeholder(i): values[str(r)] for i, r in enumerate(cluster.inputs)},
-        )
+        _write_subgraph(folder, captured, cluster, values)
         np.savez(
             os.path.join(folder, "golden_outputs.npz"),
             **{f"output_{k}": values[str(r)] for k, r in enumerate(cluster.outputs)},
@@ -132,30 +118,36 @@ def write_workdir(
     _write_failures(path, captured, failures, values)
 
 
+def _write_subgraph(
+    folder: str, captured: CapturedFunction, cluster: Cluster, values: dict[str, Any]
+) -> None:
+    """What every subgraph folder holds: its GraphDef, io.json and the inputs the traced graph fed it."""
+    os.makedirs(folder, exist_ok=True)
+    sub = extract_subgraph(cluster, captured.graph, captured.graph_def.library)
+    _graph(os.path.join(folder, "graph"), sub.graph_def)
+    _json(
+        os.path.join(folder, "io.json"),
+        {
+            "inputs": {input_placeholder(i): str(r) for i, r in enumerate(cluster.inputs)},
+            "outputs": {f"output_{k}": str(r) for k, r in enumerate(cluster.outputs)},
+            "nodes": list(cluster.nodes),
+            "backend": cluster.group,
+        },
+    )
+    np.savez(
+        os.path.join(folder, "golden_inputs.npz"),
+        **{input_placeholder(i): values[str(r)] for i, r in enumerate(cluster.inputs)},
+    )
+
+
 def _write_failures(
     path: str, captured: CapturedFunction, failures: Sequence[CompileFailure], values: dict[str, Any]
 ) -> None:
     """One folder per rejected subgraph: enough to hand the compiler the same input again offline."""
-    graph = captured.graph
     for failure in failures:
         cluster = failure.cluster
         folder = os.path.join(path, failure.folder)
-        os.makedirs(folder, exist_ok=True)
-        sub = extract_subgraph(cluster, graph, captured.graph_def.library)
-        _graph(os.path.join(folder, "graph"), sub.graph_def)
-        _json(
-            os.path.join(folder, "io.json"),
-            {
-                "inputs": {input_placeholder(i): str(r) for i, r in enumerate(cluster.inputs)},
-                "outputs": {f"output_{k}": str(r) for k, r in enumerate(cluster.outputs)},
-                "nodes": list(cluster.nodes),
-                "backend": cluster.group,
-            },
-        )
-        np.savez(
-            os.path.join(folder, "golden_inputs.npz"),
-            **{input_placeholder(i): values[str(r)] for i, r in enumerate(cluster.inputs)},
-        )
+        _write_subgraph(folder, captured, cluster, values)
         with open(os.path.join(folder, "error.log"), "w", encoding="utf-8") as handle:
             handle.write(f"{cluster.name} on {cluster.group}: {failure.message}\n")
             if failure.hint:
