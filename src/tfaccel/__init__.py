@@ -70,10 +70,45 @@ def _entry_point_registers() -> bool:
     return bool(sys.argv) and os.path.basename(sys.argv[0]) == "tfaccel-demo"
 
 
+#: the name tf_keras saves a traced model's class under (``register_keras_serializable(package="tfaccel")``
+#: of the class named ``TracedModel`` in tfaccel/runtime/model.py)
+_KERAS_NAME = "tfaccel>TracedModel"
+
+
+class _KerasRevival:
+    """What ``tf.keras.models.load_model`` finds under :data:`_KERAS_NAME` until the model class exists.
+
+    Why a stand-in: a traced model saved with tf_keras names its class, and ``load_model`` rebuilds it
+    (with ``on_neuron_ratio`` and the placement ``summary()``) only if that name is registered when it
+    runs, typically in a fresh process that just imported tfaccel; the class itself lives in
+    ``tfaccel.runtime``, which ``import tfaccel`` must not import (tests/test_import_cost.py).
+    """
+
+    @classmethod
+    def from_config(cls, config: Any) -> Any:
+        from tfaccel.runtime.model import revive
+
+        return revive(config)
+
+
+def _register_keras_revival() -> None:
+    """Register :class:`_KerasRevival` with tf_keras when ``TF_USE_LEGACY_KERAS`` selects it (the only Keras
+    whose ``load_model`` reads a SavedModel directory); importing tf_keras after TensorFlow is cheap.
+    """
+    if os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() not in ("1", "true", "yes"):
+        return
+    try:
+        import tf_keras
+    except ImportError:  # tf.keras itself will say that tf_keras is missing
+        return
+    tf_keras.saving.get_custom_objects().setdefault(_KERAS_NAME, _KerasRevival)
+
+
 _logging.install()  # before anything can warn: a warning names its level and logger
 
 if os.environ.get(_DEFER_OP_LIBRARY) != "1" and not _entry_point_registers():
     _register_op_library()
+    _register_keras_revival()
 
 if TYPE_CHECKING:
     from tfaccel.compiler.analyze import analyze_model

@@ -20,14 +20,11 @@ import tensorflow as tf
 
 from tfaccel import native
 from tfaccel.compiler.examples import InputLayout
-from tfaccel.compiler.report import PlacementReport
 from tfaccel.errors import ExportError
 from tfaccel.native.trust import sha256_file
-from tfaccel.runtime.batching import BatchMode, BatchPlan
-from tfaccel.runtime.direct import DirectCall, find_direct_restored
 from tfaccel.runtime.metadata import METADATA_FILE, fspath, read_metadata
 from tfaccel.runtime.model import Executable, TracedModel, make_model
-from tfaccel.runtime.versions import made_with, parse_made_with, version_warnings
+from tfaccel.runtime.restore import parse_metadata, warn_versions
 
 __all__ = ["load", "verify_files"]
 
@@ -46,15 +43,10 @@ def load(path: str | os.PathLike[str]) -> TracedModel:
     """
     path = fspath(path, "load")
     meta = read_metadata(path)
-    layout, output_names, report, plan = parse_metadata(path, meta)
+    where = os.path.join(path, METADATA_FILE)
+    saved = parse_metadata(meta, where)
     verify_files(path, meta)
-    try:
-        recorded = parse_made_with(meta.get("made_with"), os.path.join(path, METADATA_FILE))
-    except ValueError as err:
-        raise ExportError(f"{err}; it was edited or damaged: save the traced model again") from err
-    uses_openvino = any(s.backend == "openvino" for s in report.subgraphs)
-    for sentence in version_warnings(recorded, made_with(), uses_openvino):
-        logger.warning("%s: %s", path, sentence)
+    warn_versions(saved, path)
     try:
         restored = tf.saved_model.load(path)
     except Exception as err:
@@ -68,40 +60,12 @@ def load(path: str | os.PathLike[str]) -> TracedModel:
     call_flat = getattr(restored, "tfaccel_call_flat", None)
     if call_flat is None:
         raise ExportError(f"{path!r} lacks the tfaccel_call_flat function; re-save it with this tfaccel")
-    _check_against_signature(path, restored, layout, output_names, plan.dynamic_batch)
-    direct, structure, why = _direct(call_flat, layout, plan)
-    executable = Executable(
-        call_flat,
-        layout,
-        output_names,
-        report,
-        batch_plan=plan,
-        # the restored variables call_flat reads: tracked again, so the loaded model can be saved again
-        weights=list(getattr(restored, "tfaccel_weights", None) or ()),
-        direct=direct,
-        output_structure=structure,
-        direct_why=why,
-    )
+    _check_against_signature(path, restored, saved.layout, saved.output_names, saved.plan.dynamic_batch)
+    # the restored variables call_flat reads: tracked again, so the loaded model can be saved again
+    weights = list(getattr(restored, "tfaccel_weights", None) or ())
+    executable = Executable.from_restored(call_flat, weights, saved, where)
     executable.restored = restored  # type: ignore[attr-defined]  # keep the loaded object alive
     return make_model(executable)
-
-
-def _direct(call_flat: Any, layout: InputLayout, plan: BatchPlan) -> tuple[DirectCall | None, Any, str]:
-    """Direct eager calls for the loaded model when its graph is one openvino call (runtime/direct.py)."""
-    if plan.mode not in (BatchMode.FIXED, BatchMode.ANY):
-        return None, None, f"the batch runs {plan.mode.value}"
-    concretes = getattr(call_flat, "concrete_functions", None) or []
-    if len(concretes) != 1:
-        return None, None, f"the loaded function has {len(concretes)} concrete functions, not one"
-    (concrete,) = concretes
-    try:
-        found, why = find_direct_restored(concrete, len(layout.specs))
-    except Exception as err:  # a graph of another shape than the analysis knows: the graph path is right
-        logger.info("direct eager calls not analysed for this model: %s", err)
-        return None, None, f"not analysed: {err}"
-    if found is None:
-        return None, None, why
-    return DirectCall(found), concrete.structured_outputs, ""
 
 
 def verify_files(path: str, meta: dict[str, Any]) -> None:
@@ -136,42 +100,6 @@ def verify_files(path: str, meta: dict[str, Any]) -> None:
                 f"{full} is not the file saved with the model (its SHA-256 differs from the one recorded in "
                 f"{METADATA_FILE}): it was damaged or edited; copy the model again or save it again"
             )
-
-
-def parse_metadata(
-    path: str, meta: dict[str, Any]
-) -> tuple[InputLayout, tuple[str, ...], PlacementReport, BatchPlan]:
-    """The metadata's layout, output names, report and batch plan, or an :class:`ExportError` saying
-    that the file was edited or damaged (a bare ``KeyError``/``TypeError`` said nothing useful).
-    """
-    where = os.path.join(path, METADATA_FILE)
-    try:
-        layout = InputLayout.from_json(meta["layout"])
-        for spec in layout.specs:
-            tf.as_dtype(spec.dtype)
-            if not isinstance(spec.name, str) or not all(isinstance(d, int) and d >= 0 for d in spec.shape):
-                raise ValueError(f"input spec {spec} is not a name, a dtype and a shape")
-        names = meta["output_names"]
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise TypeError(f"output_names must be a list of strings, got {names!r}")
-        if len(set(names)) != len(names):
-            raise ValueError(f"output_names repeat a name: {names}")
-        report = PlacementReport.from_json(meta["report"])
-        batch = meta.get("dynamic_batch")
-        if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
-            raise ValueError(f"dynamic_batch must be a positive integer or null, got {batch!r}")
-        if "batch_plan" in meta:
-            plan = BatchPlan.from_json(meta["batch_plan"])
-            if plan.dynamic_batch != batch:
-                raise ValueError(f"dynamic_batch {batch!r} does not match the batch_plan's {plan.to_json()}")
-        else:  # written before the batch plan was saved: any batch ran as chunks of the traced one
-            plan = BatchPlan(BatchMode.CHUNKED, batch, batch, any_batch=True) if batch else BatchPlan()
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-        raise ExportError(
-            f"{where} is malformed ({type(err).__name__}: {err}); it was edited or damaged: save the traced "
-            "model again"
-        ) from err
-    return layout, tuple(names), report, plan
 
 
 def _check_against_signature(

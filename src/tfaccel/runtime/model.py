@@ -19,7 +19,7 @@ import tensorflow as tf
 from tfaccel.compiler.examples import InputLayout
 from tfaccel.compiler.report import PlacementReport
 from tfaccel.errors import ExportError, InputTypeError, InputValueError, KerasFormatError
-from tfaccel.runtime import saving
+from tfaccel.runtime import restore, saving
 from tfaccel.runtime.batching import BatchPlan
 from tfaccel.runtime.direct import DirectCall, DirectUnavailable
 
@@ -148,6 +148,28 @@ class Executable:
         self._expected = [(tf.as_dtype(s.dtype), tf.TensorShape(s.shape)) for s in layout.specs]
         self.output_names = tuple(output_names)
         self.report = report
+
+    @classmethod
+    def from_restored(
+        cls, call_flat: Any, weights: Sequence[Any], saved: restore.SavedMetadata, where: str
+    ) -> Executable:
+        """The executable of a loaded model: its restored ``tfaccel_call_flat`` (checked against the saved
+        inputs) and the variables it reads, described by the metadata saved with it (``where`` it came
+        from, for errors).
+        """
+        restore.check_call_flat(call_flat, saved.layout, where)
+        direct, structure, why = restore.direct_call(call_flat, saved.layout, saved.plan)
+        return cls(
+            call_flat,
+            saved.layout,
+            saved.output_names,
+            saved.report,
+            batch_plan=saved.plan,
+            weights=weights,
+            direct=direct,
+            output_structure=structure,
+            direct_why=why,
+        )
 
     def call_eager(self, flat: Sequence[tf.Tensor]) -> Any:
         """An eager call on inputs :meth:`flatten` checked: direct when it applies, else ``call_flat``."""
@@ -304,21 +326,45 @@ def _define_model_class(keras: Any) -> Callable[[Executable], TracedModel]:
         the share of ops in compiled subgraphs; ``summary()`` prints what ran where and why.
         """
 
-        def __init__(self, executable: Executable) -> None:
+        def __init__(self, executable: Executable | None, saved: restore.SavedMetadata | None = None) -> None:
             super().__init__(name="tfaccel_traced_model", autocast=False)
             self._tfaccel_executable = executable
-            # tracked so that a tf_keras SavedModel carries it, which tfaccel.load() uses
-            self.tfaccel_call_flat = executable.call_flat
-            self.tfaccel_weights = executable.weights
+            #: set instead of the executable while tf_keras revives a saved model (:meth:`from_config`)
+            self._tfaccel_saved = saved
+            #: True while :meth:`save` writes a tf_keras SavedModel: only then is there a config
+            self._tfaccel_saving = False
+            if executable is not None:
+                # tracked so that a tf_keras SavedModel carries them, which tfaccel.load() uses; a revived
+                # model gets the restored ones from tf_keras' loader
+                self.tfaccel_call_flat = executable.call_flat
+                self.tfaccel_weights = executable.weights
             self._convert_input_args = False
             self._tfaccel_called = False
             self.trainable = False
             self.built = True
 
+        def _executable(self) -> Executable:
+            executable = self._tfaccel_executable
+            if executable is None:  # revived by tf_keras: its loader has set the restored function by now
+                saved = self._tfaccel_saved
+                assert saved is not None
+                call_flat = getattr(self, "tfaccel_call_flat", None)
+                if call_flat is None:
+                    raise ExportError(f"{_REVIVED} lacks the tfaccel_call_flat function; save it again")
+                weights = list(getattr(self, "tfaccel_weights", None) or ())
+                executable = Executable.from_restored(call_flat, weights, saved, _REVIVED)
+                self._tfaccel_executable = executable
+            return executable
+
+        def _report(self) -> PlacementReport:
+            # a revived model knows its report before its function is restored
+            saved = self._tfaccel_saved
+            return saved.report if saved is not None else self._executable().report
+
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             # Check the inputs against the traced signature before Keras sees them (so the error is ours
             # and numpy keeps its dtype), then hand Keras one structure: call() takes a single argument.
-            executable = self._tfaccel_executable
+            executable = self._executable()
             kwargs.pop("training", None)
             flat = executable.flatten(args, kwargs)
             if self._tfaccel_called and tf.executing_eagerly():
@@ -330,13 +376,13 @@ def _define_model_class(keras: Any) -> Callable[[Executable], TracedModel]:
             return super().__call__(executable.layout.keras_structure(flat))
 
         def call(self, inputs: Any, training: Any = None) -> Any:
-            executable = self._tfaccel_executable
+            executable = self._executable()
             return executable.call_flat(*executable.layout.flatten_keras(inputs))
 
         @property
         def on_neuron_ratio(self) -> float:
             """Ops in compiled subgraphs / all ops (Placeholder, Identity, NoOp, Const not counted)."""
-            return self._tfaccel_executable.report.ratio
+            return self._report().ratio
 
         @property
         def on_accelerator_ratio(self) -> float:
@@ -345,31 +391,50 @@ def _define_model_class(keras: Any) -> Callable[[Executable], TracedModel]:
 
         @property
         def placement_report(self) -> PlacementReport:
-            return self._tfaccel_executable.report
+            return self._report()
 
         @property
         def tfaccel_executable(self) -> Executable:
-            return self._tfaccel_executable
+            return self._executable()
 
         @property
         def aws_neuron_function(self) -> Any:
             """The reference's name for the concrete function of ``tfaccel_call_flat`` (no second copy)."""
-            call_flat: Any = self._tfaccel_executable.call_flat  # a tf.function, or the restored one
-            restored = getattr(call_flat, "concrete_functions", None)  # tfaccel.load's: concrete already
+            if self._tfaccel_executable is None and getattr(self, "tfaccel_call_flat", None) is None:
+                # tf_keras' loader is still reviving this model (it reads the attribute before setting it)
+                raise AttributeError("aws_neuron_function: the model is still being loaded")
+            call_flat: Any = self._executable().call_flat  # a tf.function, or the restored one
+            restored = getattr(call_flat, "concrete_functions", None)  # a restored function: concrete already
             return restored[0] if restored else call_flat.get_concrete_function()
+
+        @aws_neuron_function.setter
+        def aws_neuron_function(self, value: Any) -> None:
+            # tf_keras' loader sets the saved copy on a revived model; it is derived from tfaccel_call_flat
+            if self._tfaccel_executable is not None or self._tfaccel_saved is None:
+                raise AttributeError("aws_neuron_function is read-only")
 
         def summary(self, *args: Any, print_fn: Callable[[str], Any] | None = None, **kwargs: Any) -> None:
             """Print the placement table: subgraphs, op counts and the ops kept on TF with reasons."""
-            self._tfaccel_executable.report.render(print_fn or print)
+            self._report().render(print_fn or print)
 
         def get_config(self) -> dict[str, Any]:
             # Keras' own formats (.keras, .h5) serialize the config first: refuse there, before they write
-            # a file that cannot be loaded. (tf_keras' SavedModel metadata skips a NotImplementedError.)
+            # a file that cannot be loaded. A tf_keras SavedModel written by save() carries the metadata
+            # instead, from which from_config() revives this class with its report.
+            if self._tfaccel_saving:
+                return {"name": self.name, "tfaccel": saving.metadata_record(self._executable())}
             raise KerasFormatError(
                 "a traced model cannot be saved in Keras' format (.keras, .h5) or rebuilt from a config: "
                 "it is a compiled graph, not Keras layers; call model.save(dir) to write a "
                 "SavedModel directory, and tfaccel.load(dir) to load it"
             )
+
+        @classmethod
+        def from_config(cls, config: Any, custom_objects: Any = None) -> Any:
+            """The model tf_keras' ``load_model`` revives from a SavedModel :meth:`save` wrote: the report
+            and calling convention from the config, the function from the SavedModel (set by the loader).
+            """
+            return cls(None, revived_metadata(config))
 
         def save_weights(self, *args: Any, **kwargs: Any) -> None:
             raise KerasFormatError(
@@ -391,13 +456,17 @@ def _define_model_class(keras: Any) -> Callable[[Executable], TracedModel]:
             from tfaccel.runtime.metadata import fspath
 
             path = fspath(filepath, "save")
-            executable = self._tfaccel_executable
+            executable = self._executable()
             if legacy and not path.endswith((".h5", ".keras")):
                 kwargs.setdefault("save_format", "tf")
                 kwargs.setdefault("signatures", {"serving_default": executable.serving_function()})
 
                 def write(staging: str) -> None:
-                    keras.Model.save(self, staging, *args, **kwargs)
+                    self._tfaccel_saving = True  # get_config() gives the config load_model revives from
+                    try:
+                        keras.Model.save(self, staging, *args, **kwargs)
+                    finally:
+                        self._tfaccel_saving = False
                     saving.write_metadata(staging, executable)
 
                 saving.write_saved_model(path, write)
@@ -406,4 +475,38 @@ def _define_model_class(keras: Any) -> Callable[[Executable], TracedModel]:
 
     TracedModel.__qualname__ = TracedModel.__name__
     TracedModel.__module__ = __name__
+    if legacy:  # saved under this name, which tfaccel's import registers for load_model (tfaccel/__init__)
+        keras.saving.register_keras_serializable(package="tfaccel")(TracedModel)
     return TracedModel
+
+
+#: where a model revived by tf_keras' load_model came from, for errors and warnings
+_REVIVED = "the tfaccel config in keras_metadata.pb (tf.keras.models.load_model)"
+
+
+def revived_metadata(config: Any) -> restore.SavedMetadata:
+    """The saved metadata in a tf_keras config :meth:`TracedModel.get_config` wrote, checked.
+
+    A malformed one is logged before the error goes up: tf_keras then loads the SavedModel as a plain
+    Keras model (callable, without the report), and the warning says why the report is missing.
+    """
+    try:
+        meta = config["tfaccel"] if isinstance(config, dict) else None
+        if meta is None:
+            raise ExportError(f"{_REVIVED} is missing; save the traced model again")
+        saved = restore.parse_metadata(meta, _REVIVED)
+    except ExportError as err:
+        logger.warning("%s; tf_keras loads the model without its placement report", err)
+        raise
+    restore.warn_versions(saved, "tf.keras.models.load_model")
+    return saved
+
+
+def revive(config: Any) -> TracedModel:
+    """``TracedModel.from_config`` of the tf_keras class, for the loader tfaccel registers on import."""
+    import tf_keras
+
+    if "tf_keras" not in _CLASSES:
+        _CLASSES["tf_keras"] = _define_model_class(tf_keras)
+    model: TracedModel = _CLASSES["tf_keras"].from_config(config)  # type: ignore[attr-defined]
+    return model

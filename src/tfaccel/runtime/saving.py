@@ -25,7 +25,7 @@ from tfaccel.runtime.versions import made_with
 if TYPE_CHECKING:  # only read here: the model module imports this one
     from tfaccel.runtime.model import Executable
 
-__all__ = ["save", "write_metadata", "write_metadata_record", "write_saved_model"]
+__all__ = ["metadata_record", "save", "write_metadata", "write_metadata_record", "write_saved_model"]
 
 
 #: what a save writes, so what it replaces in an existing SavedModel directory (anything else there, e.g. a
@@ -154,7 +154,15 @@ def write_metadata(path: str, executable: Executable) -> None:
     """Write ``assets.extra/tfaccel.json`` into the SavedModel just written at ``path`` (its files are
     final: their digests are recorded, see :func:`.export.verify_files`).
     """
-    meta = {
+    write_metadata_record(path, metadata_record(executable))
+
+
+def metadata_record(executable: Executable) -> dict[str, Any]:
+    """What a saved model says about itself (:func:`.restore.parse_metadata` reads it back): its calling
+    convention, placement report, batch plan and the versions that made it. Written to
+    ``assets.extra/tfaccel.json``, and into tf_keras' config so that ``load_model`` brings the report back.
+    """
+    return {
         "layout": executable.layout.to_json(),
         "output_names": list(executable.output_names),
         "report": executable.report.to_json(),
@@ -162,7 +170,6 @@ def write_metadata(path: str, executable: Executable) -> None:
         "batch_plan": executable.batch_plan.to_json(),
         "made_with": made_with(),
     }
-    write_metadata_record(path, meta)
 
 
 def write_metadata_record(path: str, meta: Mapping[str, Any]) -> None:

@@ -62,11 +62,12 @@ def describe(path: str | os.PathLike[str]) -> ModelColumns:
     from google.protobuf import message
     from tensorflow.core.protobuf import saved_model_pb2
 
-    from tfaccel.runtime.export import parse_metadata
-    from tfaccel.runtime.metadata import fspath, read_metadata
+    from tfaccel.runtime.metadata import METADATA_FILE, fspath, read_metadata
+    from tfaccel.runtime.restore import parse_metadata
 
     where = fspath(path, "describe")
-    layout, output_names, _report, plan = parse_metadata(where, read_metadata(where))
+    saved = parse_metadata(read_metadata(where), os.path.join(where, METADATA_FILE))
+    layout, output_names, plan = saved.layout, saved.output_names, saved.plan
     pb = os.path.join(where, "saved_model.pb")
     try:
         with open(pb, "rb") as handle:
