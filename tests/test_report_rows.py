@@ -57,6 +57,44 @@ def test_build_gives_typed_rows_and_counts():
     assert [m.chosen for m in report.measurements] == ["xla", None]
 
 
+def test_summary_and_html_page_list_the_same_kept_groups_largest_first():
+    """One grouping (``kept_groups``) feeds both views, so they cannot disagree about what stayed on TF."""
+    decisions = {
+        f"s{i}": Decision(f"s{i}", "AsString", Placement.RUNTIME, Reason.DTYPE, "string") for i in range(3)
+    }
+    decisions.update(
+        {
+            "u": Decision("u", "Unique", Placement.RUNTIME, Reason.UNKNOWN_SHAPE, "data-dependent shape"),
+            "mm": Decision("mm", "MatMul", Placement.ACCELERATOR, Reason.SUPPORTED, "", "xla"),
+            "mm2": Decision("mm2", "MatMul", Placement.ACCELERATOR, Reason.SUPPORTED, "", "xla"),
+        }
+    )
+    report = PlacementReport.build(
+        "xla",
+        decisions,
+        [SubgraphSummary("tfaccel_sg_0", "xla", ("mm", "mm2"), 2, 1, 1)],
+        dict.fromkeys(decisions, True),
+        [],
+        options="--backend=xla",
+        placement="static",
+    )
+    groups = report.kept_groups()
+    assert [(g.op, g.reason, g.nodes) for g in groups] == [
+        ("AsString", Reason.DTYPE, ("s0", "s1", "s2")),
+        ("Unique", Reason.UNKNOWN_SHAPE, ("u",)),
+    ]
+    assert report.op_types() == {"tfaccel_sg_0": {"MatMul": 2}}
+    lines: list[str] = []
+    report.render(lines.append)
+    text = "\n".join(lines)
+    assert "ops kept on the TensorFlow runtime: 4" in text
+    assert text.index("AsString") < text.index("Unique")
+    page = report.to_html()
+    assert "Kept on TensorFlow (4 ops)" in page and "MatMul &times;2" in page
+    assert page.index(">AsString<") < page.index(">Unique<")
+    assert ">unknown_shape<" in page and ">dtype<" in page
+
+
 def test_the_report_round_trips_through_json_to_an_equal_typed_object():
     report = _report()
     data = json.loads(json.dumps(report.to_json()))

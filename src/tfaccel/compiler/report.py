@@ -10,6 +10,7 @@ never a misspelt dict key. ``from_json`` reads a file anyone can edit (a saved m
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -28,7 +29,7 @@ from tfaccel.compiler.notes import sentence_kind
 from tfaccel.compiler.placement import Decision, Placement, Reason, reasons_summary
 from tfaccel.compiler.selection import TF_ABS_MARGIN_MS, TF_REL_MARGIN, Measurement, WholeModelCheck
 
-__all__ = ["DecisionRow", "PlacementReport", "SubgraphSummary"]
+__all__ = ["DecisionRow", "KeptGroup", "PlacementReport", "SubgraphSummary"]
 
 #: a row's ``"reason"`` as saved (the :class:`Reason` member's name in lower case) to the member
 _REASONS = {r.name.lower(): r for r in Reason}
@@ -88,6 +89,18 @@ class DecisionRow:
                 "the accelerator exactly when a subgraph holds it)"
             )
         return row
+
+
+@dataclass(frozen=True)
+class KeptGroup:
+    """Ops kept on the TensorFlow runtime of one type for one reason: a row of ``summary()`` and of the
+    HTML page (:meth:`PlacementReport.kept_groups` makes them once, so the two list the same groups).
+    """
+
+    op: str
+    reason: Reason
+    detail: str
+    nodes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -243,6 +256,27 @@ class PlacementReport:
         }
         return reasons_summary(runtime)
 
+    def kept_groups(self) -> list[KeptGroup]:
+        """The counted ops kept on the runtime, grouped by op type and reason, largest group first."""
+        groups: dict[tuple[str, str, Reason], list[str]] = {}
+        for r in self.decisions:
+            if r.counted and r.subgraph is None:
+                groups.setdefault((r.op, r.detail, r.reason), []).append(r.node)
+        ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0][0], kv[0][1], kv[0][2].name))
+        return [KeptGroup(op, reason, detail, tuple(nodes)) for (op, detail, reason), nodes in ranked]
+
+    def op_types(self) -> dict[str, Counter[str]]:
+        """Per compiled subgraph, how many counted ops of each type it holds."""
+        found: dict[str, Counter[str]] = {s.name: Counter() for s in self.subgraphs}
+        for r in self.decisions:
+            if r.subgraph is not None and r.counted:
+                found.setdefault(r.subgraph, Counter())[r.op] += 1
+        return found
+
+    def measured_backends(self) -> list[str]:
+        """The backends the measured placement timed, in the order first met (the table's columns)."""
+        return list(dict.fromkeys(k for m in self.measurements for k in m.times_ms if k != "tf"))
+
     def render(self, print_fn: Callable[[str], Any] = print, max_rows: int = 30) -> None:
         """Print the placement table: subgraphs, then ops kept on the runtime grouped by reason."""
         pct = 100.0 * self.ratio
@@ -256,8 +290,9 @@ class PlacementReport:
             print_fn(f"  batch: {self.batch}")
         if self.subgraphs:
             print_fn(f"  {'subgraph':<22} {'backend':<8} {'ops':>5} {'inputs':>6} {'outputs':>7}  op types")
+            op_types = self.op_types()
             for s in self.subgraphs:
-                ops = sorted({r.op for r in self.decisions if r.subgraph == s.name and r.counted})
+                ops = sorted(op_types.get(s.name, ()))
                 shown = ", ".join(ops[:6]) + (", ..." if len(ops) > 6 else "")
                 print_fn(
                     f"  {s.name:<22} {s.backend:<8} {s.op_count:>5} {s.inputs:>6} {s.outputs:>7}  {shown}"
@@ -266,16 +301,13 @@ class PlacementReport:
             self._render_measurements(print_fn)
         if self.guard is not None:
             print_fn(f"  whole model: {self.guard.sentence()}")
-        kept = [r for r in self.decisions if r.counted and r.subgraph is None]
-        if kept:
-            print_fn(f"  ops kept on the TensorFlow runtime: {len(kept)}")
-            groups: dict[tuple[str, str], list[str]] = {}
-            for r in kept:
-                groups.setdefault((r.op, r.detail), []).append(r.node)
-            ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-            for (op, detail), nodes in ranked[:max_rows]:
+        ranked = self.kept_groups()
+        if ranked:
+            print_fn(f"  ops kept on the TensorFlow runtime: {sum(len(g.nodes) for g in ranked)}")
+            for g in ranked[:max_rows]:
+                nodes = g.nodes
                 example = nodes[0] + (f" (+{len(nodes) - 1} more)" if len(nodes) > 1 else "")
-                print_fn(f"    {op:<24} x{len(nodes):<4} {detail}  e.g. {example}")
+                print_fn(f"    {g.op:<24} x{len(nodes):<4} {g.detail}  e.g. {example}")
             if len(ranked) > max_rows:
                 print_fn(f"    ... {len(ranked) - max_rows} more groups")
         for sentence in self.fallbacks:
@@ -285,7 +317,7 @@ class PlacementReport:
 
     def _render_measurements(self, print_fn: Callable[[str], Any]) -> None:
         """The profiled placement: each candidate's time per call on TF and each backend, and the choice."""
-        columns = list(dict.fromkeys(k for m in self.measurements for k in m.times_ms if k != "tf"))
+        columns = self.measured_backends()
         added = f"{self.profile_seconds:.1f} s" if self.profile_seconds is not None else "?"
         print_fn(
             f"  measured placement ({added} added to the trace; ms per call, lower quartile of the samples; "

@@ -14,7 +14,6 @@ for any saved model.
 from __future__ import annotations
 
 import html
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -75,10 +74,7 @@ def render_html(
 ) -> str:
     """The whole page (see the module docstring)."""
     colours = {s.name: subgraph_colour(i) for i, s in enumerate(report.subgraphs)}
-    ops_of: dict[str, Counter[str]] = {s.name: Counter() for s in report.subgraphs}
-    for row in report.decisions:
-        if row.subgraph is not None and row.counted:
-            ops_of.setdefault(row.subgraph, Counter())[row.op] += 1
+    ops_of = report.op_types()
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -103,7 +99,8 @@ def render_html(
             "<th>op types (count)</th></tr>"
         )
         for s in report.subgraphs:
-            kinds = ", ".join(f"{_e(op)} &times;{n}" for op, n in ops_of.get(s.name, Counter()).most_common())
+            counts = ops_of.get(s.name)
+            kinds = ", ".join(f"{_e(op)} &times;{n}" for op, n in counts.most_common()) if counts else ""
             nodes = "<br>".join(_e(n) for n in s.nodes)
             parts.append(
                 f'<tr id="{_e(s.name)}"><td>{_label(s.name, colours)}</td><td>{_e(s.backend)}</td>'
@@ -116,7 +113,7 @@ def render_html(
         parts.append("<p>None: every op runs on TensorFlow (see below why).</p>")
 
     if report.measurements:
-        columns = list(dict.fromkeys(k for m in report.measurements for k in m.times_ms if k != "tf"))
+        columns = report.measured_backends()
         added = f"{report.profile_seconds:.1f} s" if report.profile_seconds is not None else "?"
         parts.append(
             f"<h2>Measured placement</h2><p class='muted'>Each candidate timed alone on TF and on the "
@@ -138,23 +135,22 @@ def render_html(
             )
         parts.append("</table>")
 
-    kept = [r for r in report.decisions if r.counted and r.subgraph is None]
-    parts.append(f"<h2>Kept on TensorFlow ({len(kept)} ops)</h2>")
+    kept = report.kept_groups()
+    parts.append(f"<h2>Kept on TensorFlow ({sum(len(g.nodes) for g in kept)} ops)</h2>")
     if kept:
-        groups: dict[tuple[str, str, str], list[str]] = {}
-        for row in kept:
-            groups.setdefault((row.reason.name.lower(), row.op, row.detail), []).append(row.node)
         parts.append("<table><tr><th>op</th><th>count</th><th>reason</th><th>why</th><th>nodes</th></tr>")
-        for (reason, op, detail), members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-            hint = compile_hint(detail)
+        for group in kept:
+            members = group.nodes
+            hint = compile_hint(group.detail)
             fix = f'<div class="hint">suggested fix: {_e(hint)}</div>' if hint else ""
             shown = "<br>".join(_e(n) for n in members[:20]) + (
                 f"<br>... {len(members) - 20} more" if len(members) > 20 else ""
             )
             parts.append(
-                f"<tr><td>{_e(op)}</td><td class='num'>{len(members)}</td><td>{_e(reason)}</td>"
-                f"<td>{_e(detail)}{fix}</td><td><details><summary>{_e(members[0])}"
-                f"{' ...' if len(members) > 1 else ''}</summary>{shown}</details></td></tr>"
+                f"<tr><td>{_e(group.op)}</td><td class='num'>{len(members)}</td>"
+                f"<td>{_e(group.reason.name.lower())}</td><td>{_e(group.detail)}{fix}</td><td><details>"
+                f"<summary>{_e(members[0])}{' ...' if len(members) > 1 else ''}</summary>{shown}"
+                "</details></td></tr>"
             )
         parts.append("</table>")
     else:
