@@ -14,12 +14,12 @@ from typing import Any
 from tfaccel.compiler.report import PlacementReport
 from tfaccel.errors import ExportError
 
-__all__ = ["FORMAT", "METADATA_FILE", "fspath", "load_report", "read_metadata"]
+__all__ = ["FORMAT", "METADATA_FILE", "READABLE_FORMATS", "fspath", "load_report", "read_metadata"]
 
 METADATA_FILE = os.path.join("assets.extra", "tfaccel.json")
 #: the metadata format written; format 1 (before file digests) is still read, unverified
 FORMAT = 2
-_READABLE = (1, 2)
+READABLE_FORMATS = (1, 2)
 
 
 def fspath(path: Any, verb: str) -> str:
@@ -53,9 +53,10 @@ def read_metadata(path: str) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise ExportError(f"{meta_path} cannot be read ({err}); save the traced model again") from err
     found = meta.get("format") if isinstance(meta, dict) else None
-    if not isinstance(meta, dict) or isinstance(found, bool) or found not in _READABLE:
+    if not isinstance(meta, dict) or isinstance(found, bool) or found not in READABLE_FORMATS:
         raise ExportError(
-            f"{meta_path} has format {found!r}; this tfaccel reads formats {', '.join(map(str, _READABLE))}"
+            f"{meta_path} has format {found!r}; this tfaccel reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}"
         )
     required = ("layout", "output_names", "report", *(("sha256",) if found >= 2 else ()))
     missing = [key for key in required if key not in meta]

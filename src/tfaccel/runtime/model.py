@@ -8,6 +8,7 @@ reference's ``model.save(dir)`` / ``tf.keras.models.load_model(dir)`` flow keeps
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from tfaccel.errors import ExportError, InputTypeError, InputValueError, KerasFo
 from tfaccel.runtime import restore, saving
 from tfaccel.runtime.batching import BatchPlan
 from tfaccel.runtime.direct import DirectCall, DirectUnavailable
+from tfaccel.runtime.metadata import FORMAT, READABLE_FORMATS
 
 __all__ = [
     "Executable",
@@ -158,7 +160,9 @@ class Executable:
         from, for errors).
         """
         restore.check_call_flat(call_flat, saved.layout, where)
-        direct, structure, why = restore.direct_call(call_flat, saved.layout, saved.plan)
+        with tf.init_scope():  # the direct path's analysis runs the graph's constants: eagerly, even when
+            # the first use of a model tf_keras revived is inside a tf.function or predict()
+            direct, structure, why = restore.direct_call(call_flat, saved.layout, saved.plan)
         return cls(
             call_flat,
             saved.layout,
@@ -331,8 +335,6 @@ def _define_model_class(keras: Any) -> Callable[[Executable], TracedModel]:
             self._tfaccel_executable = executable
             #: set instead of the executable while tf_keras revives a saved model (:meth:`from_config`)
             self._tfaccel_saved = saved
-            #: True while :meth:`save` writes a tf_keras SavedModel: only then is there a config
-            self._tfaccel_saving = False
             if executable is not None:
                 # tracked so that a tf_keras SavedModel carries them, which tfaccel.load() uses; a revived
                 # model gets the restored ones from tf_keras' loader
@@ -421,8 +423,9 @@ def _define_model_class(keras: Any) -> Callable[[Executable], TracedModel]:
             # Keras' own formats (.keras, .h5) serialize the config first: refuse there, before they write
             # a file that cannot be loaded. A tf_keras SavedModel written by save() carries the metadata
             # instead, from which from_config() revives this class with its report.
-            if self._tfaccel_saving:
-                return {"name": self.name, "tfaccel": saving.metadata_record(self._executable())}
+            if _SAVING.get() is self:
+                record = {**saving.metadata_record(self._executable()), "format": FORMAT}
+                return {"name": self.name, "tfaccel": record}
             raise KerasFormatError(
                 "a traced model cannot be saved in Keras' format (.keras, .h5) or rebuilt from a config: "
                 "it is a compiled graph, not Keras layers; call model.save(dir) to write a "
@@ -462,11 +465,11 @@ def _define_model_class(keras: Any) -> Callable[[Executable], TracedModel]:
                 kwargs.setdefault("signatures", {"serving_default": executable.serving_function()})
 
                 def write(staging: str) -> None:
-                    self._tfaccel_saving = True  # get_config() gives the config load_model revives from
+                    token = _SAVING.set(self)  # get_config() gives the config load_model revives from
                     try:
                         keras.Model.save(self, staging, *args, **kwargs)
                     finally:
-                        self._tfaccel_saving = False
+                        _SAVING.reset(token)
                     saving.write_metadata(staging, executable)
 
                 saving.write_saved_model(path, write)
@@ -480,6 +483,10 @@ def _define_model_class(keras: Any) -> Callable[[Executable], TracedModel]:
     return TracedModel
 
 
+#: the model whose ``save(dir)`` is writing a tf_keras SavedModel in this thread (or task): only its
+#: ``get_config`` answers, and only there, so Keras' own formats stay refused, also from another thread
+_SAVING: contextvars.ContextVar[Any] = contextvars.ContextVar("tfaccel_saving", default=None)
+
 #: where a model revived by tf_keras' load_model came from, for errors and warnings
 _REVIVED = "the tfaccel config in keras_metadata.pb (tf.keras.models.load_model)"
 
@@ -491,9 +498,15 @@ def revived_metadata(config: Any) -> restore.SavedMetadata:
     Keras model (callable, without the report), and the warning says why the report is missing.
     """
     try:
-        meta = config["tfaccel"] if isinstance(config, dict) else None
-        if meta is None:
+        meta = config.get("tfaccel") if isinstance(config, dict) else None
+        if not isinstance(meta, dict):
             raise ExportError(f"{_REVIVED} is missing; save the traced model again")
+        found = meta.get("format")
+        if isinstance(found, bool) or found not in READABLE_FORMATS:
+            raise ExportError(
+                f"{_REVIVED} has format {found!r}; this tfaccel reads formats "
+                f"{', '.join(map(str, READABLE_FORMATS))}: load it with the tfaccel that saved it"
+            )
         saved = restore.parse_metadata(meta, _REVIVED)
     except ExportError as err:
         logger.warning("%s; tf_keras loads the model without its placement report", err)
