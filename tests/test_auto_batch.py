@@ -273,3 +273,24 @@ def test_the_check_accepts_row_wise_chains_and_refuses_each_batch_mixing_op(ops,
         assert why == "", why
     else:
         assert "does not keep the batch on dim 0" in why or "rows are not independent" in why, why
+
+
+V = tf.Variable(W)
+
+
+@tf.function
+def centred_variable(x):
+    h = tf.matmul(x, V)
+    return h - tf.reduce_mean(h, axis=0, keepdims=True)
+
+
+@pytest.mark.parametrize("backend", ["openvino", "xla"])
+def test_extracted_weights_leave_the_batch_check_able_to_name_the_node(backend):
+    """With ``--extract-weights`` the weights are inputs of the graph the check runs node by node (fed
+    as tensors, not variables): a model whose rows mix traces and its plan names the node.
+    """
+    traced = tfaccel.trace(centred_variable, rows(B), backend=backend, extract_weights=True)
+    plan = traced.tfaccel_executable.batch_plan
+    assert plan.mode is BatchMode.FIXED
+    assert re.search(r"node '.*' \((Sub|AddV2)\) does not keep the batch on dim 0", plan.why), plan.why
+    assert_close(traced(rows(B, 5)), centred_variable(rows(B, 5)))

@@ -95,7 +95,8 @@ def rows_independent(
         return f"the model fails on a batch of {batch + EXTRA} ({type(err).__name__}: {str(err)[:200]})"
     for k, (name, fetch) in enumerate(zip(frozen.output_names, frozen.fetches, strict=True)):
         if _breaks(batch, *(run[k] for run in runs)):
-            weights = feed_values(frozen.weights)
+            # a pruned graph function takes tensors only: a variable's value, not the variable
+            weights = [tf.convert_to_tensor(w) for w in feed_values(frozen.weights)]
             return _culprit(frozen, [[*f, *weights] for f in feeds], batch) or (
                 f"output {name!r} (node {_producer(frozen, fetch)!r}) changes its rows when rows are added "
                 "to the batch or reordered: its rows are not independent"
