@@ -130,11 +130,21 @@ def function_from_graph_def(
     return wrap_function.function_from_graph_def(graph_def, list(inputs), list(outputs))
 
 
-def function_body(function: function_pb2.FunctionDef) -> tuple[graph_pb2.GraphDef, dict[str, str]]:
+def function_body(
+    function: function_pb2.FunctionDef, library: function_pb2.FunctionDefLibrary | None = None
+) -> tuple[graph_pb2.GraphDef, dict[str, str]]:
     """``function``'s body as a GraphDef (a Placeholder per argument, named as the argument) and the map
-    from its FunctionDef tensor names (``node:out:0``) to GraphDef ones (``node:0``).
+    from its FunctionDef tensor names (``node:out:0``) to GraphDef ones (``node:0``). ``library`` holds the
+    functions the body calls (TensorFlow needs their signatures to read the calls).
     """
-    graph_def, names = function_def_to_graph.function_def_to_graph_def(function)
+    if library is None:
+        graph_def, names = function_def_to_graph.function_def_to_graph_def(function)
+        return graph_def, dict(names)
+    with tf.Graph().as_default():
+        holder = graph_pb2.GraphDef()
+        holder.library.CopyFrom(library)
+        tf.graph_util.import_graph_def(holder, name="")
+        graph_def, names = function_def_to_graph.function_def_to_graph_def(function)
     return graph_def, dict(names)
 
 

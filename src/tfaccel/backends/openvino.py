@@ -125,7 +125,8 @@ class OpenVinoBackend:
     # -- support ---------------------------------------------------------------------------------------
     def support_for(self, graph: Graph, graph_def: graph_pb2.GraphDef) -> OpenVinoBackend:
         """Ask the frontend about every node of ``graph_def`` once; ``supports`` then answers from that."""
-        self._support = _GraphSupport(_frontend_verdict(graph_def), graph, semantics.int64_classes(graph))
+        verdicts = {**semantics.body_verdicts(graph_def), **_frontend_verdict(graph_def)}
+        self._support = _GraphSupport(verdicts, graph, semantics.int64_classes(graph))
         return self
 
     def avoids(self, node: Node) -> str | None:

@@ -35,9 +35,12 @@ from tensorflow.core.framework import graph_pb2, node_def_pb2
 from tfaccel.compiler.ir import Graph, Node, TensorRef
 
 __all__ = [
+    "CAST_WRAPS",
     "FLOAT_DTYPES",
     "NAN_GUARDED_OPS",
     "XLA_NAN_GUARDED_OPS",
+    "body_verdicts",
+    "cast_wraps_reason",
     "int64_classes",
     "mirror_comparisons",
     "preserve_nan",
@@ -90,8 +93,25 @@ _FLOAT_THROUGH_DIVISION = frozenset(
 #: float ops whose OpenVINO formula departs from TF's at infinities, NaN and huge operands
 _FLOAT_EDGES_DIFFER = frozenset({"FloorDiv", "FloorMod", "TruncateMod", "Mod", "Atan2"})
 
-#: int32 ops the CPU plugin computes through float32 (2**31 - 1 comes back as -2**31)
-_INT32_THROUGH_FLOAT = frozenset({"Relu", "Sum", "Max", "Min", "Mean"})
+#: int32 ops the CPU plugin computes through float32 (2**31 - 1 comes back as -2**31; a product past 2**24
+#: loses its low bits)
+_INT32_THROUGH_FLOAT = frozenset(
+    {"Relu", "Sum", "Max", "Min", "Mean", "MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum"}
+)
+#: ops whose OpenVINO conversion answers differently from TF whatever the dtype (found by a bug hunt, each
+#: with a case in tests/test_semantic_corners.py)
+_DIFFERENT_ANSWERS = {
+    "Unique": "OpenVINO's Unique gives wrong values when only its first output is used",
+    "ScatterNd": "OpenVINO's ScatterNd keeps one update at a repeated index where TensorFlow sums them",
+    "Softplus": "OpenVINO's Softplus loses precision below -8 (it even goes negative); TensorFlow's does not",
+}
+#: ops whose OpenVINO float answer orders NaN differently from TF's
+_NAN_ORDER_DIFFERS = frozenset({"ArgMax", "ArgMin", "TopKV2"})
+#: reductions whose answer over an empty axis OpenVINO gives as a number where TF gives +-inf or NaN
+_EMPTY_REDUCTION_DIFFERS = frozenset({"Max", "Min", "Mean"})
+#: integer dtypes a float converts to by wrapping around in TF on x86 (through int32) and by saturating in
+#: OpenVINO and XLA
+CAST_WRAPS = frozenset({"int8", "uint8", "int16", "uint16"})
 #: narrow-integer ops that cannot overflow, so saturation never shows
 _NARROW_SAFE = frozenset({"Sign", "Relu", "Relu6", "BitwiseAnd", "BitwiseOr", "BitwiseXor"})
 
@@ -239,8 +259,22 @@ def semantic_verdict(node: Node, graph: Graph | None, classes: dict[TensorRef, s
                 in_classes.append(classes.get(ref, "data"))
     every = set(dtypes) | set(in_dtypes)
     floats = sorted(set(in_dtypes) & FLOAT_DTYPES)
+    if node.op in _DIFFERENT_ANSWERS:
+        return _DIFFERENT_ANSWERS[node.op]
     if floats and node.op in ("ArgMax", "ArgMin"):
         return f"OpenVINO's {node.op} picks a NaN where TensorFlow skips it"
+    if floats and node.op in _NAN_ORDER_DIFFERS:
+        return f"OpenVINO's {node.op} orders NaN differently from TensorFlow"
+    if floats and node.op == "Cast" and set(dtypes) & CAST_WRAPS:
+        return cast_wraps_reason("OpenVINO", dtypes[0])
+    if node.op in _EMPTY_REDUCTION_DIFFERS and graph is not None and node.inputs:
+        ref = node.inputs[0]
+        shape = graph[ref.node].outputs[ref.port].shape if ref.node in graph else None
+        if shape is None or 0 in shape:
+            return (
+                f"OpenVINO's {node.op} over an empty axis gives a number where TensorFlow gives inf or NaN "
+                "(its input may be empty)"
+            )
     if floats and node.op in _FLOAT_EDGES_DIFFER:
         return (
             f"OpenVINO's {floats[0]} {node.op} differs from TensorFlow's at infinities, huge operands and "
@@ -288,6 +322,70 @@ def semantic_verdict(node: Node, graph: Graph | None, classes: dict[TensorRef, s
     return None
 
 
+def body_verdicts(graph_def: graph_pb2.GraphDef) -> dict[str, str]:
+    """Node name -> why, for each node of ``graph_def`` whose loop or branch bodies (recursively) hold an
+    op :func:`semantic_verdict` refuses: compiling the node would compile that op too.
+
+    Why: the per-node rules see the top-level graph only; a ``FloorMod`` of hashed ids or an int32 ``Sum``
+    inside a ``tf.cond`` went to OpenVINO with its ``If`` and answered wrongly. Each body is read into the
+    IR (dtypes and shapes from TensorFlow's import), its arguments counted as data.
+    """
+    from tfaccel import _tf_compat
+    from tfaccel.compiler.capture import graph_from_graph_def
+
+    functions = {f.signature.name: f for f in graph_def.library.function}
+    found: dict[str, str | None] = {}
+
+    def function_verdict(name: str) -> str | None:
+        if name in found:
+            return found[name]
+        found[name] = None  # a recursive reference adds nothing new
+        function = functions.get(name)
+        if function is None:
+            return None
+        try:
+            body, _ = _tf_compat.function_body(function, graph_def.library)
+            body.library.CopyFrom(graph_def.library)
+            graph = graph_from_graph_def(body, [n.name for n in body.node if n.op == "Placeholder"], [])
+        except Exception as err:  # a body TensorFlow cannot import alone: not claimed
+            found[name] = f"its body {name} could not be checked ({type(err).__name__})"
+            return found[name]
+        classes = int64_classes(graph)
+        for node in graph.topological_order():
+            inner = graph[node]
+            why = semantic_verdict(inner, graph, classes) or node_verdict(inner.payload)
+            if why is not None:
+                found[name] = f"{inner.op} {inner.name!r} in its body: {why}"
+                return found[name]
+        return None
+
+    def node_verdict(node_def: Any) -> str | None:
+        if not isinstance(node_def, node_def_pb2.NodeDef):
+            return None
+        for attr in node_def.attr.values():
+            names = [attr.func.name] if attr.HasField("func") else [f.name for f in attr.list.func]
+            for name in names:
+                why = function_verdict(name)
+                if why is not None:
+                    return why
+        return None
+
+    verdicts = {}
+    for node_def in graph_def.node:
+        why = node_verdict(node_def)
+        if why is not None:
+            verdicts[node_def.name] = why
+    return verdicts
+
+
+def cast_wraps_reason(backend: str, dtype: str) -> str:
+    """Why a float to ``dtype`` (8 or 16 bits) cast stays on TF on ``backend``."""
+    return (
+        f"{backend} saturates a float out of {dtype}'s range where TensorFlow wraps around (through int32), "
+        "e.g. tf.cast(x * 255, tf.uint8) of 1.01"
+    )
+
+
 # -- the NaN rewrite -------------------------------------------------------------------------------------
 
 
@@ -318,7 +416,60 @@ def preserve_nan(graph_def: graph_pb2.GraphDef, ops: Iterable[str] | None = None
         if renames:
             for key, value in list(function.ret.items()):
                 function.ret[key] = renames.get(value, value)
+    _rename_rewritten(graph_def, out)
     return out
+
+
+#: what a rewritten function's name gets: its body is no longer the one its old name stands for
+_REWRITTEN_SUFFIX = "_nan"
+
+
+def _rename_rewritten(original: graph_pb2.GraphDef, out: graph_pb2.GraphDef) -> None:
+    """Rename each function of ``out`` whose body the rewrite changed, and each that calls one.
+
+    Why: a compiled xla subgraph carries its (guarded) loop bodies into the traced model's library, next
+    to the unguarded originals the TF part of the graph may still call; TensorFlow refuses two different
+    definitions of one name. The new name is derived from the old (itself derived from the body's
+    content at capture), so it is deterministic and unique.
+    """
+    before = {f.signature.name: f.SerializeToString(deterministic=True) for f in original.library.function}
+    changed = {
+        f.signature.name
+        for f in out.library.function
+        if before.get(f.signature.name) != f.SerializeToString(deterministic=True)
+    }
+    if not changed:
+        return
+    calls = {f.signature.name: set(_called(f.node_def)) for f in out.library.function}
+    grew = True
+    while grew:  # callers of a renamed function change too
+        callers = {name for name, called in calls.items() if called & changed} - changed
+        changed |= callers
+        grew = bool(callers)
+    renamed = {name: name + _REWRITTEN_SUFFIX for name in changed}
+    _rename_calls(out.node, renamed)
+    for function in out.library.function:
+        _rename_calls(function.node_def, renamed)
+        function.signature.name = renamed.get(function.signature.name, function.signature.name)
+
+
+def _called(nodes: Iterable[node_def_pb2.NodeDef]) -> Iterable[str]:
+    for node in nodes:
+        yield node.op
+        for value in node.attr.values():
+            if value.HasField("func"):
+                yield value.func.name
+            yield from (f.name for f in value.list.func)
+
+
+def _rename_calls(nodes: Iterable[node_def_pb2.NodeDef], renamed: dict[str, str]) -> None:
+    for node in nodes:
+        node.op = renamed.get(node.op, node.op)
+        for value in node.attr.values():
+            if value.HasField("func"):
+                value.func.name = renamed.get(value.func.name, value.func.name)
+            for func in value.list.func:
+                func.name = renamed.get(func.name, func.name)
 
 
 def mirror_comparisons(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:

@@ -36,7 +36,7 @@ from tfaccel.backends.base import (
     SubgraphDef,
     input_placeholder,
 )
-from tfaccel.backends.openvino_semantics import XLA_NAN_GUARDED_OPS
+from tfaccel.backends.openvino_semantics import CAST_WRAPS, XLA_NAN_GUARDED_OPS, cast_wraps_reason
 from tfaccel.compiler.ir import Graph, Node
 
 __all__ = ["XlaBackend", "SLOW_ON_CPU"]
@@ -135,6 +135,10 @@ class XlaBackend:
         node_def = node.payload
         if not isinstance(node_def, node_def_pb2.NodeDef):
             return True, f"XLA compiles {node.op}"
+        if node.op == "Cast":
+            source, target = (tf.as_dtype(node_def.attr[k].type) for k in ("SrcT", "DstT"))
+            if source.is_floating and target.name in CAST_WRAPS:
+                return False, cast_wraps_reason("XLA", target.name)
         mismatch = ""
         for kernel in kernels:
             mismatch = _constraint_mismatch(kernel, node_def)

@@ -16,6 +16,8 @@ __all__ = [
     "COMPUTE_HEAVY_OPS",
     "CONSTANT_OPS",
     "CONV_OPS",
+    "DATAFLOW_CONTROL_OPS",
+    "DATAFLOW_MERGE_OPS",
     "EINSUM_OPS",
     "FORWARDING_OPS",
     "GRAPH_INPUT_OPS",
@@ -69,6 +71,29 @@ TRANSPOSED_CONV_OPS = frozenset({"Conv2DBackpropInput", "Conv3DBackpropInputV2"}
 #: Ops whose arithmetic outweighs a subgraph call even when alone: a subgraph holding one is never dropped
 #: for being small (the seed's single Dense layer compiles).
 COMPUTE_HEAVY_OPS = MATMUL_OPS | EINSUM_OPS | CONV_OPS | TRANSPOSED_CONV_OPS
+
+#: TensorFlow's lowered control flow: a Switch sends a "dead" tensor down the branch not taken and a Merge
+#: forwards whichever input is alive. Only TF's executor knows dead tensors; a compiled subgraph would run
+#: every branch (and OpenVINO's conversion of a ``_SwitchN`` answers an empty tensor for a branch not taken).
+DATAFLOW_CONTROL_OPS = frozenset(
+    {
+        "Switch",
+        "_SwitchN",
+        "RefSwitch",
+        "Merge",
+        "RefMerge",
+        "Enter",
+        "RefEnter",
+        "Exit",
+        "RefExit",
+        "NextIteration",
+        "RefNextIteration",
+        "LoopCond",
+        "ControlTrigger",
+    }
+)
+#: where a lowered branch's tensors end: everything between a switch and these runs only when alive
+DATAFLOW_MERGE_OPS = frozenset({"Merge", "RefMerge", "Exit", "RefExit"})
 
 #: Tensors of these dtypes cannot live inside a compiled subgraph (the design's rule for every backend;
 #: a backend may hold some of them inside, never at a subgraph's boundary: ``SupportQuery.internal_dtypes``).

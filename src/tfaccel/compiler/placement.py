@@ -12,10 +12,15 @@ This module must not import TensorFlow: backends answer support questions throug
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from tfaccel.compiler.ir import Graph, Node
-from tfaccel.compiler.opclasses import FORWARDING_OPS, UNPLACEABLE_DTYPES
+from tfaccel.compiler.opclasses import (
+    DATAFLOW_CONTROL_OPS,
+    DATAFLOW_MERGE_OPS,
+    FORWARDING_OPS,
+    UNPLACEABLE_DTYPES,
+)
 from tfaccel.compiler.partition import Cluster
 from tfaccel.compiler.support import (
     Callback,
@@ -33,9 +38,11 @@ __all__ = [
     "Placement",
     "Reason",
     "SupportQuery",
+    "LoweredControlFlow",
     "boundary_violations",
     "decide",
     "decide_across",
+    "lowered_branches",
     "reasons_summary",
 ]
 
@@ -45,11 +52,56 @@ def decide(graph: Graph, backend: SupportQuery, callback: Callback | None = None
     with one, the callback decides and the backend can only refuse what it cannot run at all.
     """
     chain = chain_for(backend, callback)
+    branches = lowered_branches(graph)
+    if branches:
+        chain = chain.with_rule(LoweredControlFlow(branches), before=1)
     decisions: dict[str, Decision] = {}
     for node in graph:
         dtypes = frozenset(graph[r.node].outputs[r.port].dtype for r in node.inputs if r.node in graph)
         decisions[node.name] = chain.decide(NodeFacts(node, backend, dtypes))
     return decisions
+
+
+def lowered_branches(graph: Graph) -> frozenset[str]:
+    """The nodes of TensorFlow's lowered control flow and of the branches between them: every node
+    reachable from a switch (or a loop's ``Enter``) before the ``Merge``/``Exit`` that ends its region,
+    those included. They may receive dead tensors, which only TF's executor handles.
+    """
+    starts = [n.name for n in graph if n.op in DATAFLOW_CONTROL_OPS]
+    if not starts:
+        return frozenset()
+    consumers: dict[str, list[str]] = {}
+    for node in graph:
+        for ref in node.inputs:
+            consumers.setdefault(ref.node, []).append(node.name)
+        for name in node.control_inputs:
+            consumers.setdefault(name, []).append(node.name)
+    found = set(starts)
+    stack = [n for n in starts if graph[n].op not in DATAFLOW_MERGE_OPS]
+    while stack:
+        for after in consumers.get(stack.pop(), ()):
+            if after not in found:
+                found.add(after)
+                if graph[after].op not in DATAFLOW_MERGE_OPS:
+                    stack.append(after)
+    return frozenset(found)
+
+
+@dataclass(frozen=True)
+class LoweredControlFlow:
+    """Nodes of lowered control flow (:func:`lowered_branches`) stay on TF, whoever asks otherwise."""
+
+    nodes: frozenset[str]
+
+    def __call__(self, facts: NodeFacts) -> Decision | None:
+        if facts.node.name not in self.nodes:
+            return None
+        what = "is" if facts.node.op in DATAFLOW_CONTROL_OPS else "runs inside"
+        return facts.runtime(
+            Reason.UNSUPPORTED,
+            f"{what} TensorFlow's lowered control flow (Switch/Merge): a branch not taken gets dead tensors, "
+            "which only TensorFlow's executor handles",
+        )
 
 
 def decide_across(
