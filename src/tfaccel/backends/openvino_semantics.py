@@ -196,6 +196,8 @@ _SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank"})
 #: 8-bit integers: the plugin saturates their arithmetic where TF wraps (16-bit values wrap, as in TF)
 _NARROW_INTS = frozenset({"int8", "uint8"})
 _INT_DTYPES = frozenset({"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"})
+#: every dtype a note may drop (the document's columns)
+_ALL_DTYPES = FLOAT_DTYPES | _INT_DTYPES | {"bool", "float64", "complex64", "complex128"}
 _INT32_MAX = 2**31 - 1
 #: dtypes whose every value the plugin's int32 holds
 _FITS_INT32 = frozenset({"bool", "int8", "uint8", "int16", "uint16", "int32"})
@@ -676,8 +678,19 @@ def documented(op: str) -> tuple[frozenset[str], list[str]]:
         notes.append("integers only for values computed from shapes (OpenVINO divides them through float32)")
     if op in _INT32_THROUGH_FLOAT:
         notes.append("int32 only for values computed from shapes (OpenVINO computes it through float32)")
+    if op in _DIFFERENT_ANSWERS:
+        dropped |= _ALL_DTYPES
+        notes.append(f"stays on TF ({_DIFFERENT_ANSWERS[op].removeprefix('OpenVINO' + chr(39) + 's ')})")
+    if op in _NAN_ORDER_DIFFERS - {"ArgMax", "ArgMin"}:
+        dropped |= FLOAT_DTYPES
+        notes.append("float inputs stay on TF (OpenVINO orders NaN differently)")
+    if op in _EMPTY_REDUCTION_DIFFERS:
+        notes.append("not over an empty axis (OpenVINO answers a number where TF gives inf or NaN)")
     if op == "Cast":
         notes.append("to bool only from bool and 8-bit integers (NaN and wider integers cast differently)")
+        notes.append(
+            "float to 8/16-bit integers stays on TF (TF wraps out-of-range values, OpenVINO saturates)"
+        )
     if op == "OneHot":
         notes.append("int32/int64 indices only")
     if op not in _VALUE_PRESERVING and op not in _NARROW_SAFE:
@@ -692,5 +705,7 @@ GENERAL_RULES = (
     "values that fit in int32 (indices, casts from int32) in ops that only move, compare or convert "
     "them: OpenVINO's CPU plugin computes these dtypes in 32 bits, so every other such node stays on TF. "
     "int8/uint8 arithmetic stays on TF (OpenVINO saturates where TF wraps around). The rules are "
-    "measured op by op, dtype by dtype, on edge values by tests/test_op_conformance.py."
+    "measured op by op, dtype by dtype, on edge values by tests/test_op_conformance.py. A loop or branch "
+    "(While, If, Case) runs on openvino only if every op of its bodies passes the same rules; TensorFlow's "
+    "lowered control flow (Switch/Merge and the branches between them) stays on TF on every backend."
 )

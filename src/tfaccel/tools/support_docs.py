@@ -109,6 +109,8 @@ def generate() -> str:
                 notes.append(f"xla: {SLOW_ON_CPU[op]}")
             if op in openvino_semantics.XLA_NAN_GUARDED_OPS:
                 notes.append("xla: NaN handled as in TF by a rewrite (XLA:CPU's own min/max ignore NaN)")
+            if op == "Cast":
+                notes.append("xla: float to 8/16-bit integers stays on TF (TF wraps values out of range)")
         ov_cell = "—"
         if in_ov:
             dropped, semantics = openvino_semantics.documented(op)
