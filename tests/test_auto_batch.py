@@ -294,3 +294,17 @@ def test_extracted_weights_leave_the_batch_check_able_to_name_the_node(backend):
     assert plan.mode is BatchMode.FIXED
     assert re.search(r"node '.*' \((Sub|AddV2)\) does not keep the batch on dim 0", plan.why), plan.why
     assert_close(traced(rows(B, 5)), centred_variable(rows(B, 5)))
+
+
+@pytest.mark.parametrize("backend", ["openvino", "xla"])
+def test_examples_of_zeros_still_show_rows_that_mix(backend):
+    """Added rows made by rolling zeros would be zeros again, and a mean over the batch would not move:
+    the check shifts the rows it adds to float inputs, so the model keeps its batch (not a wrong answer at
+    another batch).
+    """
+    zeros = tf.zeros((B, 6), tf.float32)
+    traced = tfaccel.trace(centred, zeros, backend=backend)
+    plan = traced.tfaccel_executable.batch_plan
+    assert plan.mode is BatchMode.FIXED, plan
+    assert "does not keep the batch on dim 0" in plan.why, plan.why
+    assert_close(traced(rows(B, 7)), centred(rows(B, 7)))

@@ -537,3 +537,9 @@ def test_show_and_run_work_on_openvino_models_like_saved_model_cli(src: Path, tm
     np.testing.assert_array_equal(got["best"], want["best"])
     np.savez(tmp_path / "bad.npz", nope=x)
     assert_fails(cli("run", dst, "--inputs", tmp_path / "bad.npz"), 1, "run", "nope")
+    # a traced model whose files changed since it was saved is refused, as tfaccel.load refuses it
+    graph = dst / "saved_model.pb"
+    graph.write_bytes(graph.read_bytes() + b"\0")
+    for verb in ("run", "bench"):
+        assert_fails(cli(verb, dst, "--inputs", tmp_path / "x.npz"), 1, verb, "is not the file saved")
+    assert_fails(cli("bench", src, "--duration", "inf"), 2, "bench", "finite")

@@ -309,3 +309,44 @@ def test_a_model_saved_before_file_digests_still_loads(saved, tmp_path):
     got = tfaccel.load(old)(xs)
     for key in expected:
         assert_close(got[key], expected[key])
+
+
+def _edited(saved, tmp_path, name, edit):
+    """A copy of the saved model whose tfaccel.json went through ``edit(meta)``."""
+    path = saved[0]
+    copy = tmp_path / name
+    shutil.copytree(path, copy)
+    meta_file = copy / "assets.extra" / "tfaccel.json"
+    meta = json.loads(meta_file.read_text())
+    edit(meta)
+    meta_file.write_text(json.dumps(meta))
+    return copy
+
+
+def test_edited_metadata_that_would_feed_inputs_swapped_is_refused(saved, tmp_path):
+    """Both inputs are float32 (2, 6): only their order tells them apart."""
+    swapped = _edited(saved, tmp_path, "swapped", lambda m: m["layout"]["specs"].reverse())
+    with pytest.raises(tfaccel.ExportError, match=r"takes .*'image_features'.*'text_features'.* in order"):
+        tfaccel.load(swapped)
+
+
+def test_an_emptied_digest_map_is_refused(saved, tmp_path):
+    empty = _edited(saved, tmp_path, "empty", lambda m: m.__setitem__("sha256", {}))
+    with pytest.raises(tfaccel.ExportError, match=r"records no digest of saved_model\.pb"):
+        tfaccel.load(empty)
+
+
+def test_metadata_that_is_no_regular_file_or_nests_too_deep_is_an_error_not_a_hang(saved, tmp_path):
+    fifo = tmp_path / "fifo"
+    shutil.copytree(saved[0], fifo)
+    (fifo / "assets.extra" / "tfaccel.json").unlink()
+    os.mkfifo(fifo / "assets.extra" / "tfaccel.json")  # reading it would block forever
+    with pytest.raises(tfaccel.ExportError, match="is not a regular file"):
+        tfaccel.load(fifo)
+    deep = tmp_path / "deep"
+    shutil.copytree(saved[0], deep)
+    (deep / "assets.extra" / "tfaccel.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(tfaccel.ExportError, match="cannot be read"):
+        tfaccel.load(deep)
+    with pytest.raises(tfaccel.ExportError, match="cannot be read"):
+        tfaccel.load_report(deep)

@@ -111,9 +111,7 @@ CASES: list[tuple[str, Callable[..., Any], tuple[Any, ...], list[tuple[Any, ...]
     ("maximum-in-a-loop", _max_in_loop, (np.linspace(-1, 1, 6, dtype=np.float32),), [], ("xla", "openvino")),
 ]
 
-PARAMS = [
-    pytest.param(case, backend, id=f"{case[0]}-{backend}") for case in CASES for backend in case[4]
-]
+PARAMS = [pytest.param(case, backend, id=f"{case[0]}-{backend}") for case in CASES for backend in case[4]]
 
 
 def _same(got: Any, want: Any, where: str) -> None:

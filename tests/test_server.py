@@ -192,6 +192,11 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _save_plain(root / "broken" / "1", 1.0)
     (root / "broken" / "2").mkdir()
     (root / "broken" / "2" / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+    # an xla model (its weights are constants of saved_model.pb) with one bit of the graph flipped, next
+    # to an intact copy: TensorFlow loads both, the recorded digests tell them apart
+    _trace(root / "plain" / "1", root / "damaged" / "1", 2, "--backend=xla")
+    shutil.copytree(root / "damaged" / "1", root / "damaged" / "2")
+    _flip_a_weight_bit(root / "damaged" / "2" / "saved_model.pb")
     for version in (1, 2, 3):
         _save_plain(root / "specific" / str(version), float(version))
     echo = _Echo()
@@ -208,7 +213,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "specific": "model_version_policy { specific { versions: 1 versions: 3 } }",
     }
     config = "model_config_list {\n"
-    for name in ("plain", "xla", "ov", "ovdyn", "text", "broken", "specific", "echo", "warm", "badwarm"):
+    extra["damaged"] = "model_version_policy { all {} }"
+    names = ("plain", "xla", "ov", "ovdyn", "text", "broken", "specific", "echo", "warm", "badwarm")
+    for name in (*names, "damaged"):
         config += f'  config {{ name: "{name}" base_path: "{root / name}" {extra.get(name, "")} }}\n'
     config += "}\n"
     (root / "models.config").write_text(config)
@@ -321,6 +328,32 @@ def test_a_version_that_fails_to_load_is_reported_and_the_other_serves(server: S
     assert (good["version"], good["state"]) == ("1", "AVAILABLE")
     assert server.predict("broken", np.ones((1, 6), np.float32)).model_spec.version.value == 1
     assert '"event": "load_failed"' in server.log.read_text()
+
+
+def _flip_a_weight_bit(path: Path) -> None:
+    """Flip the lowest bit of the first float32 of the (6, 4) weight constant in the graph file."""
+    data = bytearray(path.read_bytes())
+    weights = np.random.default_rng(5).normal(size=(6, 4)).astype("float32").tobytes()
+    at = data.find(weights[:16])
+    assert at > 0, "the weight constant is not in the graph"
+    data[at] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def test_a_traced_model_whose_files_changed_is_refused_not_served(server: Server, repo: Path) -> None:
+    """TF loads a graph with a flipped weight bit and answers wrongly; the server checks a traced model's
+    files against the digests saved with it (as tfaccel.load does) and refuses that version.
+    """
+    status, body = server.rest("GET", "/v1/models/damaged")
+    assert status == 200, body
+    states = {v["version"]: v for v in body["model_version_status"]}
+    assert states["1"]["state"] == "AVAILABLE", states
+    assert (states["2"]["state"], states["2"]["status"]["error_code"]) == ("END", "UNKNOWN"), states
+    assert "saved_model.pb is not the file saved with the model" in states["2"]["status"]["error_message"]
+    x = np.random.default_rng(4).random((2, 6), dtype=np.float32)
+    response = server.predict("damaged", x, version=1)
+    got = np.array(response.outputs["y"].float_val, np.float32).reshape(2, 4)
+    assert_close(got, _reference(repo, "damaged", x)["y"])
 
 
 def test_metadata(server: Server) -> None:
@@ -715,8 +748,12 @@ def batching(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         "allowed_batch_sizes: 2\nallowed_batch_sizes: 4\nallowed_batch_sizes: 8\n"
     )
     (root / "monitoring.config").write_text("prometheus_config { enable: true }")
+    centred = tfaccel.trace(_centred, np.zeros((4, 3), np.float32), **_flags("--backend=openvino"))
+    assert not centred.tfaccel_executable.batch_plan.any_batch  # its rows mix: batch 4 only
+    centred.save(str(root / "centred" / "1"))
     (root / "models.config").write_text(
         "model_config_list {\n"
+        f'  config {{ name: "centred" base_path: "{root / "centred"}" }}\n'
         f'  config {{ name: "ovdyn" base_path: "{repo / "ovdyn"}" }}\n'
         f'  config {{ name: "ov" base_path: "{repo / "ov"}" }}\n'
         f'  config {{ name: "gate" base_path: "{root / "gate"}" }}\n'
@@ -734,6 +771,36 @@ def batching(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     )
     yield srv
     srv.stop()
+
+
+def _centred(x: tf.Tensor) -> tf.Tensor:
+    """Each row minus the batch's mean row: its rows depend on each other."""
+    return x - tf.reduce_mean(x, axis=0, keepdims=True)
+
+
+def test_batching_never_pads_or_merges_a_model_whose_rows_mix(batching: Server) -> None:
+    """Padding a request of such a model, or merging two clients' rows, would change the answers (one
+    client's data leaking into another's): its requests run alone, at the batch it was traced for.
+    """
+    srv = batching
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    status, body = srv.rest("POST", "/v1/models/centred:predict", {"instances": x.tolist()})
+    assert status == 200, body
+    np.testing.assert_allclose(np.array(body["predictions"], np.float32), _centred(x).numpy(), rtol=1e-6)
+    answers: list[tuple[int, Any]] = []
+
+    def one_row(row: list[float]) -> None:
+        answers.append(srv.rest("POST", "/v1/models/centred:predict", {"instances": [row]}))
+
+    clients = [threading.Thread(target=one_row, args=(row,)) for row in ([0.0, 0, 0], [100.0, 100, 100])]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(timeout=60)
+    two = srv.rest("POST", "/v1/models/centred:predict", {"instances": x[:2].tolist()})
+    for status, body in [*answers, two]:
+        assert status == 400 and "does not fit the signature's [4,3]" in body["error"], (status, body)
+    assert "model centred version 1 takes its traced batch only" in srv.log.read_text()
 
 
 def test_batching_merges_concurrent_requests(batching: Server, repo: Path) -> None:

@@ -21,6 +21,7 @@ from tfaccel.compiler.options import parse_flags
 from tfaccel.compiler.progress import TerminalProgress, reporting
 from tfaccel.compiler.sources import Signature, check_savedmodel_dir, example_inputs, open_signature, read_npz
 from tfaccel.errors import SourceError
+from tfaccel.runtime.export import verify_traced
 
 __all__ = ["analyze", "bench", "run", "show", "trace"]
 
@@ -143,6 +144,7 @@ def analyze(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
+    verify_traced(args.dir)  # a traced model's files against their recorded digests, as tfaccel.load does
     sig = open_signature(args.dir, args.signature)
     arrays = read_npz(args.inputs) if args.inputs else None
     examples = example_inputs(sig, batch_size=args.batch_size, arrays=arrays)
@@ -289,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
     """Call a signature on inputs from an .npz (or made from the signature) and print each output."""
     import tensorflow as tf
 
+    verify_traced(args.dir)  # a traced model's files against their recorded digests, as tfaccel.load does
     sig = open_signature(args.dir, args.signature, args.tags)
     arrays = read_npz(args.inputs) if args.inputs else None
     inputs = example_inputs(sig, batch_size=args.batch_size, arrays=arrays)

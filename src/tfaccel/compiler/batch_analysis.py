@@ -9,8 +9,9 @@ batch, or in chunks, gives wrong answers silently.
 So the model runs three times: on the examples (``B`` rows), on the examples plus :data:`EXTRA` more rows,
 and on those ``B + EXTRA`` rows in reverse order. It must give ``n`` rows out for ``n`` in, the same first
 ``B`` rows the first two times, and the reversed rows the third time. The extra rows are the first row
-rolled along its last axis: values the model has seen (valid token ids, valid image values), yet other
-rows, so a statistic over the batch (mean, max) changes; reversing catches what is blind to added rows but
+rolled along its last axis (float inputs also shifted by a quarter per row, so that examples of zeros
+still give other rows): values the model has seen (valid token ids, image values), yet other rows, so a
+statistic over the batch (mean, max) changes; reversing catches what is blind to added rows but
 not to their order (a sort or a cumulative sum over the batch). It is the user's model that runs (already
 built: three inference calls), not the frozen graph, whose first call would pay for TensorFlow's graph
 optimizations (seconds for a large model). When the check fails, the frozen graph's own tensors are
@@ -69,6 +70,8 @@ def extra_row_examples(inputs: Sequence[tf.Tensor]) -> list[tf.Tensor]:
             rows = [tf.roll(x[:1], shift=k, axis=-1) for k in range(1, EXTRA + 1)]
         else:
             rows = [x[-1 - (k % x.shape[0]) :][:1] for k in range(EXTRA)]
+        if x.dtype.is_floating:  # shifted too: rolled zeros (a common example) are the same zeros
+            rows = [row + tf.cast(FLOAT_SHIFT * (k + 1), x.dtype) for k, row in enumerate(rows)]
         out.append(tf.concat([x, *rows], axis=0))
     return out
 
@@ -106,6 +109,9 @@ def rows_independent(
 
 #: rows added to the examples by the check
 EXTRA = 2
+#: what the k-th added row of a float input is shifted by (k times): example inputs of zeros, or of one
+#: value, would otherwise add rows equal to the examples' and hide a mean or max over the batch
+FLOAT_SHIFT = 0.25
 
 
 def _feeds(inputs: Sequence[tf.Tensor]) -> list[list[tf.Tensor]]:

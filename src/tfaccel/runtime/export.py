@@ -24,9 +24,9 @@ from tfaccel.errors import ExportError
 from tfaccel.native.trust import sha256_file
 from tfaccel.runtime.metadata import METADATA_FILE, fspath, read_metadata
 from tfaccel.runtime.model import Executable, TracedModel, make_model
-from tfaccel.runtime.restore import parse_metadata, warn_versions
+from tfaccel.runtime.restore import SavedMetadata, parse_metadata, warn_versions
 
-__all__ = ["load", "verify_files"]
+__all__ = ["load", "verify_files", "verify_traced"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,20 @@ def load(path: str | os.PathLike[str]) -> TracedModel:
     return make_model(executable)
 
 
+def verify_traced(path: str) -> SavedMetadata | None:
+    """For the SavedModel directory at ``path``: None when tfaccel did not save it (no metadata file),
+    else its metadata, parsed, with every file checked against the recorded digests (an
+    :class:`ExportError` otherwise). What the model server and ``tfaccel run`` check before they run a
+    model they do not load through :func:`load`.
+    """
+    if not os.path.lexists(os.path.join(path, METADATA_FILE)):
+        return None
+    meta = read_metadata(path)
+    saved = parse_metadata(meta, os.path.join(path, METADATA_FILE))
+    verify_files(path, meta)
+    return saved
+
+
 def verify_files(path: str, meta: dict[str, Any]) -> None:
     """Check the SavedModel's files against the digests recorded when it was saved.
 
@@ -84,6 +98,8 @@ def verify_files(path: str, meta: dict[str, Any]) -> None:
         isinstance(k, str) and isinstance(v, str) for k, v in recorded.items()
     ):
         raise ExportError(f"{where} is malformed (sha256 is not a map of file digests); save the model again")
+    if "saved_model.pb" not in recorded:  # every save records the graph: an emptied map checks nothing
+        raise ExportError(f"{where} records no digest of saved_model.pb: it was edited; save the model again")
     for relative, want in sorted(recorded.items()):
         full = os.path.join(path, *relative.split("/"))
         if ".." in relative.split("/") or not os.path.isfile(full):

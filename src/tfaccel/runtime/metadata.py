@@ -17,6 +17,8 @@ from tfaccel.errors import ExportError
 __all__ = ["FORMAT", "METADATA_FILE", "READABLE_FORMATS", "fspath", "load_report", "read_metadata"]
 
 METADATA_FILE = os.path.join("assets.extra", "tfaccel.json")
+#: the largest metadata file read (the report of a 20,000-node graph takes a few MB)
+MAX_METADATA_BYTES = 256 * 2**20
 #: the metadata format written; format 1 (before file digests) is still read, unverified
 FORMAT = 2
 READABLE_FORMATS = (1, 2)
@@ -47,11 +49,22 @@ def read_metadata(path: str) -> dict[str, Any]:
             f"{path!r} has no {METADATA_FILE}: it was not saved by tfaccel. Load a plain SavedModel with "
             "tf.saved_model.load(path)"
         )
+    if not os.path.isfile(meta_path):  # a FIFO would block the read, a device never end it
+        raise ExportError(f"{meta_path} is not a regular file; save the traced model again")
     try:
+        size = os.path.getsize(meta_path)
+        if size > MAX_METADATA_BYTES:
+            raise ExportError(
+                f"{meta_path} holds {size} bytes, more than a placement report takes "
+                f"({MAX_METADATA_BYTES}); it was edited or is not tfaccel's: save the traced model again"
+            )
         with open(meta_path, encoding="utf-8") as handle:
             meta: dict[str, Any] = json.load(handle)
-    except (OSError, ValueError) as err:
-        raise ExportError(f"{meta_path} cannot be read ({err}); save the traced model again") from err
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: nesting no report has
+        raise ExportError(
+            f"{meta_path} cannot be read ({type(err).__name__}: {str(err)[:200]}); save the traced model "
+            "again"
+        ) from err
     found = meta.get("format") if isinstance(meta, dict) else None
     if not isinstance(meta, dict) or isinstance(found, bool) or found not in READABLE_FORMATS:
         raise ExportError(

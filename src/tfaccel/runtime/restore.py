@@ -83,8 +83,8 @@ def warn_versions(saved: SavedMetadata, where: str) -> None:
 
 
 def check_call_flat(call_flat: Any, layout: InputLayout, where: str) -> None:
-    """The restored ``tfaccel_call_flat`` must take the metadata's inputs (as many, the same dtypes): a
-    record from another model would feed it wrongly.
+    """The restored ``tfaccel_call_flat`` must take the metadata's inputs (as many, the same names and
+    dtypes, in the same order): an edited record, or one from another model, would feed it wrongly.
     """
     concretes = getattr(call_flat, "concrete_functions", None)
     if not concretes:
@@ -92,13 +92,13 @@ def check_call_flat(call_flat: Any, layout: InputLayout, where: str) -> None:
             f"{where}: the saved tfaccel_call_flat has no function to call; save the traced model again"
         )
     args = concretes[0].structured_input_signature[0]
-    got = [getattr(a, "dtype", None) for a in args]
-    want = [tf.as_dtype(s.dtype) for s in layout.specs]
+    # in order: the function's inputs are flat, so inputs given in another order would be fed swapped
+    got = [(getattr(a, "name", None), getattr(getattr(a, "dtype", None), "name", None)) for a in args]
+    want = [(s.name, tf.as_dtype(s.dtype).name) for s in layout.specs]
     if got != want:
         raise ExportError(
-            f"{where} describes inputs {[d.name for d in want]} but the saved tfaccel_call_flat takes "
-            f"{[getattr(d, 'name', d) for d in got]}: the model was modified or mixed with another; save the "
-            "traced model again"
+            f"{where} describes inputs {want} but the saved tfaccel_call_flat takes {got} (name, dtype, in "
+            "order): the model was modified or mixed with another; save the traced model again"
         )
 
 

@@ -108,6 +108,9 @@ class Servable:
     signature_defs: dict[str, meta_graph_pb2.SignatureDef]
     session: Any = field(repr=False)
     load_seconds: float = 0.0
+    #: why requests must run alone, never padded or merged with others ("" when they may be batched): a
+    #: traced model whose rows are not independent (its saved batch plan says so)
+    batch_alone: str = ""
 
     def close(self) -> None:
         """Free the session (its kernels, variables and compiled executables); later calls fail."""
@@ -152,6 +155,9 @@ def _session_config() -> Any:
 def load_servable(name: str, version: int, path: str, warmup: bool = True) -> Servable:
     """Load and warm the SavedModel at ``path``; any failure raises (the caller reports and retries)."""
     start = time.perf_counter()
+    from tfaccel.runtime.export import verify_traced
+
+    traced = verify_traced(path)  # a traced model's files are checked against their recorded digests
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=_session_config())
     try:
@@ -177,6 +183,15 @@ def load_servable(name: str, version: int, path: str, warmup: bool = True) -> Se
         if not signatures:
             raise ValueError(f"{path} has no signatures to serve")
         servable = Servable(name, version, path, signatures, dict(meta_graph.signature_def), session)
+        if traced is not None and not traced.plan.any_batch:
+            servable.batch_alone = traced.plan.why or "it keeps its traced batch"
+            logger.info(
+                "model %s version %d takes its traced batch only (%s): the batcher never pads or merges its "
+                "requests",
+                name,
+                version,
+                servable.batch_alone,
+            )
         weakref.finalize(servable, session.close)  # the session goes with the last request holding it
         if warmup:
             _warm(servable)

@@ -85,11 +85,13 @@ class Service:
             servable = self.manager.resolve(model, version, label)
             signature = servable.signature(name, entrypoint)
             inputs = dict(decode(signature))
-            signature.check(inputs, any_batch=self.batcher is not None)
+            # a model whose rows mix runs each request alone (padding or merging would change answers)
+            batcher = self.batcher if not servable.batch_alone else None
+            signature.check(inputs, any_batch=batcher is not None)
             if deadline is not None and time.monotonic() > deadline:
                 raise ServingError.deadline()
-            if self.batcher is not None:
-                outputs = self.batcher.run(servable, signature, inputs, deadline)
+            if batcher is not None:
+                outputs = batcher.run(servable, signature, inputs, deadline)
             else:
                 outputs = signature(inputs)
                 self.metrics.invocations.labels(self.label(servable.name), str(servable.version)).inc()
