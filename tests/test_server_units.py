@@ -285,3 +285,38 @@ def test_rest_answers_are_not_held_back_by_nagle():
     from tfaccel.serving.rest import _make_handler
 
     assert _make_handler(None).disable_nagle_algorithm is True  # type: ignore[arg-type]
+
+
+def _decode(body: str, name: str, spec: Any) -> Any:
+    from tfaccel.serving.tensors import columns_from_json, parse_request_json
+
+    value, may_hold_bools = parse_request_json(body.encode())
+    return columns_from_json(value["inputs"], {name: spec}, may_hold_bools)[name]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ('{"inputs": {"s": ["\\ud800"]}}', "not valid Unicode"),
+        ('{"inputs": {"s": ["a", ["b"]]}}', "ragged list"),
+        ('{"inputs": {"s": [{"b64": "QQ=="}, ["x"]]}}', "ragged list"),
+    ],
+)
+def test_bad_string_inputs_are_invalid_arguments_not_server_errors(body: str, words: str) -> None:
+    with pytest.raises(ServingError, match=words) as err:
+        _decode(body, "s", tf.TensorSpec([None], tf.string))
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("row", [[2**64 - 1, 1], [1, 2**64 - 1], [2**63, 1], [2**64 - 1, 2**63], [1, 2]])
+def test_uint64_values_past_int64_are_read_exactly_whatever_their_neighbours(row: list[int]) -> None:
+    got = _decode(json.dumps({"inputs": {"u": [row]}}), "u", tf.TensorSpec([None, 2], tf.uint64))
+    assert got.dtype == np.uint64
+    np.testing.assert_array_equal(got, np.array([row], np.uint64))
+
+
+def test_an_empty_integer_list_is_an_empty_tensor_and_a_fraction_is_still_refused() -> None:
+    empty = _decode('{"inputs": {"i": []}}', "i", tf.TensorSpec([None], tf.int32))
+    assert empty.dtype == np.int32 and empty.shape == (0,)
+    with pytest.raises(ServingError, match="fractions"):
+        _decode('{"inputs": {"u": [[18446744073709551615, 1.5]]}}', "u", tf.TensorSpec([None, 2], tf.uint64))

@@ -281,7 +281,13 @@ def _decode_strings(value: Any) -> Any:
     if isinstance(value, list):
         return [_decode_strings(v) for v in value]
     if isinstance(value, str):
-        return value.encode()
+        try:
+            return value.encode()
+        except UnicodeEncodeError as err:  # a lone surrogate (JSON's \ud800) has no UTF-8 form
+            raise ServingError.invalid(
+                f"a string input holds text that is not valid Unicode ({err.reason} at {err.start}); send "
+                'the bytes as {"b64": ...}'
+            ) from err
     raise ServingError.invalid(
         f'a string input holds {json.dumps(value)[:100]}, not a string or {{"b64": ...}}'
     )
@@ -322,14 +328,25 @@ def _to_array(value: Any, spec: tf.TensorSpec, name: str, may_hold_bools: bool) 
     if dtype == tf.string:
         decoded = _decode_strings(value)
         try:
-            return np.array(decoded, dtype=object)
+            strings = np.array(decoded, dtype=object)
         except ValueError as err:
             raise ServingError.invalid(f"input {name!r}: ragged or malformed list ({err})") from err
+        if not all(isinstance(v, bytes) for v in strings.flat):  # numpy keeps a ragged list as objects
+            raise ServingError.invalid(f"input {name!r}: a ragged list (its rows differ in length)")
+        return strings
     try:
         array = np.asarray(value)
     except (ValueError, OverflowError, TypeError) as err:
         raise ServingError.invalid(f"input {name!r}: ragged, malformed or out-of-range list ({err})") from err
     kind = array.dtype.kind
+    if array.size == 0 and kind == "f":  # an empty list reads as float64: it holds no fraction
+        return array.astype(dtype.as_numpy_dtype)
+    if dtype == tf.uint64 and kind in "fO" and _integers_only(value):
+        # numpy reads integers past int64's range next to smaller ones as float64 (or objects): exact here
+        try:
+            return np.array(value, dtype=np.uint64)
+        except (ValueError, OverflowError, TypeError) as err:
+            raise ServingError.invalid(f"input {name!r}: a value does not fit uint64 ({err})") from err
     # booleans read as numbers are exactly 0 or 1: only then is the JSON walked
     maybe = (
         may_hold_bools and kind in "iuf" and not dtype.is_bool and bool(((array == 0) | (array == 1)).any())
@@ -354,6 +371,20 @@ def _to_array(value: Any, spec: tf.TensorSpec, name: str, may_hold_bools: bool) 
     if array.size and (array.min() < info.min or array.max() > info.max):
         raise ServingError.invalid(f"input {name!r}: a value does not fit {dtype.name}")
     return array.astype(dtype.as_numpy_dtype)
+
+
+def _integers_only(value: Any) -> bool:
+    """Whether nested lists hold JSON integers only (no fraction, boolean or string), level by level."""
+    level = [value]
+    while level:
+        nested = []
+        for item in level:
+            if type(item) is list:
+                nested.extend(item)
+            elif type(item) is not int:
+                return False
+        level = nested
+    return True
 
 
 def _found(kind: str) -> str:
