@@ -574,7 +574,7 @@ LOAD_ERRORS: list[tuple[str, Callable[[Any], None], str]] = [
         r"variables.data-.* is not the file saved",
     ),
     ("digests_not_a_map", _meta_edit(lambda m: m.update(sha256=[1])), r"sha256 is not a map of file digests"),
-    ("digest_path_escapes", _meta_edit(lambda m: m.update(sha256={"../x": "0"})), r"lacks \.\./x"),
+    ("digest_path_escapes", _meta_edit(lambda m: m["sha256"].update({"../x": "0"})), r"lacks \.\./x"),
     (
         "digest_edited",
         _meta_edit(lambda m: m["sha256"].update({"saved_model.pb": "0" * 64})),
