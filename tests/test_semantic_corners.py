@@ -36,6 +36,27 @@ def _max_in_loop(s: tf.Tensor) -> tf.Tensor:
     return tf.while_loop(lambda i, a: i < 3, lambda i, a: (i + 1, tf.maximum(a * 0.5, s)), [0, s])[1]
 
 
+def _cast_in_cond(x: tf.Tensor) -> tf.Tensor:
+    return tf.cond(
+        tf.reduce_any(x > 0), lambda: tf.cast(x * 255.0, tf.uint8), lambda: tf.zeros_like(x, tf.uint8)
+    )
+
+
+def _cast_in_map(images: tf.Tensor) -> tf.Tensor:
+    return tf.map_fn(lambda image: tf.cast(image * 255.0, tf.uint8), images, fn_output_signature=tf.uint8)
+
+
+def _float64_in_cond(x: tf.Tensor) -> tf.Tensor:
+    """float64 only inside the branch: (1e10 x + 1)^2 - 1e20 x^2 = 2e10 x + 1, exact in float64 only."""
+
+    def exact() -> tf.Tensor:
+        wide = tf.cast(x, tf.float64)
+        big = wide * 1e10 + 1.0
+        return tf.cast(big * big - 1e20 * wide * wide, tf.float32)
+
+    return tf.cond(tf.reduce_any(x > 0), exact, lambda: x)
+
+
 _IDS = np.array([[2_000_000_011, 123_456_789, 7]], np.int32)
 _NAN_ROW = np.array([[1.0, np.nan, 3.0, np.inf, -np.inf]], np.float32)
 
@@ -105,6 +126,27 @@ CASES: list[tuple[str, Callable[..., Any], tuple[Any, ...], list[tuple[Any, ...]
         "reduce-over-an-empty-axis",
         lambda x: (tf.reduce_max(x * 2, axis=1), tf.reduce_mean(x * 2, axis=1), tf.reduce_min(x * 2, axis=1)),
         (np.zeros((2, 0), np.float32),),
+        [],
+        ("openvino",),
+    ),
+    (
+        "float-to-uint8-in-a-cond",
+        _cast_in_cond,
+        (np.array([1.01, -0.01, 0.5, 2.0], np.float32),),
+        [],
+        ("openvino", "xla"),
+    ),
+    (
+        "float-to-uint8-in-map_fn",
+        _cast_in_map,
+        (np.array([[1.01, -0.01], [0.5, 2.0]], np.float32),),
+        [],
+        ("openvino", "xla"),
+    ),
+    (
+        "float64-in-a-cond",
+        _float64_in_cond,
+        (np.array([1.0, 3.0], np.float32),),
         [],
         ("openvino",),
     ),

@@ -125,7 +125,7 @@ class OpenVinoBackend:
     # -- support ---------------------------------------------------------------------------------------
     def support_for(self, graph: Graph, graph_def: graph_pb2.GraphDef) -> OpenVinoBackend:
         """Ask the frontend about every node of ``graph_def`` once; ``supports`` then answers from that."""
-        verdicts = {**semantics.body_verdicts(graph_def), **_frontend_verdict(graph_def)}
+        verdicts = {**semantics.body_verdicts(graph_def, _body_rule), **_frontend_verdict(graph_def)}
         self._support = _GraphSupport(verdicts, graph, semantics.int64_classes(graph))
         return self
 
@@ -422,6 +422,16 @@ def _convert(subgraph: SubgraphDef, nan_guards: bool) -> Any:
                 subgraph.name, message, _culprit(str(err), subgraph), str(err)
             ) from err
     return model
+
+
+def _body_rule(node: Node, graph: Graph, classes: dict[TensorRef, str]) -> str | None:
+    """What keeps a loop or branch body's op from openvino: the dtypes it computes inexactly, and the
+    semantic rules (the same as for a node of the graph itself).
+    """
+    bad = sorted({t.dtype for t in node.outputs if t.dtype in UNSUPPORTED_DTYPES})
+    if bad:
+        return f"OpenVINO's CPU plugin computes {', '.join(bad)} in float32 (not exact)"
+    return semantics.semantic_verdict(node, graph, classes)
 
 
 def _cpu_has_bf16() -> bool:

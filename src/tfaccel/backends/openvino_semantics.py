@@ -25,7 +25,7 @@ own verdict; :func:`preserve_nan` runs on every subgraph before conversion (unde
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ __all__ = [
     "FLOAT_DTYPES",
     "NAN_GUARDED_OPS",
     "XLA_NAN_GUARDED_OPS",
+    "BodyRule",
     "body_verdicts",
     "cast_wraps_reason",
     "int64_classes",
@@ -272,10 +273,10 @@ def semantic_verdict(node: Node, graph: Graph | None, classes: dict[TensorRef, s
     if node.op in _EMPTY_REDUCTION_DIFFERS and graph is not None and node.inputs:
         ref = node.inputs[0]
         shape = graph[ref.node].outputs[ref.port].shape if ref.node in graph else None
-        if shape is None or 0 in shape:
+        if shape is not None and 0 in shape:
             return (
                 f"OpenVINO's {node.op} over an empty axis gives a number where TensorFlow gives inf or NaN "
-                "(its input may be empty)"
+                "(its input is empty)"
             )
     if floats and node.op in _FLOAT_EDGES_DIFFER:
         return (
@@ -324,9 +325,17 @@ def semantic_verdict(node: Node, graph: Graph | None, classes: dict[TensorRef, s
     return None
 
 
-def body_verdicts(graph_def: graph_pb2.GraphDef) -> dict[str, str]:
+#: a per-node rule for :func:`body_verdicts`: why the backend would answer differently (None: it matches)
+BodyRule = Callable[[Node, Graph, dict[TensorRef, str]], "str | None"]
+
+
+def body_verdicts(
+    graph_def: graph_pb2.GraphDef, rule: BodyRule | None = None, unreadable_refused: bool = True
+) -> dict[str, str]:
     """Node name -> why, for each node of ``graph_def`` whose loop or branch bodies (recursively) hold an
-    op :func:`semantic_verdict` refuses: compiling the node would compile that op too.
+    op ``rule`` refuses (by default :func:`semantic_verdict`): compiling the node would compile that op too.
+    A body TensorFlow cannot read alone is refused unless ``unreadable_refused`` is false (a backend
+    whose rule is a rare corner keeps such loops).
 
     Why: the per-node rules see the top-level graph only; a ``FloorMod`` of hashed ids or an int32 ``Sum``
     inside a ``tf.cond`` went to OpenVINO with its ``If`` and answered wrongly. Each body is read into the
@@ -337,6 +346,7 @@ def body_verdicts(graph_def: graph_pb2.GraphDef) -> dict[str, str]:
 
     functions = {f.signature.name: f for f in graph_def.library.function}
     found: dict[str, str | None] = {}
+    verdict_of = rule or semantic_verdict
 
     def function_verdict(name: str) -> str | None:
         if name in found:
@@ -349,13 +359,16 @@ def body_verdicts(graph_def: graph_pb2.GraphDef) -> dict[str, str]:
             body, _ = _tf_compat.function_body(function, graph_def.library)
             body.library.CopyFrom(graph_def.library)
             graph = graph_from_graph_def(body, [n.name for n in body.node if n.op == "Placeholder"], [])
-        except Exception as err:  # a body TensorFlow cannot import alone: not claimed
-            found[name] = f"its body {name} could not be checked ({type(err).__name__})"
+        except Exception as err:  # a body TensorFlow cannot import alone: refused unless told otherwise
+            if unreadable_refused:
+                found[name] = f"its body {name} could not be checked ({type(err).__name__})"
             return found[name]
         classes = int64_classes(graph)
         for node in graph.topological_order():
             inner = graph[node]
-            why = semantic_verdict(inner, graph, classes) or node_verdict(inner.payload)
+            if inner.op == "Placeholder":  # an argument: what the body does with it is checked
+                continue
+            why = verdict_of(inner, graph, classes) or node_verdict(inner.payload)
             if why is not None:
                 found[name] = f"{inner.op} {inner.name!r} in its body: {why}"
                 return found[name]
@@ -364,6 +377,10 @@ def body_verdicts(graph_def: graph_pb2.GraphDef) -> dict[str, str]:
     def node_verdict(node_def: Any) -> str | None:
         if not isinstance(node_def, node_def_pb2.NodeDef):
             return None
+        if node_def.op in functions:  # a function called as an op
+            why = function_verdict(node_def.op)
+            if why is not None:
+                return why
         for attr in node_def.attr.values():
             names = [attr.func.name] if attr.HasField("func") else [f.name for f in attr.list.func]
             for name in names:

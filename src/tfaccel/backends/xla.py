@@ -37,7 +37,7 @@ from tfaccel.backends.base import (
     input_placeholder,
 )
 from tfaccel.backends.openvino_semantics import CAST_WRAPS, XLA_NAN_GUARDED_OPS, cast_wraps_reason
-from tfaccel.compiler.ir import Graph, Node
+from tfaccel.compiler.ir import Graph, Node, TensorRef
 
 __all__ = ["XlaBackend", "SLOW_ON_CPU"]
 
@@ -103,11 +103,14 @@ class XlaBackend:
 
     def __init__(self, settings: BackendSettings | None = None) -> None:
         self._table = _kernel_table()
+        #: loop and branch nodes whose bodies hold an op XLA answers differently (support_for fills it)
+        self._bodies: dict[str, str] = {}
         #: False under ``--nan-semantics=relaxed``: XLA's own (NaN-ignoring) min/max, unguarded
         self.nan_guards = (settings or BackendSettings()).nan_guards
 
     def support_for(self, graph: Graph, graph_def: graph_pb2.GraphDef) -> XlaBackend:
-        """XLA's answer depends on the node alone."""
+        """XLA's answer depends on the node, and for a loop or branch on what its bodies hold."""
+        self._bodies = semantics.body_verdicts(graph_def, _body_rule, unreadable_refused=False)
         return self
 
     def quantize(
@@ -135,10 +138,9 @@ class XlaBackend:
         node_def = node.payload
         if not isinstance(node_def, node_def_pb2.NodeDef):
             return True, f"XLA compiles {node.op}"
-        if node.op == "Cast":
-            source, target = (tf.as_dtype(node_def.attr[k].type) for k in ("SrcT", "DstT"))
-            if source.is_floating and target.name in CAST_WRAPS:
-                return False, cast_wraps_reason("XLA", target.name)
+        why = _cast_wraps(node) or self._bodies.get(node.name)
+        if why is not None:
+            return False, why
         mismatch = ""
         for kernel in kernels:
             mismatch = _constraint_mismatch(kernel, node_def)
@@ -221,6 +223,20 @@ class XlaBackend:
             functions=tuple(functions),
             artifacts=kept,
         )
+
+
+def _cast_wraps(node: Node) -> str | None:
+    """A float to 8/16-bit integer cast, which TF wraps around and XLA saturates."""
+    node_def = node.payload
+    if node.op != "Cast" or not isinstance(node_def, node_def_pb2.NodeDef):
+        return None
+    source, target = (tf.as_dtype(node_def.attr[k].type) for k in ("SrcT", "DstT"))
+    return cast_wraps_reason("XLA", target.name) if source.is_floating and target.name in CAST_WRAPS else None
+
+
+def _body_rule(node: Node, graph: Graph, classes: dict[TensorRef, str]) -> str | None:
+    """What keeps a loop or branch body's op from xla (XLA compiles a loop with its bodies)."""
+    return _cast_wraps(node)
 
 
 def _without_input_placeholders(subgraph: SubgraphDef) -> graph_pb2.GraphDef:

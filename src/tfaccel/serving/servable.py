@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from tfaccel.runtime.batching import BatchMode
 from tfaccel.serving.errors import ServingError
 from tfaccel.serving.tensors import check_names, describe_shape
 
@@ -183,8 +184,12 @@ def load_servable(name: str, version: int, path: str, warmup: bool = True) -> Se
         if not signatures:
             raise ValueError(f"{path} has no signatures to serve")
         servable = Servable(name, version, path, signatures, dict(meta_graph.signature_def), session)
-        if traced is not None and not traced.plan.any_batch:
-            servable.batch_alone = traced.plan.why or "it keeps its traced batch"
+        # the trace found a reason to keep its batch (rows that mix, a dim 0 that is not the batch, a model
+        # that fails at another batch): padding or merging could change its answers. A fixed plan without a
+        # reason (saved before the check existed) or a pipelined one is batched, as before
+        plan = traced.plan if traced is not None else None
+        if plan is not None and plan.mode is BatchMode.FIXED and plan.why:
+            servable.batch_alone = plan.why
             logger.info(
                 "model %s version %d takes its traced batch only (%s): the batcher never pads or merges its "
                 "requests",
