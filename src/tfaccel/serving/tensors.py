@@ -331,8 +331,12 @@ def _to_array(value: Any, spec: tf.TensorSpec, name: str, may_hold_bools: bool) 
             strings = np.array(decoded, dtype=object)
         except ValueError as err:
             raise ServingError.invalid(f"input {name!r}: ragged or malformed list ({err})") from err
-        if not all(isinstance(v, bytes) for v in strings.flat):  # numpy keeps a ragged list as objects
-            raise ServingError.invalid(f"input {name!r}: a ragged list (its rows differ in length)")
+        # numpy keeps a ragged list (or one nested past its 64 dimensions) as objects holding lists;
+        # reshape, not .flat: numpy's iterators stop at 32 dimensions
+        if not all(isinstance(v, bytes) for v in strings.reshape(-1)):
+            raise ServingError.invalid(
+                f"input {name!r}: a ragged list (its rows differ in length) or one nested too deeply"
+            )
         return strings
     try:
         array = np.asarray(value)
