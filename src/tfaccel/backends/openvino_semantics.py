@@ -32,6 +32,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
+from tfaccel import _tf_compat
+from tfaccel.compiler.capture import graph_from_graph_def, rename_function_references
 from tfaccel.compiler.ir import Graph, Node, TensorRef
 
 __all__ = [
@@ -341,9 +343,6 @@ def body_verdicts(
     inside a ``tf.cond`` went to OpenVINO with its ``If`` and answered wrongly. Each body is read into the
     IR (dtypes and shapes from TensorFlow's import), its arguments counted as data.
     """
-    from tfaccel import _tf_compat
-    from tfaccel.compiler.capture import graph_from_graph_def
-
     functions = {f.signature.name: f for f in graph_def.library.function}
     found: dict[str, str | None] = {}
     verdict_of = rule or semantic_verdict
@@ -377,16 +376,10 @@ def body_verdicts(
     def node_verdict(node_def: Any) -> str | None:
         if not isinstance(node_def, node_def_pb2.NodeDef):
             return None
-        if node_def.op in functions:  # a function called as an op
-            why = function_verdict(node_def.op)
+        for name in _called([node_def]):  # its bodies, and a function called as an op
+            why = function_verdict(name) if name in functions else None
             if why is not None:
                 return why
-        for attr in node_def.attr.values():
-            names = [attr.func.name] if attr.HasField("func") else [f.name for f in attr.list.func]
-            for name in names:
-                why = function_verdict(name)
-                if why is not None:
-                    return why
         return None
 
     verdicts = {}
@@ -466,29 +459,20 @@ def _rename_rewritten(original: graph_pb2.GraphDef, out: graph_pb2.GraphDef) -> 
         changed |= callers
         grew = bool(callers)
     renamed = {name: name + _REWRITTEN_SUFFIX for name in changed}
-    _rename_calls(out.node, renamed)
+    rename_function_references(out.node, renamed)
     for function in out.library.function:
-        _rename_calls(function.node_def, renamed)
+        rename_function_references(function.node_def, renamed)
         function.signature.name = renamed.get(function.signature.name, function.signature.name)
 
 
 def _called(nodes: Iterable[node_def_pb2.NodeDef]) -> Iterable[str]:
+    """Every name ``nodes`` may call a function by: their op types and their function attributes."""
     for node in nodes:
         yield node.op
         for value in node.attr.values():
             if value.HasField("func"):
                 yield value.func.name
             yield from (f.name for f in value.list.func)
-
-
-def _rename_calls(nodes: Iterable[node_def_pb2.NodeDef], renamed: dict[str, str]) -> None:
-    for node in nodes:
-        node.op = renamed.get(node.op, node.op)
-        for value in node.attr.values():
-            if value.HasField("func"):
-                value.func.name = renamed.get(value.func.name, value.func.name)
-            for func in value.list.func:
-                func.name = renamed.get(func.name, func.name)
 
 
 def mirror_comparisons(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:

@@ -690,24 +690,28 @@ def _rename_library(graph_def: graph_pb2.GraphDef) -> None:
         for f in library.function
     }
 
-    def fix(nodes: Iterable[node_def_pb2.NodeDef]) -> None:
-        for node in nodes:
-            for value in node.attr.values():
-                if value.HasField("func") and value.func.name in renamed:
-                    value.func.name = renamed[value.func.name]
-                for func in value.list.func:
-                    if func.name in renamed:
-                        func.name = renamed[func.name]
-            if node.op in renamed:  # a function called directly as an op
-                node.op = renamed[node.op]
-
-    fix(graph_def.node)
+    rename_function_references(graph_def.node, renamed)
     for function in library.function:
         function.signature.name = renamed[function.signature.name]
-        fix(function.node_def)
+        rename_function_references(function.node_def, renamed)
     for gradient in library.gradient:
         if gradient.function_name in renamed:
             gradient.function_name = renamed[gradient.function_name]
+
+
+def rename_function_references(nodes: Iterable[node_def_pb2.NodeDef], renamed: Mapping[str, str]) -> None:
+    """Point every reference of ``nodes`` to a function in ``renamed`` at its new name, in place: the
+    function attributes (a loop's body, a branch list) and a function called directly as an op.
+    """
+    for node in nodes:
+        for value in node.attr.values():
+            if value.HasField("func") and value.func.name in renamed:
+                value.func.name = renamed[value.func.name]
+            for func in value.list.func:
+                if func.name in renamed:
+                    func.name = renamed[func.name]
+        if node.op in renamed:
+            node.op = renamed[node.op]
 
 
 def _restore_placeholders(

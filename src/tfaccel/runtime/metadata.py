@@ -14,7 +14,15 @@ from typing import Any
 from tfaccel.compiler.report import PlacementReport
 from tfaccel.errors import ExportError
 
-__all__ = ["FORMAT", "METADATA_FILE", "READABLE_FORMATS", "fspath", "load_report", "read_metadata"]
+__all__ = [
+    "FORMAT",
+    "METADATA_FILE",
+    "READABLE_FORMATS",
+    "check_format",
+    "fspath",
+    "load_report",
+    "read_metadata",
+]
 
 METADATA_FILE = os.path.join("assets.extra", "tfaccel.json")
 #: the largest metadata file read (the report of a 20,000-node graph takes a few MB)
@@ -65,17 +73,25 @@ def read_metadata(path: str) -> dict[str, Any]:
             f"{meta_path} cannot be read ({type(err).__name__}: {str(err)[:200]}); save the traced model "
             "again"
         ) from err
-    found = meta.get("format") if isinstance(meta, dict) else None
-    if not isinstance(meta, dict) or isinstance(found, bool) or found not in READABLE_FORMATS:
-        raise ExportError(
-            f"{meta_path} has format {found!r}; this tfaccel reads formats "
-            f"{', '.join(map(str, READABLE_FORMATS))}"
-        )
+    found = check_format(meta, meta_path)
     required = ("layout", "output_names", "report", *(("sha256",) if found >= 2 else ()))
     missing = [key for key in required if key not in meta]
     if missing:
         raise ExportError(f"{meta_path} lacks {', '.join(missing)}; save the traced model again")
     return meta
+
+
+def check_format(meta: Any, where: str) -> int:
+    """The format of the metadata record ``meta`` (read from ``where``), or an :class:`ExportError` when
+    it is not a record of a format this tfaccel reads.
+    """
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or isinstance(found, bool) or found not in READABLE_FORMATS:
+        raise ExportError(
+            f"{where} has format {found!r}; this tfaccel reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}"
+        )
+    return int(found)
 
 
 def load_report(path: str | os.PathLike[str]) -> PlacementReport:

@@ -23,7 +23,7 @@ from tfaccel.errors import ExportError, InputTypeError, InputValueError, KerasFo
 from tfaccel.runtime import restore, saving
 from tfaccel.runtime.batching import BatchPlan
 from tfaccel.runtime.direct import DirectCall, DirectUnavailable
-from tfaccel.runtime.metadata import FORMAT, READABLE_FORMATS
+from tfaccel.runtime.metadata import FORMAT, check_format
 
 __all__ = [
     "Executable",
@@ -312,11 +312,15 @@ _CLASSES: dict[str, Callable[[Executable], TracedModel]] = {}
 
 def make_model(executable: Executable) -> TracedModel:
     """Wrap ``executable`` in the Keras model class of the active Keras flavour."""
-    keras = keras_module()
+    return _model_class(keras_module())(executable)
+
+
+def _model_class(keras: Any) -> Callable[[Executable], TracedModel]:
+    """The model class for ``keras`` (tf_keras or Keras 3), defined once per process."""
     flavour = keras.__name__
     if flavour not in _CLASSES:
         _CLASSES[flavour] = _define_model_class(keras)
-    return _CLASSES[flavour](executable)
+    return _CLASSES[flavour]
 
 
 def _define_model_class(keras: Any) -> Callable[[Executable], TracedModel]:
@@ -501,12 +505,7 @@ def revived_metadata(config: Any) -> restore.SavedMetadata:
         meta = config.get("tfaccel") if isinstance(config, dict) else None
         if not isinstance(meta, dict):
             raise ExportError(f"{_REVIVED} is missing; save the traced model again")
-        found = meta.get("format")
-        if isinstance(found, bool) or found not in READABLE_FORMATS:
-            raise ExportError(
-                f"{_REVIVED} has format {found!r}; this tfaccel reads formats "
-                f"{', '.join(map(str, READABLE_FORMATS))}: load it with the tfaccel that saved it"
-            )
+        check_format(meta, _REVIVED)
         saved = restore.parse_metadata(meta, _REVIVED)
     except ExportError as err:
         logger.warning("%s; tf_keras loads the model without its placement report", err)
@@ -519,7 +518,5 @@ def revive(config: Any) -> TracedModel:
     """``TracedModel.from_config`` of the tf_keras class, for the loader tfaccel registers on import."""
     import tf_keras
 
-    if "tf_keras" not in _CLASSES:
-        _CLASSES["tf_keras"] = _define_model_class(tf_keras)
-    model: TracedModel = _CLASSES["tf_keras"].from_config(config)  # type: ignore[attr-defined]
+    model: TracedModel = _model_class(tf_keras).from_config(config)  # type: ignore[attr-defined]
     return model
