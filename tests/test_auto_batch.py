@@ -308,3 +308,17 @@ def test_examples_of_zeros_still_show_rows_that_mix(backend):
     assert plan.mode is BatchMode.FIXED, plan
     assert "does not keep the batch on dim 0" in plan.why, plan.why
     assert_close(traced(rows(B, 7)), centred(rows(B, 7)))
+
+
+def _centred_beside_inf(x):
+    """Rows that mix, next to a column of +inf (which once made the comparison's tolerance infinite)."""
+    inf = tf.fill(tf.stack([tf.shape(x)[0], 1]), np.float32(np.inf))
+    return tf.concat([centred(x), inf], axis=1)
+
+
+@pytest.mark.parametrize("backend", ["openvino", "xla"])
+def test_an_infinite_output_value_does_not_hide_rows_that_mix(backend):
+    traced = tfaccel.trace(_centred_beside_inf, rows(B), backend=backend)
+    plan = traced.tfaccel_executable.batch_plan
+    assert plan.mode is BatchMode.FIXED, plan
+    assert_close(traced(rows(B, 3)), _centred_beside_inf(rows(B, 3)))

@@ -132,7 +132,8 @@ def _differ(a: Any, b: Any) -> bool:
     if a.shape != b.shape:
         return True
     if a.dtype.kind in "fc":
-        scale = max(1.0, float(np.max(np.abs(a)))) if a.size else 1.0
+        finite = np.abs(a[np.isfinite(a)])  # an inf would make the tolerance infinite: every row "equal"
+        scale = max(1.0, float(np.max(finite))) if finite.size else 1.0
         return not np.allclose(a, b, rtol=RTOL, atol=ATOL * scale, equal_nan=True)
     return not np.array_equal(a, b)
 
