@@ -42,10 +42,8 @@ def load(path: str | os.PathLike[str]) -> TracedModel:
         again(x)
     """
     path = fspath(path, "load")
-    meta = read_metadata(path)
     where = os.path.join(path, METADATA_FILE)
-    saved = parse_metadata(meta, where)
-    verify_files(path, meta)
+    saved = _verified(path)
     warn_versions(saved, path)
     try:
         restored = tf.saved_model.load(path)
@@ -76,6 +74,11 @@ def verify_traced(path: str) -> SavedMetadata | None:
     """
     if not os.path.lexists(os.path.join(path, METADATA_FILE)):
         return None
+    return _verified(path)
+
+
+def _verified(path: str) -> SavedMetadata:
+    """The metadata of the traced SavedModel at ``path``, parsed, its files checked against the digests."""
     meta = read_metadata(path)
     saved = parse_metadata(meta, os.path.join(path, METADATA_FILE))
     verify_files(path, meta)
